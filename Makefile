@@ -1,0 +1,37 @@
+# The two set-up commands of the README:
+#   make demo   install, then run the main job on the embedded default (tiny local models, local store)
+#   make test   install, then run the tests
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: install demo test test-all lint tools tiny-models
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first and pinned: the CPU wheel on these machines (an unpinned torch pulls a CUDA build).
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/twt demo
+
+tools:
+	bash .ci/install-tools.sh || echo "optional test tools not installed (kubectl): those tests will skip"
+
+test: install tools
+	$(PY) -m pytest
+
+test-all: install tools
+	$(PY) -m pytest -m "slow or not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+tiny-models: install
+	$(VENV)/bin/twt task build --out twt/data/tiny
