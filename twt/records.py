@@ -1,0 +1,119 @@
+"""JSONL rows with a schema: questions, candidates and distillation rows.
+
+The formats are the contracts between pipeline steps (see DESIGN.md). Reading streams row by row and a
+malformed line fails with ``RecordError`` naming the file and the line; writing is atomic (a temporary file
+in the same directory, then ``os.replace``), so a reader never sees half a file.
+
+    rows = list(read_rows("questions.jsonl", Question))
+    write_rows("out.jsonl", rows)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class RecordError(ValueError):
+    """A row that does not match its schema, with the file and line it came from."""
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Question(_Row):
+    """One question; ``answer`` is the gold answer when known (optional: twt works unsupervised)."""
+
+    id: str = Field(min_length=1)
+    question: str
+    answer: str | None = None
+
+
+class Candidate(_Row):
+    """One teacher generation for one question.
+
+    ``answer`` is None when no answer could be extracted; ``error`` then says why. ``confidence`` is in
+    [0, 1] (self-reported or the sequence probability); ``tokens`` counts the generated tokens.
+    """
+
+    id: str = Field(min_length=1)
+    teacher: str = Field(min_length=1)
+    sample: int = Field(ge=0)
+    reasoning: str
+    answer: str | None
+    confidence: float = Field(ge=0.0, le=1.0)
+    tokens: int = Field(ge=0)
+    finish_reason: str
+    error: str | None = None
+
+
+class DistillRow(_Row):
+    """One training example for the student; stage 2 adds ``compressed_reasoning``."""
+
+    id: str = Field(min_length=1)
+    question: str
+    reasoning: str
+    answer: str
+    source: str
+    compressed_reasoning: str | None = None
+
+
+Row = TypeVar("Row", bound=_Row)
+
+
+def read_rows(path: str | os.PathLike, schema: type[Row]) -> Iterator[Row]:
+    """Stream the rows of a JSONL file, validating each; blank lines are skipped."""
+    path = Path(path)
+    try:
+        handle = path.open("rb")  # bytes, decoded line by line, so a bad byte is reported on its own line
+    except FileNotFoundError:
+        raise RecordError(f"{path}: no such file") from None
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise RecordError(f"{path}:{number}: not UTF-8 ({err.reason})") from None
+            if not line.strip():
+                continue
+            try:
+                yield schema.model_validate_json(line)
+            except ValidationError as err:
+                raise RecordError(f"{path}:{number}: {_describe(err)}") from None
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    if first["type"] == "json_invalid":
+        return f"not valid JSON ({first['msg']})"
+    field = ".".join(str(part) for part in first["loc"]) or "row"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"field '{field}': {first['msg']}{more}"
+
+
+def write_rows(path: str | os.PathLike, rows: Iterable[_Row | dict]) -> int:
+    """Write rows atomically as JSONL; returns how many were written. Rows stream to a temporary file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            for row in rows:
+                data = row.model_dump(exclude_none=False) if isinstance(row, BaseModel) else row
+                out.write(json.dumps(data, ensure_ascii=False) + "\n")
+                count += 1
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
