@@ -1,0 +1,647 @@
+"""The run configuration: one YAML file describes a whole run (data, teachers, student, DCRS, compression,
+the three training stages, evaluation, the promotion gate and the registry).
+
+    config = load_config("configs/demo.yaml")        # validated; input paths resolved
+    config.stage(2).learning_rate                     # stage settings = stages.common + stages.stage2
+    config.teachers[0].templates().render("solve", question="7+5")
+    Path("resolved.yaml").write_text(config.model_dump_yaml())
+
+Every section forbids unknown keys, so a typo is an error, not a silently ignored setting. Errors are
+``ConfigError`` (a ``ValueError``) naming the file, the dotted field path and the YAML line, e.g.
+``configs/x.yaml: teachers[1].temperature: Input should be greater than or equal to 0 (line 14)``.
+
+Paths. Model references (``teachers[].model`` except for the ``openai`` backend, ``student.model``,
+``dcrs.embedding_model``, ``compression.reference_model``) are Hugging Face ids when they have the form
+``name`` or ``org/name``, and local paths otherwise (``./x``, ``../x``, ``a/b/c``, absolute, ``~/x``);
+``s3://``/``file://`` URIs are kept as written. Relative local inputs (those models and ``task.questions``,
+``task.eval``) resolve against the config file's directory, or against ``base_dir`` when one is given to
+``load_config``. ``${NAME}`` in those fields, in ``workdir``, ``registry.uri`` and ``teachers[].base_url``
+is replaced by the environment variable NAME (an unset one is an error), except that ``${TWT_DATA}``
+defaults to ``data_dir()`` (the package's ``twt/data``), where the tiny demo models live. Outputs
+(``workdir``, ``registry.uri``) are not made absolute: a relative one is relative to the current directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import re
+import string
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from twt.task import PromptTemplates, TaskSpec
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be read or does not validate; the message names file, field and line."""
+
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"  # safe in file names, S3 keys and KFP task names
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "gpt2", "Qwen/Qwen2.5-7B-Instruct"
+BASELINES = ("student-base", "stage1", "stage2", "teachers")
+PLACEHOLDERS = {"question", "reasoning", "answer", "attempt"}
+
+
+def _problem(field: str | tuple[str | int, ...], problem: str) -> PydanticCustomError:
+    """An error about ``field`` (a path relative to the model that raises it)."""
+    loc = (field,) if isinstance(field, str) else field
+    return PydanticCustomError("twt_config", "{problem}", {"field": loc, "problem": problem})
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --- data ------------------------------------------------------------------------------------------------
+
+
+class TaskConfig(_Section):
+    """Where the questions come from: the embedded mod-10 chains, or question files."""
+
+    kind: Literal["embedded", "files"] = Field(
+        "embedded", description="'embedded': generate twt.task questions; 'files': read question JSONL files."
+    )
+    train_questions: int = Field(
+        2000, ge=1, description="embedded: number of (unlabeled) training questions."
+    )
+    eval_questions: int = Field(500, ge=1, description="embedded: number of held-out evaluation questions.")
+    seed: int = Field(0, description="embedded: seed of the question draw (train and eval never overlap).")
+    weights: list[float] = Field(
+        [0.1, 0.2, 0.25, 0.25, 0.2],
+        min_length=1,
+        description="embedded: relative share of chains of 1, 2, ..., N operations (twt.task.TaskSpec).",
+    )
+    questions: str | None = Field(
+        None, description="files: path or URI of the training questions.jsonl (answers optional)."
+    )
+    eval: str | None = Field(
+        None, description="files: path or URI of the held-out questions.jsonl (answers required)."
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_are_shares(cls, weights: list[float]) -> list[float]:
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError("must all be >= 0, with a positive sum")
+        return weights
+
+    @model_validator(mode="after")
+    def _files_match_kind(self) -> TaskConfig:
+        for name in ("questions", "eval"):
+            given = getattr(self, name) is not None
+            if self.kind == "files" and not given:
+                raise _problem(name, "required when kind is 'files'")
+            if self.kind == "embedded" and given:
+                raise _problem(name, "only used when kind is 'files' (kind is 'embedded')")
+        return self
+
+    def spec(self) -> TaskSpec:
+        """The ``twt.task.TaskSpec`` of the embedded task."""
+        return TaskSpec(weights=tuple(self.weights))
+
+
+# --- teachers and student ----------------------------------------------------------------------------------
+
+
+class PromptsConfig(_Section):
+    """Overrides of ``twt.task.PromptTemplates``; null keeps the default. Placeholders: {question},
+    {reasoning}, {answer}, {attempt}; completions must end with ``Answer: <answer>``."""
+
+    solve: str | None = Field(None, description="Ask for reasoning, then the answer; must use {question}.")
+    rewrite: str | None = Field(
+        None, description="Ask to rewrite {reasoning} concisely (also sees {question}, {answer}, {attempt})."
+    )
+    direct: str | None = Field(None, description="Ask for the answer alone; must use {question}.")
+
+    @field_validator("solve", "rewrite", "direct")
+    @classmethod
+    def _known_placeholders(cls, template: str | None, info) -> str | None:
+        if template is None:
+            return None
+        try:
+            used = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        except ValueError as err:
+            raise ValueError(f"not a valid template ({err}); write literal braces as {{{{ and }}}}") from None
+        unknown = used - PLACEHOLDERS
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; allowed: {sorted(PLACEHOLDERS)}")
+        needed = "reasoning" if info.field_name == "rewrite" else "question"
+        if needed not in used:
+            raise ValueError(f"must contain {{{needed}}}")
+        return template
+
+
+class TeacherConfig(_Section):
+    """One teacher model and how to sample from it."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Unique name; names candidate files and KFP tasks.")
+    model: str = Field(
+        min_length=1,
+        description="Local path, URI or Hugging Face id; for backend 'openai' the model name served.",
+    )
+    backend: Literal["transformers", "vllm", "openai"] = Field(
+        "transformers",
+        description="How to generate: in-process transformers, vLLM, or an OpenAI-compatible API.",
+    )
+    k: int = Field(4, ge=1, description="Samples per question.")
+    temperature: float = Field(0.7, ge=0, description="Sampling temperature (0 = greedy).")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
+    max_new_tokens: int = Field(96, ge=1, description="Cap on generated tokens per sample.")
+    seed: int = Field(0, description="Sampling seed.")
+    batch_size: int = Field(64, ge=1, description="Prompts per generation batch (transformers, vllm).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype; 'auto' = as saved (float32 on CPU)."
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one model is sharded over.")
+    base_url: str | None = Field(None, description="openai: endpoint, e.g. http://teacher:8000/v1.")
+    api_key_env: str | None = Field(
+        None,
+        description="openai: NAME of the environment variable holding the API key (never the key itself).",
+    )
+    max_concurrency: int = Field(8, ge=1, description="openai: requests in flight at once.")
+    timeout_s: float = Field(60, gt=0, description="openai: seconds before a request is retried.")
+    prompts: PromptsConfig | None = Field(None, description="Overrides of the three prompt templates.")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, name: str | None) -> str | None:
+        if name is not None and not re.fullmatch(ENV_NAME_PATTERN, name):
+            raise ValueError(
+                "must be the NAME of an environment variable (e.g. TEACHER_API_KEY), not the key"
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _backend_options(self) -> TeacherConfig:
+        if self.backend == "openai" and not self.base_url:
+            raise _problem("base_url", "required when backend is 'openai'")
+        if self.backend != "openai":
+            for name in ("base_url", "api_key_env"):
+                if getattr(self, name) is not None:
+                    raise _problem(name, f"only used by backend 'openai' (backend is {self.backend!r})")
+        if self.backend != "vllm" and self.tensor_parallel_size != 1:
+            raise _problem(
+                "tensor_parallel_size", f"only used by backend 'vllm' (backend is {self.backend!r})"
+            )
+        return self
+
+    def templates(self) -> PromptTemplates:
+        """The prompt templates: ``twt.task.PromptTemplates`` defaults with this teacher's overrides."""
+        overrides = self.prompts.model_dump(exclude_none=True) if self.prompts else {}
+        return PromptTemplates(**overrides)
+
+
+class StudentConfig(_Section):
+    """The student base model that the three stages fine-tune."""
+
+    model: str = Field(min_length=1, description="Local path, URI or Hugging Face id of the student base.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Training dtype; 'auto' = bfloat16 on GPUs that support it, else float32."
+    )
+
+
+# --- selection and compression -----------------------------------------------------------------------------
+
+
+class DCRSConfig(_Section):
+    """Dual-criteria rejection sampling: keep correct/confident candidates, drop near-duplicates."""
+
+    quality_threshold: float = Field(0.5, ge=0, le=1, description="Drop candidates with quality below this.")
+    similarity_threshold: float = Field(
+        0.9, ge=0, le=1, description="Two reasonings for one question this cosine-similar are duplicates."
+    )
+    max_per_question: int = Field(4, ge=1, description="Keep at most this many reasonings per question.")
+    embedding_model: str | None = Field(
+        None, description="sentence-transformers model for similarity; null = bundled all-MiniLM-L6-v2."
+    )
+    use_gold: bool = Field(
+        True, description="Score against gold answers when questions have them; else by teacher agreement."
+    )
+    batch_size: int = Field(256, ge=1, description="Embedding batch size.")
+
+
+class CompressionConfig(_Section):
+    """How stage 2's compressed reasoning is made from stage 1's full reasoning."""
+
+    method: Literal["teacher", "cts", "unconditional"] = Field(
+        "teacher",
+        description="'teacher': a teacher rewrites concisely; 'cts': conditional token selection by a "
+        "reference model; 'unconditional': token importance without conditioning on the answer.",
+    )
+    teacher: str | None = Field(None, description="method 'teacher': teacher name; null = the first teacher.")
+    ratio: float = Field(0.5, gt=0, le=1, description="Target length of compressed / full reasoning.")
+    reference_model: str | None = Field(
+        None, description="cts/unconditional: scoring model (path or HF id); null = the stage-1 student."
+    )
+    condition: Literal["question_answer", "question"] = Field(
+        "question_answer", description="cts: what token importance is conditioned on."
+    )
+    window: int = Field(512, ge=8, description="cts/unconditional: tokens scored per window.")
+
+
+# --- training stages --------------------------------------------------------------------------------------
+
+
+class StageConfig(_Section):
+    """Training settings of one stage (the merge of ``stages.common`` and ``stages.stageN``)."""
+
+    epochs: float = Field(2, gt=0, description="Passes over the stage's training rows.")
+    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW, cosine decay).")
+    batch_size: int = Field(32, ge=1, description="Sequences per device step.")
+    grad_accum: int = Field(1, ge=1, description="Steps accumulated per optimiser update.")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of updates spent warming up.")
+    max_length: int = Field(256, ge=8, description="Token cap per example (prompt + completion).")
+    lora: bool = Field(False, description="Train LoRA adapters (peft) instead of all weights.")
+    lora_r: int = Field(8, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling alpha.")
+    pack: bool = Field(True, description="Pack several short examples into one sequence.")
+    seed: int = Field(0, description="Seed of initialisation and data order.")
+    save_every: int = Field(0, ge=0, description="Checkpoint every this many updates (0 = only at the end).")
+    mix_previous: float = Field(
+        0.0, ge=0, le=1, description="Share of the previous stage's rows mixed in (against forgetting)."
+    )
+
+
+def _overrides_model() -> type[BaseModel]:
+    """``StageOverrides``: the fields of ``StageConfig``, each optional (null = inherit from common)."""
+    fields: dict[str, Any] = {}
+    for name, info in StageConfig.model_fields.items():
+        optional = copy.copy(info)
+        optional.default = None
+        fields[name] = (info.annotation | None, optional)
+    return create_model(
+        "StageOverrides", __base__=_Section, __doc__="Per-stage overrides of ``stages.common``.", **fields
+    )
+
+
+StageOverrides = _overrides_model()
+
+
+class StagesConfig(_Section):
+    """Stage 1 (full reasoning), 2 (compressed reasoning), 3 (answer only): shared defaults + overrides."""
+
+    common: StageConfig = Field(default_factory=StageConfig, description="Settings shared by all stages.")
+    stage1: StageOverrides = Field(default_factory=StageOverrides, description="Overrides for stage 1.")
+    stage2: StageOverrides = Field(
+        default_factory=lambda: StageOverrides(mix_previous=0.2), description="Overrides for stage 2."
+    )
+    stage3: StageOverrides = Field(
+        default_factory=lambda: StageOverrides(mix_previous=0.2), description="Overrides for stage 3."
+    )
+
+    def stage(self, n: int) -> StageConfig:
+        """The settings of stage ``n`` (1, 2 or 3): common, then that stage's overrides."""
+        if n not in (1, 2, 3):
+            raise ValueError(f"no stage {n}; stages are 1, 2 and 3")
+        overrides = getattr(self, f"stage{n}").model_dump(exclude_none=True)
+        return StageConfig.model_validate({**self.common.model_dump(), **overrides})
+
+    @model_validator(mode="after")
+    def _stage1_has_no_previous(self) -> StagesConfig:
+        if self.stage(1).mix_previous:
+            raise _problem(("stage1", "mix_previous"), "must be 0: stage 1 has no previous stage")
+        return self
+
+
+# --- evaluation, gate, registry ---------------------------------------------------------------------------
+
+
+class EvaluationConfig(_Section):
+    """Evaluation of the final student against baselines on the held-out questions (greedy decoding)."""
+
+    max_new_tokens: int = Field(96, ge=1, description="Cap on generated tokens per answer.")
+    batch_size: int = Field(64, ge=1, description="Prompts per generation batch.")
+    baselines: list[str] = Field(
+        list(BASELINES),
+        description="Also evaluate: 'student-base', 'stage1', 'stage2', 'teachers' (all) or a teacher name.",
+    )
+
+
+class GateConfig(_Section):
+    """The promotion policy; a null criterion is not checked."""
+
+    min_accuracy: float | None = Field(0.5, ge=0, le=1, description="Final student accuracy at least this.")
+    max_accuracy_drop: float | None = Field(
+        0.05, ge=0, le=1, description="Accuracy at most this much (absolute) below drop_baseline's."
+    )
+    drop_baseline: str = Field("stage1", description="Baseline for max_accuracy_drop (evaluated model name).")
+    min_token_reduction: float | None = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Mean generated tokens at least this fraction below reduction_baseline's.",
+    )
+    reduction_baseline: str = Field("stage1", description="Baseline for min_token_reduction.")
+
+
+class RegistryConfig(_Section):
+    """Where a promoted student is published (``<uri>/<model_name>/<version>/``)."""
+
+    uri: str | None = Field(None, description="s3://bucket/prefix or a directory; null = <workdir>/registry.")
+    model_name: str = Field("twt-student", pattern=NAME_PATTERN, description="Registered model name.")
+    version: str = Field(
+        "auto", pattern=r"^(auto|[A-Za-z0-9][A-Za-z0-9._-]*)$", description="'auto' = next free version."
+    )
+    kubeflow_registry_address: str | None = Field(
+        None,
+        description="Also register in Kubeflow Model Registry at this host:port (extra 'kubeflow-registry').",
+    )
+
+
+# --- the run ----------------------------------------------------------------------------------------------
+
+
+class RunConfig(_Section):
+    """One run of the pipeline; see the module docstring for how paths resolve."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Run name.")
+    workdir: str | None = Field(
+        None, description="Local directory or s3:// URI for the run's artifacts; null = runs/<name>."
+    )
+    task: TaskConfig = Field(default_factory=TaskConfig, description="The questions.")
+    teachers: list[TeacherConfig] = Field(min_length=1, description="Teacher models (unique names).")
+    student: StudentConfig = Field(description="The student base model.")
+    dcrs: DCRSConfig = Field(default_factory=DCRSConfig, description="Candidate selection.")
+    compression: CompressionConfig = Field(default_factory=CompressionConfig, description="Stage 2 data.")
+    stages: StagesConfig = Field(default_factory=StagesConfig, description="Training settings per stage.")
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Evaluation.")
+    gate: GateConfig = Field(default_factory=GateConfig, description="Promotion policy.")
+    registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Model registry.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_workdir(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("workdir") is None and isinstance(data.get("name"), str):
+            data = {**data, "workdir": f"runs/{data['name']}"}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        names = [t.name for t in self.teachers]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise _problem(("teachers", i, "name"), f"duplicate teacher name {name!r}")
+        if self.compression.teacher is not None and self.compression.teacher not in names:
+            raise _problem(
+                ("compression", "teacher"), f"no teacher {self.compression.teacher!r}; have {names}"
+            )
+        for i, baseline in enumerate(self.evaluation.baselines):
+            if baseline not in BASELINES and baseline not in names:
+                raise _problem(
+                    ("evaluation", "baselines", i),
+                    f"unknown baseline {baseline!r}; use {BASELINES} or {names}",
+                )
+        evaluated = set(self.evaluation.baselines) - {"teachers"}
+        if "teachers" in self.evaluation.baselines:
+            evaluated |= set(names)
+        for field in ("drop_baseline", "reduction_baseline"):
+            baseline = getattr(self.gate, field)
+            if baseline not in evaluated:
+                raise _problem(
+                    ("gate", field),
+                    f"{baseline!r} is not evaluated; evaluation.baselines is {self.evaluation.baselines}",
+                )
+        return self
+
+    @property
+    def teacher_names(self) -> list[str]:
+        return [t.name for t in self.teachers]
+
+    def teacher(self, name: str) -> TeacherConfig:
+        """The teacher called ``name``."""
+        for t in self.teachers:
+            if t.name == name:
+                return t
+        raise KeyError(f"no teacher {name!r}; have {self.teacher_names}")
+
+    def compression_teacher(self) -> TeacherConfig:
+        """The teacher that rewrites reasoning for stage 2 (``compression.teacher`` or the first)."""
+        return self.teacher(self.compression.teacher) if self.compression.teacher else self.teachers[0]
+
+    def stage(self, n: int) -> StageConfig:
+        """Training settings of stage ``n`` (1, 2, 3): ``stages.common`` merged with ``stages.stageN``."""
+        return self.stages.stage(n)
+
+    def resolve(self, base_dir: str | os.PathLike) -> RunConfig:
+        """A copy with ``${NAME}`` expanded and relative local inputs made absolute against ``base_dir``."""
+        base = Path(base_dir).expanduser().resolve()
+        data = self.model_dump()
+
+        def fix(loc: tuple, kind: str) -> None:
+            parent = data
+            for part in loc[:-1]:
+                parent = parent[part]
+            value = parent[loc[-1]]
+            if value is not None:
+                value = _expand_env(value, loc)
+                parent[loc[-1]] = _resolve_path(value, base, kind) if kind != "output" else value
+
+        fix(("workdir",), "output")
+        fix(("registry", "uri"), "output")
+        fix(("task", "questions"), "file")
+        fix(("task", "eval"), "file")
+        fix(("student", "model"), "model")
+        fix(("dcrs", "embedding_model"), "model")
+        fix(("compression", "reference_model"), "model")
+        for i, teacher in enumerate(self.teachers):
+            fix(("teachers", i, "base_url"), "output")
+            if teacher.backend != "openai":
+                fix(("teachers", i, "model"), "model")
+        return RunConfig.model_validate(data)
+
+    def model_dump_yaml(self) -> str:
+        """This configuration as YAML (every setting explicit; stage overrides only where set)."""
+        data = self.model_dump(mode="json")
+        for n in (1, 2, 3):
+            key = f"stage{n}"
+            data["stages"][key] = getattr(self.stages, key).model_dump(mode="json", exclude_none=True)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
+
+
+# --- paths ------------------------------------------------------------------------------------------------
+
+
+def data_dir() -> Path:
+    """The data directory: ``$TWT_DATA`` when set, else the package's ``twt/data`` (tiny models in tiny/)."""
+    env = os.environ.get("TWT_DATA")
+    return Path(env).expanduser() if env else Path(__file__).parent / "data"
+
+
+def default_config_path() -> Path:
+    """The demo configuration (embedded task, tiny models): ``configs/demo.yaml`` of the source tree, or a
+    copy packaged as ``twt/data/configs/demo.yaml``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "configs" / "demo.yaml", here / "data" / "configs" / "demo.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"no packaged demo config (looked for {here.parent / 'configs' / 'demo.yaml'})")
+
+
+_ENV_REF = re.compile(r"\$\{([^}]*)\}")
+
+
+def _expand_env(value: str, loc: tuple) -> str:
+    def replace(match: re.Match) -> str:
+        name = match.group(1)
+        if not re.fullmatch(ENV_NAME_PATTERN, name):
+            raise ConfigError(f"{_dotted(loc)}: bad environment reference ${{{name}}}")
+        if name in os.environ:
+            return os.environ[name]
+        if name == "TWT_DATA":
+            return str(data_dir())
+        raise ConfigError(f"{_dotted(loc)}: environment variable {name} is not set")
+
+    return _ENV_REF.sub(replace, value)
+
+
+def is_uri(value: str) -> bool:
+    """``s3://…``, ``file://…``, ``http(s)://…``: anything with a scheme."""
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value) is not None
+
+
+def is_hub_id(value: str) -> bool:
+    """Whether a model reference is a Hugging Face id (``name`` or ``org/name``) rather than a local path."""
+    return not value.startswith((".", "~", "/")) and HF_ID.fullmatch(value) is not None
+
+
+def _resolve_path(value: str, base: Path, kind: str) -> str:
+    if is_uri(value) or (kind == "model" and is_hub_id(value)):
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+# --- loading ----------------------------------------------------------------------------------------------
+
+
+def load_config(path: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> RunConfig:
+    """Read, validate and resolve a run configuration (see the module docstring); raises ``ConfigError``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read ({err})") from None
+    return parse_config(text, source=str(path), base_dir=base_dir if base_dir is not None else path.parent)
+
+
+def parse_config(text: str, source: str = "<config>", base_dir: str | os.PathLike = ".") -> RunConfig:
+    """Validate and resolve a configuration given as YAML text; ``source`` names it in errors."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_duplicate_keys(root, source)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise ConfigError(f"{where}: invalid YAML: {err.problem or err.context}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: invalid YAML: {err}") from None
+    if data is None:
+        raise ConfigError(f"{source}: empty configuration")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, not {type(data).__name__}")
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError("\n".join(_describe(e, source, root) for e in err.errors())) from None
+    try:
+        return config.resolve(base_dir)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def _check_duplicate_keys(node: yaml.Node | None, source: str) -> None:
+    """PyYAML keeps the last of two equal keys silently; a repeated key is a typo, so refuse it."""
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    raise ConfigError(f"{source}:{key.start_mark.line + 1}: duplicate key {key.value!r}")
+                seen.add(key.value)
+            _check_duplicate_keys(value, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_duplicate_keys(item, source)
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe(error: dict, source: str, root: yaml.Node | None) -> str:
+    loc, message = tuple(error["loc"]), error["msg"]
+    if error["type"] == "twt_config":
+        loc += tuple(error["ctx"]["field"])
+    elif error["type"] == "value_error":
+        message = message.removeprefix("Value error, ")
+    elif error["type"] == "extra_forbidden":
+        message += _suggestion(loc)
+    line = _line_of(root, loc)
+    return f"{source}: {_dotted(loc)}: {message}" + (f" (line {line})" if line else "")
+
+
+def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+    """The YAML line of the deepest node along ``loc`` (a missing field: its parent's line)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == part), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _suggestion(loc: tuple) -> str:
+    """``(did you mean 'temperature'?)`` for a misspelt key, from the fields of the model it sits in."""
+    model: Any = RunConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = (
+            model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        )
+        if field is None:
+            return ""
+        model = _model_in(field.annotation)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model inside ``X``, ``X | None`` or ``list[X]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
