@@ -1,0 +1,342 @@
+"""Teacher backends: transformers on a tiny Llama built here, openai on a local server, vllm if present."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from fake_openai_server import TOKEN_LOGPROB, FakeOpenAIServer
+
+from twt.task import PromptTemplates
+from twt.teachers import (
+    Generation,
+    TeacherBackend,
+    TeacherBackendError,
+    TeacherRequestError,
+    TeacherSpec,
+    TeacherSpecError,
+    load_teacher,
+)
+from twt.teachers.transformers_backend import keyed_gumbel
+
+PROMPTS = [
+    "Solve step by step : 7 + 5 * 3",
+    "3",
+    "Answer directly : 1 - 4 = ; 2 * 2",
+    "Rewrite concisely : 9",
+]
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+
+
+def build_tiny_llama(path: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """A word-level tokenizer trained on a few strings and a random Llama (hidden 32, 2 layers), in path."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    texts = [
+        "Solve step by step : 7 + 5 * 3 Answer : 2",
+        "Answer directly : 1 - 4 Confidence : 0.9",
+        "Rewrite concisely : reasoning student attempt",
+    ] + [f"{a} {b}" for a in range(10) for b in "+-*=;"]
+    tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.train_from_iterator(
+        texts, trainers.WordLevelTrainer(special_tokens=["<unk>", "<pad>", "<eos>"])
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>"
+    )
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        bos_token_id=None,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread, above all on a shared, busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_dir: Path):
+    return load_teacher(
+        TeacherSpec(
+            name="tiny", model=str(tiny_dir), max_new_tokens=8, batch_size=3, temperature=1.0, top_p=0.9
+        )
+    )
+
+
+# --- transformers -------------------------------------------------------------------------------------------
+
+
+def test_generate_returns_n_completions_per_prompt(teacher) -> None:
+    assert isinstance(teacher, TeacherBackend)
+    out = teacher.generate(PROMPTS, n=3, seed=1)
+    assert [len(samples) for samples in out] == [3, 3, 3, 3]
+    for gen in (g for samples in out for g in samples):
+        assert isinstance(gen, Generation)
+        assert 1 <= gen.tokens <= 8 and gen.finish_reason in ("stop", "length")
+        assert gen.logprob is not None and gen.logprob < 0
+        assert (gen.finish_reason == "length") == (gen.tokens == 8 and "<eos>" not in gen.text)
+    assert len({g.text for samples in out for g in samples}) > 6  # sampled, not copies
+
+
+def test_batched_greedy_equals_one_by_one(teacher) -> None:
+    batched = teacher.generate(PROMPTS, temperature=0)
+    single = [teacher.generate([prompt], temperature=0)[0] for prompt in PROMPTS]
+    assert [[g.text for g in s] for s in batched] == [[g.text for g in s] for s in single]
+    for (a,), (b,) in zip(batched, single, strict=True):
+        assert (a.tokens, a.finish_reason) == (b.tokens, b.finish_reason)
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+
+
+def test_sampling_is_reproducible_and_independent_of_batching(tiny_dir: Path, teacher) -> None:
+    first = teacher.generate(PROMPTS, n=2, seed=7)
+    assert teacher.generate(PROMPTS, n=2, seed=7) == first
+    assert teacher.generate(PROMPTS, n=2, seed=8) != first
+    one_at_a_time = load_teacher(
+        TeacherSpec(
+            name="tiny", model=str(tiny_dir), max_new_tokens=8, batch_size=1, temperature=1.0, top_p=0.9
+        )
+    )
+    texts = [[g.text for g in s] for s in one_at_a_time.generate(PROMPTS, n=2, seed=7)]
+    assert texts == [[g.text for g in s] for s in first]
+    # the same prompt at another index is another stream; at the same index (a subset call) the same one
+    assert teacher.generate(PROMPTS[:1], n=2, seed=7)[0] == first[0]
+
+
+def test_greedy_with_n_gives_identical_copies(teacher) -> None:
+    (samples,) = teacher.generate(PROMPTS[:1], n=3, temperature=0)
+    assert len(samples) == 3 and samples[0] == samples[1] == samples[2]
+
+
+def test_logprob_is_the_sum_of_raw_token_logprobs(teacher) -> None:
+    (gen,), _ = teacher.generate(PROMPTS[:2], temperature=0)
+    prompt_ids = teacher.tokenizer(PROMPTS[0])["input_ids"]
+    completion_ids = teacher.tokenizer(gen.text, add_special_tokens=False)["input_ids"]
+    if gen.finish_reason == "stop":
+        completion_ids.append(teacher.eos_ids[0])
+    assert len(completion_ids) == gen.tokens
+    with torch.no_grad():
+        logits = teacher.model(torch.tensor([prompt_ids + completion_ids])).logits[0].float()
+    logprobs = torch.log_softmax(logits[len(prompt_ids) - 1 : -1], dim=-1)
+    expected = logprobs.gather(1, torch.tensor(completion_ids)[:, None]).sum().item()
+    assert gen.logprob == pytest.approx(expected, abs=1e-4)
+
+
+def test_finish_reason_stop_at_eos_and_length_at_budget(tiny_dir: Path, teacher, tmp_path: Path) -> None:
+    (gen,) = teacher.generate(PROMPTS[:1], temperature=0, max_new_tokens=6)[0]
+    ids = teacher.tokenizer(gen.text, add_special_tokens=False)["input_ids"]
+    assert gen.finish_reason == "length" and gen.tokens == 6 and len(ids) == 6
+    # a copy of the model whose generation_config.json also ends on a token greedy decoding reaches later
+    at = next(i for i in range(2, 6) if ids[i] not in ids[:i])
+    shutil.copytree(tiny_dir, tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "generation_config.json").read_text())
+    config["eos_token_id"] = [teacher.tokenizer.eos_token_id, ids[at]]
+    (tmp_path / "m" / "generation_config.json").write_text(json.dumps(config))
+    stopper = load_teacher(TeacherSpec(name="tiny", model=str(tmp_path / "m"), max_new_tokens=6))
+    (stopped,) = stopper.generate(PROMPTS[:1], temperature=0)[0]
+    assert stopped.finish_reason == "stop" and stopped.tokens == at + 1
+    assert stopped.text == teacher.tokenizer.decode(ids[:at])
+
+
+def test_stop_string_cuts_the_text(tiny_dir: Path, teacher) -> None:
+    (gen,) = teacher.generate(PROMPTS[:1], temperature=0, max_new_tokens=6)[0]
+    words = gen.text.split(" ")
+    at = next(i for i in range(1, len(words)) if words[i] not in words[:i])
+    with pytest.warns(UserWarning, match="will not end generation early"):  # word-level vocab defeats it
+        stopper = load_teacher(
+            TeacherSpec(name="tiny", model=str(tiny_dir), max_new_tokens=6, stop=(words[at],))
+        )
+    (stopped,) = stopper.generate(PROMPTS[:1], temperature=0)[0]
+    assert stopped.finish_reason == "stop" and stopped.tokens == at + 1
+    assert stopped.text.strip() == " ".join(words[:at])
+
+
+def test_keyed_gumbel_is_a_pure_function_with_gumbel_moments() -> None:
+    keys = torch.tensor([1, 2, 3], dtype=torch.int64)
+    noise = keyed_gumbel(keys, step=4, vocab=20000)
+    assert torch.equal(noise, keyed_gumbel(keys, step=4, vocab=20000))
+    assert torch.equal(noise[1:], keyed_gumbel(keys[1:], step=4, vocab=20000))
+    assert not torch.equal(noise, keyed_gumbel(keys, step=5, vocab=20000))
+    assert noise.mean().item() == pytest.approx(0.5772, abs=0.02)  # Euler–Mascheroni
+    assert noise.var().item() == pytest.approx(torch.pi**2 / 6, rel=0.05)
+
+
+def test_missing_model_dir_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(TeacherBackendError, match="cannot load"):
+        load_teacher(TeacherSpec(name="x", model=str(tmp_path / "nope")))
+
+
+# --- spec ---------------------------------------------------------------------------------------------------
+
+
+def test_spec_from_mapping_and_errors() -> None:
+    spec = TeacherSpec.from_mapping(
+        {
+            "name": "a",
+            "model": "m",
+            "templates": {"solve": "Q: {question}\n"},
+            "k": 2,
+            "device": None,
+            "stop": ["\n\n"],
+        }
+    )
+    assert (
+        spec.templates == PromptTemplates(solve="Q: {question}\n") and spec.k == 2 and spec.stop == ("\n\n",)
+    )
+
+    class Config:  # a pydantic-like object
+        def model_dump(self) -> dict:
+            return {"name": "b", "model": "m", "backend": "openai", "base_url": "http://h/v1"}
+
+    assert TeacherSpec.from_mapping(Config()).backend == "openai"
+    with pytest.raises(TeacherSpecError, match=r"unknown field.*'tempreature'"):
+        TeacherSpec.from_mapping({"name": "a", "model": "m", "tempreature": 1})
+    with pytest.raises(TeacherSpecError, match="'backend'"):
+        TeacherSpec(name="a", model="m", backend="tgi")
+    with pytest.raises(TeacherSpecError, match="base_url"):
+        TeacherSpec(name="a", model="m", backend="openai")
+    with pytest.raises(TeacherSpecError, match="'top_p'"):
+        TeacherSpec(name="a", model="m", top_p=0)
+    with pytest.raises(TeacherSpecError, match="missing field"):
+        TeacherSpec.from_mapping({"name": "a"})
+
+
+# --- vllm ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(HAS_VLLM, reason="vllm is installed")
+def test_vllm_missing_is_a_clear_error() -> None:
+    with pytest.raises(TeacherBackendError, match="needs the vllm package"):
+        load_teacher(TeacherSpec(name="v", model="m", backend="vllm"))
+
+
+@pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed")
+@pytest.mark.slow
+def test_vllm_generates(tiny_dir: Path) -> None:
+    vllm_teacher = load_teacher(TeacherSpec(name="v", model=str(tiny_dir), backend="vllm", max_new_tokens=8))
+    out = vllm_teacher.generate(PROMPTS, n=2, seed=3)
+    assert [len(s) for s in out] == [2] * len(PROMPTS)
+    assert out == vllm_teacher.generate(PROMPTS, n=2, seed=3)
+
+
+# --- openai -------------------------------------------------------------------------------------------------
+
+
+def openai_spec(server: FakeOpenAIServer, **overrides) -> TeacherSpec:
+    values = {
+        "name": "remote",
+        "model": "served-model",
+        "backend": "openai",
+        "base_url": server.base_url,
+        "max_retries": 2,
+        "timeout_s": 5.0,
+        **overrides,
+    }
+    return TeacherSpec(**values)
+
+
+def test_openai_completions_success_with_bearer_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWT_TEST_KEY", "sk-test-123")
+    with FakeOpenAIServer() as server:
+        remote = load_teacher(openai_spec(server, api_key_env="TWT_TEST_KEY"))
+        out = remote.generate(["abc", "de"], n=2, seed=5, temperature=0.5)
+    assert [[g.text for g in s] for s in out] == [
+        ["step 0\nAnswer: 3", "step 1\nAnswer: 3"],
+        ["step 0\nAnswer: 2", "step 1\nAnswer: 2"],
+    ]
+    assert out[0][0] == Generation(
+        "step 0\nAnswer: 3", tokens=3, finish_reason="stop", logprob=3 * TOKEN_LOGPROB
+    )
+    request = server.requests[0]
+    assert (
+        request["path"] == "/v1/completions" and request["headers"]["authorization"] == "Bearer sk-test-123"
+    )
+    body = request["body"]
+    assert (body["n"], body["logprobs"], body["model"], body["temperature"]) == (2, 1, "served-model", 0.5)
+    assert {r["body"]["seed"] for r in server.requests} != {body["seed"]}  # one stream per prompt
+
+
+def test_openai_chat_api_and_length_finish() -> None:
+    with FakeOpenAIServer() as server:
+        remote = load_teacher(openai_spec(server, openai_api="chat"))
+        (gen,) = remote.generate(["abc"], max_new_tokens=1)[0]
+    assert server.requests[0]["path"] == "/v1/chat/completions"
+    assert server.requests[0]["body"]["messages"] == [{"role": "user", "content": "abc"}]
+    assert gen == Generation("step", tokens=1, finish_reason="length", logprob=TOKEN_LOGPROB)
+
+
+def test_openai_retries_429_then_succeeds() -> None:
+    with FakeOpenAIServer() as server:
+        server.script = ["429", "ok"]
+        remote = load_teacher(openai_spec(server))
+        out = remote.generate(["abc"])
+    assert out[0][0].text.endswith("Answer: 3")
+    assert len(server.requests) == 2 and remote.retries_seen == 1
+
+
+def test_openai_5xx_after_retries_names_endpoint_and_status() -> None:
+    with FakeOpenAIServer() as server:
+        server.script = ["500"] * 3
+        with pytest.raises(TeacherRequestError, match=r"127\.0\.0\.1:\d+/v1/completions.*HTTP 500"):
+            load_teacher(openai_spec(server)).generate(["abc"])
+        assert len(server.requests) == 3
+
+
+def test_openai_timeout_fails_in_bounded_time() -> None:
+    with FakeOpenAIServer() as server:
+        server.script = ["sleep:3"] * 2
+        start = time.monotonic()
+        with pytest.raises(TeacherRequestError, match="timed out"):
+            load_teacher(openai_spec(server, timeout_s=0.3, max_retries=1)).generate(["abc"])
+        assert time.monotonic() - start < 2.5
+
+
+@pytest.mark.parametrize("behaviour", ["garbage", "wrong"])
+def test_openai_garbage_response_is_a_clear_error(behaviour: str) -> None:
+    with FakeOpenAIServer() as server:
+        server.script = [behaviour]
+        with pytest.raises(TeacherRequestError, match="/v1/completions"):
+            load_teacher(openai_spec(server, max_retries=0)).generate(["abc"])
+
+
+def test_openai_bounds_concurrency() -> None:
+    with FakeOpenAIServer(delay_s=0.1) as server:
+        out = load_teacher(openai_spec(server, max_concurrency=2)).generate([f"p{i}" for i in range(8)])
+    assert len(out) == 8 and server.max_in_flight == 2
+
+
+def test_openai_missing_key_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TWT_MISSING_KEY", raising=False)
+    spec = TeacherSpec(
+        name="r", model="m", backend="openai", base_url="http://127.0.0.1:9/v1", api_key_env="TWT_MISSING_KEY"
+    )
+    with pytest.raises(TeacherBackendError, match="TWT_MISSING_KEY"):
+        load_teacher(spec)
