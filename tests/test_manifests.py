@@ -1,0 +1,341 @@
+"""Render the kustomize overlays in manifests/ and validate them.
+
+    python -m pytest tests/test_manifests.py -q
+
+Needs `kubectl` with a built-in kustomize >= v4 (`.ci/install-tools.sh`); skips without it. Core kinds are
+validated with kubernetes-validate against the schemas of one pinned Kubernetes release, in strict mode
+(unknown fields fail). KServe's CRD kinds have no schema there: they are listed in CRD_KINDS and
+checked field by field instead (test_crd_documents_by_hand).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import functools
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+OVERLAYS = ("dev", "gpu")
+KUBERNETES_VERSION = "1.30.0"
+NAMESPACE = "twt"
+# Kinds without a schema in kubernetes-validate, by overlay; everything else must validate.
+CRD_KINDS = {
+    ("serving.kserve.io/v1alpha1", "ServingRuntime"),
+    ("serving.kserve.io/v1beta1", "InferenceService"),
+}
+EXPECTED_CRD_DOCUMENTS = {
+    "dev": set(),
+    "gpu": {"ServingRuntime/twt-vllm", "InferenceService/teacher-example"},
+}
+PLACEHOLDER = "CHANGE_ME"
+MIN_KUSTOMIZE_MAJOR = 4  # `labels`, `components` and `patches` with targets
+
+
+def kubectl_or_skip() -> str:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed (run .ci/install-tools.sh)")
+    version = json.loads(
+        subprocess.run(
+            [kubectl, "version", "--client", "-o", "json"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+    )
+    kustomize = version.get("kustomizeVersion", "unknown")
+    major = re.match(r"v?(\d+)", kustomize)
+    if major is None or int(major.group(1)) < MIN_KUSTOMIZE_MAJOR:
+        pytest.skip(f"kubectl's kustomize {kustomize} is older than v{MIN_KUSTOMIZE_MAJOR}")
+    return kubectl
+
+
+@functools.cache
+def rendered_text(overlay: str) -> str:
+    result = subprocess.run(
+        [kubectl_or_skip(), "kustomize", str(ROOT / "manifests" / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, f"kubectl kustomize {overlay} failed:\n{result.stderr}"
+    return result.stdout
+
+
+def render(overlay: str) -> list[dict]:
+    """The overlay's documents (a fresh copy each call, so tests may modify them)."""
+    return [doc for doc in yaml.safe_load_all(rendered_text(overlay)) if doc]
+
+
+def name_of(doc: dict) -> str:
+    return f"{doc['kind']}/{doc['metadata']['name']}"
+
+
+def find(docs: list[dict], kind: str, name: str) -> dict:
+    matches = [doc for doc in docs if doc["kind"] == kind and doc["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind}/{name}, found {len(matches)}"
+    return matches[0]
+
+
+def is_crd(doc: dict) -> bool:
+    return (doc["apiVersion"], doc["kind"]) in CRD_KINDS
+
+
+def pod_specs(doc: dict) -> Iterator[tuple[str, dict]]:
+    """(where, pod-like spec) for every workload in `doc`, CRD kinds included."""
+    kind = doc["kind"]
+    if kind in {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}:
+        yield name_of(doc), doc["spec"]["template"]["spec"]
+    elif kind == "CronJob":
+        yield name_of(doc), doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    elif kind == "Pod" or kind == "ServingRuntime":
+        yield name_of(doc), doc["spec"]
+
+
+def containers(spec: dict) -> list[dict]:
+    return spec.get("initContainers", []) + spec.get("containers", [])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_validates_against_kubernetes_schemas(overlay: str) -> None:
+    docs = render(overlay)
+    assert docs, f"{overlay} renders nothing"
+    checked_by_hand = set()
+    for doc in docs:
+        if is_crd(doc):
+            checked_by_hand.add(name_of(doc))
+            continue
+        try:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            path = ".".join(str(part) for part in error.path)
+            pytest.fail(f"{overlay}: {name_of(doc)} at {path}: {error.message}")
+        except kubernetes_validate.SchemaNotFoundError as error:
+            pytest.fail(f"{overlay}: {error.message}; add the kind to CRD_KINDS with a hand check")
+    print(f"{overlay}: schema validation skipped for CRD kinds {sorted(checked_by_hand)} (checked by hand)")
+    assert checked_by_hand == EXPECTED_CRD_DOCUMENTS[overlay]
+
+
+def test_strict_validation_rejects_unknown_fields() -> None:
+    """The schema check is not vacuous: a misspelt field fails it."""
+    statefulset = copy.deepcopy(find(render("dev"), "StatefulSet", "minio"))
+    statefulset["spec"]["replica"] = 1
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(statefulset, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_everything_lands_in_the_twt_namespace(overlay: str) -> None:
+    cluster_scoped = {"Namespace", "PriorityClass", "ClusterRole", "ClusterRoleBinding"}
+    for doc in render(overlay):
+        if doc["kind"] not in cluster_scoped:
+            assert doc["metadata"].get("namespace") == NAMESPACE, name_of(doc)
+    assert not [doc for doc in render(overlay) if doc["kind"] in {"ClusterRole", "ClusterRoleBinding"}]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_secrets_hold_placeholders_only(overlay: str) -> None:
+    docs = render(overlay)
+    secrets = [doc for doc in docs if doc["kind"] == "Secret"]
+    assert secrets
+    for secret in secrets:
+        values = dict(secret.get("stringData", {}))
+        values.update({k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()})
+        assert values, name_of(secret)
+        for key, value in values.items():
+            assert value.startswith(PLACEHOLDER), (
+                f"{name_of(secret)}: {key} is not a {PLACEHOLDER} placeholder"
+            )
+    text = rendered_text(overlay)
+    for pattern in (r"AKIA[0-9A-Z]{16}", r"minioadmin", r"BEGIN [A-Z ]*PRIVATE KEY", r"hf_[A-Za-z0-9]{30,}"):
+        assert not re.search(pattern, text), f"{overlay}: credential-like text matching {pattern!r}"
+    # Credentials reach containers only through secretKeyRef, never as literal values.
+    for where, spec in (item for doc in docs for item in pod_specs(doc)):
+        for container in containers(spec):
+            for env in container.get("env", []):
+                if re.search(r"PASSWORD|SECRET|TOKEN|ACCESS_?KEY", env["name"]):
+                    assert "valueFrom" in env, f"{where}: env {env['name']} is a literal"
+
+
+def test_minio_refuses_placeholder_credentials() -> None:
+    minio = find(render("dev"), "StatefulSet", "minio")["spec"]["template"]["spec"]["containers"][0]
+    script = " ".join(minio["command"] + minio["args"])
+    assert f"*{PLACEHOLDER}*" in script and "exit 1" in script
+    assert script.index(PLACEHOLDER) < script.index("exec minio server")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kfp_launcher_sends_the_pipeline_root_to_minio(overlay: str) -> None:
+    docs = render(overlay)
+    launcher = find(docs, "ConfigMap", "kfp-launcher")["data"]
+    assert launcher["defaultPipelineRoot"] == "s3://twt-artifacts/pipeline-root"
+    s3 = yaml.safe_load(launcher["providers"])["s3"]["default"]
+    # The endpoint is the MinIO Service of this namespace.
+    host, port = s3["endpoint"].split(":")
+    service = find(docs, "Service", host.split(".")[0])
+    assert host == f"{service['metadata']['name']}.{NAMESPACE}.svc.cluster.local"
+    assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+    assert s3["disableSSL"] is True and s3["forcePathStyle"] is True
+    # The credentials it names exist, with both keys.
+    ref = s3["credentials"]["secretRef"]
+    assert s3["credentials"]["fromEnv"] is False
+    secret = find(docs, "Secret", ref["secretName"])
+    assert {ref["accessKeyKey"], ref["secretKeyKey"]} <= set(secret["stringData"])
+    # The bucket of the pipeline root is one the bucket Job creates.
+    job_env = {
+        e["name"]: e.get("value")
+        for e in find(docs, "Job", "minio-create-buckets")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert "twt-artifacts" in job_env["BUCKETS"].split()
+
+
+def test_bucket_job_waits_for_minio_and_is_idempotent() -> None:
+    job = find(render("dev"), "Job", "minio-create-buckets")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    script = "\n".join(container["args"])
+    env = {e["name"]: e for e in container["env"]}
+    assert set(env["BUCKETS"]["value"].split()) == {"twt-artifacts", "twt-registry"}
+    assert "until mc ls" in script  # waits for MinIO
+    assert "mc mb --ignore-existing" in script  # re-runs are harmless
+    assert job["spec"]["backoffLimit"] >= 1 and job["spec"]["activeDeadlineSeconds"] > 0
+    assert container["image"].startswith("quay.io/minio/mc:RELEASE.")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_containers_are_bounded_and_unprivileged(overlay: str) -> None:
+    checked = 0
+    for doc in render(overlay):
+        for where, spec in pod_specs(doc):
+            pod_security = spec.get("securityContext", {})
+            for container in containers(spec):
+                label = f"{overlay}: {where} container {container['name']}"
+                resources = container.get("resources", {})
+                for bound in ("requests", "limits"):
+                    assert {"cpu", "memory"} <= set(resources.get(bound, {})), (
+                        f"{label}: no cpu/memory {bound}"
+                    )
+                security = {**pod_security, **container.get("securityContext", {})}
+                assert security.get("runAsNonRoot") is True, f"{label}: runAsNonRoot not set"
+                assert security.get("runAsUser", 1) != 0, f"{label}: runs as uid 0"
+                assert security.get("readOnlyRootFilesystem") is True, f"{label}: writable root file system"
+                assert security.get("allowPrivilegeEscalation") is False, label
+                assert security.get("capabilities", {}).get("drop") == ["ALL"], label
+                image = container["image"]
+                tag = image.rsplit("/", 1)[-1].partition(":")[2]
+                assert tag and tag != "latest", f"{label}: image {image} is not pinned"
+                checked += 1
+    assert checked >= 2
+
+
+def test_runner_role_is_least_privilege() -> None:
+    docs = render("dev")
+    role = find(docs, "Role", "twt-pipeline-runner")
+    binding = find(docs, "RoleBinding", "twt-pipeline-runner")
+    find(docs, "ServiceAccount", "twt-pipeline-runner")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "twt-pipeline-runner",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "twt-pipeline-runner", "namespace": NAMESPACE}
+    ]
+    secret_names = set()
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+        assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
+        if "secrets" in rule["resources"] or "configmaps" in rule["resources"]:
+            assert rule.get("resourceNames"), f"{rule['resources']} not limited by name"
+            assert set(rule["verbs"]) == {"get"}
+        if "secrets" in rule["resources"]:
+            secret_names.update(rule["resourceNames"])
+        assert not {"pods/exec", "pods/attach", "serviceaccounts/token"} & set(rule["resources"])
+        if "pods" in rule["resources"]:
+            assert set(rule["verbs"]) <= {"get", "list", "watch"}
+    launcher = yaml.safe_load(find(docs, "ConfigMap", "kfp-launcher")["data"]["providers"])
+    assert launcher["s3"]["default"]["credentials"]["secretRef"]["secretName"] in secret_names
+
+
+def test_dev_overlay_is_small() -> None:
+    minio = find(render("dev"), "StatefulSet", "minio")
+    assert minio["spec"]["replicas"] == 1
+    storage = minio["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+    assert storage.endswith("Gi") and int(storage[:-2]) <= 20
+    limits = minio["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["memory"].endswith("Gi") and int(limits["memory"][:-2]) <= 2
+
+
+def test_gpu_overlay_serving_matches_the_node_pool_settings() -> None:
+    docs = render("gpu")
+    pool = find(docs, "ConfigMap", "twt-gpu-node-pool")["data"]
+    assert pool["gpu_toleration_key"] == "nvidia.com/gpu"
+    assert pool["gpu_toleration_effect"] == "NoSchedule"
+    assert pool["accelerator_type"] == "nvidia.com/gpu"
+    priority = find(docs, "PriorityClass", pool["priority_class"])
+    assert priority["preemptionPolicy"] == "Never" and not priority.get("globalDefault", False)
+    predictor = find(docs, "InferenceService", "teacher-example")["spec"]["predictor"]
+    assert predictor["nodeSelector"] == {pool["gpu_node_selector_key"]: pool["gpu_node_selector_value"]}
+    assert {
+        "key": pool["gpu_toleration_key"],
+        "operator": pool["gpu_toleration_operator"],
+        "value": pool["gpu_toleration_value"],
+        "effect": pool["gpu_toleration_effect"],
+    } in predictor["tolerations"]
+    assert predictor["priorityClassName"] == priority["metadata"]["name"]
+    assert not [doc for doc in render("dev") if is_crd(doc) or doc["kind"] == "PriorityClass"]
+
+
+def check_serving_runtime(runtime: dict) -> None:
+    spec = runtime["spec"]
+    formats = spec["supportedModelFormats"]
+    assert formats and all(f["name"] for f in formats)
+    assert spec["containers"], "a ServingRuntime needs containers"
+    for container in spec["containers"]:
+        assert container["name"] and container["image"]
+        assert re.fullmatch(r"vllm/vllm-openai:v\d+\.\d+\.\d+", container["image"]), container["image"]
+        assert "--port=8080" in container["args"]
+        assert {"containerPort": 8080, "protocol": "TCP"} in container["ports"]
+        assert container["resources"]["limits"]["nvidia.com/gpu"]
+    mounted = {m["name"] for c in spec["containers"] for m in c.get("volumeMounts", [])}
+    assert mounted <= {v["name"] for v in spec.get("volumes", [])}
+
+
+def check_inference_service(service: dict, runtimes: dict[str, dict]) -> None:
+    predictor = service["spec"]["predictor"]
+    model = predictor["model"]
+    runtime = runtimes[model["runtime"]]  # KeyError: names a runtime that is not rendered
+    assert model["modelFormat"]["name"] in {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
+    args = dict(arg.removeprefix("--").split("=", 1) for arg in model["args"])
+    assert args["model"], "--model is required"
+    gpus = int(model["resources"]["limits"]["nvidia.com/gpu"])
+    assert 1 <= int(args["tensor-parallel-size"]) <= gpus
+    assert any(t["key"] == "nvidia.com/gpu" and t["effect"] == "NoSchedule" for t in predictor["tolerations"])
+    assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+
+
+@pytest.mark.parametrize(
+    "document",
+    sorted(EXPECTED_CRD_DOCUMENTS["gpu"]),
+)
+def test_crd_documents_by_hand(document: str) -> None:
+    """The CRD kinds skipped by schema validation, checked for the fields KServe requires."""
+    docs = render("gpu")
+    kind, name = document.split("/")
+    doc = find(docs, kind, name)
+    assert (doc["apiVersion"], kind) in CRD_KINDS
+    runtimes = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServingRuntime"}
+    if kind == "ServingRuntime":
+        check_serving_runtime(doc)
+    else:
+        check_inference_service(doc, runtimes)
