@@ -1,0 +1,155 @@
+"""The promotion gate: a policy from configuration decides whether a student may be published, and says why.
+
+    verdict = decide(metrics, GatePolicy(min_accuracy=0.5, drop_baseline="stage1", ...))
+    verdict.passed, verdict.student, verdict.reasons
+
+``metrics`` maps an evaluated model's name (``student-base``, ``stage1``, ``stage2``, ``stage3``, a teacher)
+to its numbers (at least ``accuracy`` and ``mean_output_tokens``, as ``twt.evaluate`` writes them).
+
+Rules (a rule set to None is not checked; "equal to the threshold" passes):
+  accuracy       candidate accuracy ≥ ``min_accuracy``
+  drop           candidate accuracy ≥ baseline accuracy − ``max_accuracy_drop``   (baseline ``drop_baseline``)
+  reduction      1 − candidate tokens / baseline tokens ≥ ``min_token_reduction`` (``reduction_baseline``)
+
+Which student: every stage's student is a candidate (``candidates``, default stage3, stage2, stage1). The gate
+takes the one with the fewest mean output tokens among those that pass the two accuracy rules (ties: the
+later stage), then checks the reduction rule on it. So a run whose final, answer-only stage lost too much
+accuracy still promotes its best compressed student, and the verdict says so. A missing baseline, or a
+baseline with zero tokens, fails the rule that needs it, with the reason in words. Pure and deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+DEFAULT_CANDIDATES = ("stage3", "stage2", "stage1")
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """Field names match ``twt.config.GateConfig``: ``GatePolicy(**config.gate.model_dump())``.
+
+    Attributes:
+        min_accuracy: least accuracy of the promoted student; None = not checked (default 0.5).
+        max_accuracy_drop: most absolute accuracy lost against ``drop_baseline``; None = not checked (0.05).
+        drop_baseline: evaluated model the drop is measured against (default "stage1").
+        min_token_reduction: least relative cut in mean output tokens against ``reduction_baseline``;
+            None = not checked (default 0.5).
+        reduction_baseline: evaluated model the reduction is measured against (default "stage1").
+        candidates: the students the gate may promote, final stage first (default stage3, stage2, stage1).
+    """
+
+    min_accuracy: float | None = 0.5
+    max_accuracy_drop: float | None = 0.05
+    drop_baseline: str = "stage1"
+    min_token_reduction: float | None = 0.5
+    reduction_baseline: str = "stage1"
+    candidates: tuple[str, ...] = DEFAULT_CANDIDATES
+
+
+@dataclass
+class Verdict:
+    """The gate's decision: which student (None when none qualifies), pass or fail, and every reason."""
+
+    passed: bool
+    student: str | None
+    reasons: list[str]
+    checked: dict[str, dict] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def accuracy_reasons(name: str, metrics: Mapping[str, Mapping], policy: GatePolicy) -> tuple[bool, list[str]]:
+    """Whether ``name`` passes the two accuracy rules, with one sentence per rule checked."""
+    acc = metrics[name]["accuracy"]
+    ok, reasons = True, []
+    if policy.min_accuracy is not None:
+        passed = acc >= policy.min_accuracy
+        ok &= passed
+        reasons.append(
+            f"{name} accuracy {_pct(acc)} {'≥' if passed else '<'} the minimum {_pct(policy.min_accuracy)}"
+        )
+    if policy.max_accuracy_drop is not None:
+        base = metrics.get(policy.drop_baseline)
+        if base is None:
+            ok = False
+            reasons.append(
+                f"baseline {policy.drop_baseline!r} was not evaluated: cannot check the accuracy drop"
+            )
+        else:
+            drop = base["accuracy"] - acc
+            passed = drop <= policy.max_accuracy_drop + 1e-12
+            ok &= passed
+            reasons.append(
+                f"{name} accuracy is {100 * drop:+.1f} points below {policy.drop_baseline} "
+                f"({_pct(base['accuracy'])}); allowed at most {100 * policy.max_accuracy_drop:.1f}"
+                + ("" if passed else ": too large a drop")
+            )
+    return ok, reasons
+
+
+def reduction_reason(
+    name: str, metrics: Mapping[str, Mapping], policy: GatePolicy
+) -> tuple[bool, str | None]:
+    """Whether ``name`` cuts enough output tokens against the reduction baseline."""
+    if policy.min_token_reduction is None:
+        return True, None
+    base = metrics.get(policy.reduction_baseline)
+    if base is None:
+        return (
+            False,
+            f"baseline {policy.reduction_baseline!r} was not evaluated: cannot check the token reduction",
+        )
+    base_tokens, tokens = base["mean_output_tokens"], metrics[name]["mean_output_tokens"]
+    if base_tokens <= 0:
+        return (
+            False,
+            f"baseline {policy.reduction_baseline!r} generated no tokens: the reduction is undefined",
+        )
+    cut = 1 - tokens / base_tokens
+    passed = cut >= policy.min_token_reduction - 1e-12
+    return passed, (
+        f"{name} writes {tokens:.1f} tokens on average against {base_tokens:.1f} for "
+        f"{policy.reduction_baseline}: {_pct(cut)} fewer, {'≥' if passed else 'below'} the required "
+        f"{_pct(policy.min_token_reduction)}"
+    )
+
+
+def decide(metrics: Mapping[str, Mapping], policy: GatePolicy | None = None) -> Verdict:
+    """Pick the student to promote and judge it (see the module docstring)."""
+    policy = policy or GatePolicy()
+    present = [c for c in policy.candidates if c in metrics]
+    if not present:
+        return Verdict(
+            False, None, [f"no candidate student was evaluated (looked for {list(policy.candidates)})"]
+        )
+    checked, passing = {}, []
+    for rank, name in enumerate(present):
+        ok, reasons = accuracy_reasons(name, metrics, policy)
+        checked[name] = {"accuracy_ok": ok, "reasons": reasons}
+        if ok:
+            passing.append((metrics[name]["mean_output_tokens"], rank, name))
+    if not passing:
+        reasons = ["no student passes the accuracy policy"]
+        reasons += [f"{name}: {'; '.join(checked[name]['reasons'])}" for name in present]
+        return Verdict(False, None, reasons, checked)
+    _, _, chosen = min(passing)
+    reasons = list(checked[chosen]["reasons"])
+    final = present[0]
+    if chosen != final:
+        reasons.insert(
+            0,
+            f"{final} did not pass the accuracy policy ({'; '.join(checked[final]['reasons'])}); "
+            f"promoting {chosen}, the student with the fewest output tokens that does",
+        )
+    ok, reason = reduction_reason(chosen, metrics, policy)
+    if reason:
+        reasons.append(reason)
+    checked[chosen]["reduction_ok"] = ok
+    return Verdict(ok, chosen, reasons, checked)
