@@ -1,0 +1,122 @@
+"""Evaluation: exact metrics on a scripted backend, a real tiny teacher, resume, the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from twt.evaluate import EvalTarget, answer_accuracy, evaluate_model, evaluate_models, render_report
+from twt.records import Question
+from twt.task import make_questions
+from twt.teachers import Generation
+from twt.tiny import DEFAULT_DIR
+
+
+class ScriptedBackend:
+    """Answers from a list, in order: (text, tokens, finish_reason)."""
+
+    def __init__(self, script: list[tuple[str, int, str]]):
+        self.script, self.prompts = script, []
+
+    def generate(self, prompts, *, n=1, temperature=None, seed=None, max_new_tokens=None):
+        self.prompts += prompts
+        return [
+            [Generation(text, tokens, reason, None)] for text, tokens, reason in self.script[: len(prompts)]
+        ]
+
+
+QUESTIONS = [Question(id=f"q{i}", question="1+1", answer=a) for i, a in enumerate(["2", "2", "2", "5"])]
+
+
+def test_metrics_are_exact_on_scripted_answers(tmp_path: Path) -> None:
+    backend = ScriptedBackend(
+        [
+            ("1+1=2\nAnswer: 2", 10, "stop"),
+            ("Answer: 3", 4, "stop"),
+            ("1+1=", 20, "length"),
+            ("Answer: 5", 6, "stop"),
+        ]
+    )
+    result = evaluate_model(
+        EvalTarget("s", "unused", role="student"),
+        QUESTIONS,
+        backend=backend,
+        answers_path=tmp_path / "a.jsonl",
+    )
+    assert backend.prompts[0] == "Solve step by step: 1+1\n"
+    assert (result["accuracy"], result["correct"], result["no_answer"], result["cut_by_budget"]) == (
+        0.5,
+        2,
+        1,
+        1,
+    )
+    assert result["mean_output_tokens"] == 10.0 and result["p50_output_tokens"] == 8.0
+    assert result["p95_output_tokens"] == pytest.approx(18.5)
+    assert result["tokens_per_correct"] == 20.0  # 40 tokens for 2 right answers
+    rows = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert [r["correct"] for r in rows] == [True, False, False, True]
+
+    wrong = ScriptedBackend([("Answer: 9", 3, "stop")] * 4)
+    assert evaluate_model(EvalTarget("w", "unused"), QUESTIONS, backend=wrong)["tokens_per_correct"] is None
+
+
+def test_the_metric_module_normalises_and_counts_missing_answers_wrong() -> None:
+    assert answer_accuracy(["7", None, "3.0", " 1,000"], ["7", "3", "3", "1000"]) == {
+        "accuracy": 0.75,
+        "correct": 3,
+        "total": 4,
+    }
+
+
+def test_questions_without_gold_are_refused() -> None:
+    with pytest.raises(ValueError, match="need gold answers"):
+        evaluate_model(EvalTarget("s", "m"), [Question(id="x", question="1+1")], backend=ScriptedBackend([]))
+
+
+def test_a_real_teacher_with_and_without_reasoning_and_resume(tmp_path: Path) -> None:
+    questions = make_questions(40, seed=0, split="eval")
+    model = str(DEFAULT_DIR / "teacher-verbose")
+    targets = [
+        EvalTarget("verbose-solve", model, "solve", role="teacher"),
+        EvalTarget("verbose-direct", model, "direct", role="baseline"),
+    ]
+    metrics = evaluate_models(targets, questions, tmp_path, max_new_tokens=64, batch_size=16, progress=False)
+    solve, direct = metrics["models"]["verbose-solve"], metrics["models"]["verbose-direct"]
+    assert solve["accuracy"] >= 0.9 and solve["accuracy"] > direct["accuracy"] + 0.3
+    assert solve["mean_output_tokens"] > 4 * direct["mean_output_tokens"]
+    assert (tmp_path / "accuracy_vs_tokens.png").stat().st_size > 10_000
+    report = (tmp_path / "report.md").read_text()
+    assert "| verbose-solve | teacher |" in report and "accuracy_vs_tokens.png" in report
+
+    # a second call reuses every finished model: a broken path would fail if it were evaluated again
+    broken = [EvalTarget(t.name, "/nowhere", t.instruction, role=t.role) for t in targets]
+    again = evaluate_models(broken, questions, tmp_path, progress=False)
+    assert again["models"] == metrics["models"]
+    with pytest.raises(ValueError, match="distinct names"):
+        evaluate_models([targets[0], targets[0]], questions, tmp_path / "x", progress=False)
+
+
+def test_the_report_states_the_gate_verdict() -> None:
+    metrics = {
+        "questions": 2,
+        "max_new_tokens": 8,
+        "models": {
+            "stage3": {
+                "name": "stage3",
+                "role": "student",
+                "accuracy": 1.0,
+                "mean_output_tokens": 3.0,
+                "p50_output_tokens": 3,
+                "p95_output_tokens": 3,
+                "tokens_per_correct": 3.0,
+                "no_answer": 0,
+                "seconds_per_question": 0.01,
+            }
+        },
+    }
+    verdict = {"passed": False, "student": None, "reasons": ["no student passes the accuracy policy"]}
+    text = render_report(metrics, verdict=verdict)
+    assert "## Gate: FAILED" in text and "- no student passes the accuracy policy" in text
+    assert "| stage3 | student | 100.0% | 3.0 |" in text

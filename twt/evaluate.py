@@ -1,0 +1,266 @@
+"""Evaluation: the student and its baselines answer the same held-out questions, greedily, within a budget.
+
+    targets = [EvalTarget("stage3", "runs/demo/stage3"), EvalTarget("student-base", base, "direct")]
+    metrics = evaluate_models(targets, questions, "runs/demo/eval", max_new_tokens=96)
+
+For each model: accuracy (through ``evaluate`` with the local metric module ``twt/metrics/answer_accuracy``),
+answers missing an ``Answer:`` line, generations cut by the budget, mean / p50 / p95 output tokens, tokens per
+correct answer (all output tokens ÷ correct answers: what one right answer costs) and latency (wall seconds
+for the whole set and per question, batched). Output tokens are what the backends report: every generated
+token, the EOS token included when the model stopped on one.
+
+Writes into ``out_dir``: ``metrics.json`` (every model), ``answers/<name>.jsonl`` (one line per question),
+``accuracy_vs_tokens.png`` and ``report.md`` (a table and the picture). A model whose ``models/<name>.json``
+is already there is not evaluated again, so an interrupted evaluation resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from twt.records import Question
+from twt.task import PromptTemplates
+
+METRIC_DIR = Path(__file__).parent / "metrics" / "answer_accuracy"
+PLOT_NAME, REPORT_NAME, METRICS_NAME = "accuracy_vs_tokens.png", "report.md", "metrics.json"
+
+
+@dataclass
+class EvalTarget:
+    """One model to evaluate.
+
+    Attributes:
+        name: how tables and the gate call it ("stage3", "student-base", a teacher's name).
+        model: local model directory (or what ``backend`` accepts).
+        instruction: "solve" (the distillation prompt; students and teachers) or "direct" (answer only).
+        templates: prompt templates (default ``PromptTemplates()``).
+        role: "student", "baseline" or "teacher" (for the report).
+        backend: "transformers" (default), "vllm" or "openai"; extra settings in ``options``.
+    """
+
+    name: str
+    model: str
+    instruction: str = "solve"
+    templates: PromptTemplates = field(default_factory=PromptTemplates)
+    role: str = "baseline"
+    backend: str = "transformers"
+    options: dict = field(default_factory=dict)
+
+
+def answer_accuracy(predictions: Sequence[str | None], references: Sequence[str]) -> dict:
+    """Accuracy through the local ``evaluate`` metric module (no hub access)."""
+    import evaluate
+
+    metric = evaluate.load(str(METRIC_DIR))
+    return metric.compute(predictions=[p or "" for p in predictions], references=list(references))
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(values, q)) if len(values) else 0.0
+
+
+def evaluate_model(
+    target: EvalTarget,
+    questions: Sequence[Question],
+    *,
+    max_new_tokens: int = 96,
+    batch_size: int = 64,
+    backend=None,
+    answers_path: str | os.PathLike | None = None,
+) -> dict:
+    """Greedy answers of one model on ``questions`` (which need gold answers) and their metrics."""
+    from twt.sampling import answer_questions
+    from twt.teachers import TeacherSpec, load_teacher
+
+    missing = [q.id for q in questions if q.answer is None]
+    if missing:
+        raise ValueError(
+            f"evaluation questions need gold answers; {len(missing)} lack one (first: {missing[0]})"
+        )
+    if backend is None:
+        spec = TeacherSpec(
+            name=target.name,
+            model=target.model,
+            backend=target.backend,
+            templates=target.templates,
+            temperature=0.0,
+            k=1,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            **target.options,
+        )
+        backend = load_teacher(spec)
+    started = time.perf_counter()
+    answers = answer_questions(
+        backend,
+        questions,
+        instruction=target.instruction,
+        templates=target.templates,
+        max_new_tokens=max_new_tokens,
+        chunk_size=max(batch_size, 256),
+    )
+    seconds = time.perf_counter() - started
+    scored = answer_accuracy([a.answer for a in answers], [q.answer for q in questions])
+    tokens = [a.tokens for a in answers]
+    correct = scored["correct"]
+    if answers_path is not None:
+        from twt.task import normalize_answer
+
+        path = Path(answers_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as handle:
+            for q, a in zip(questions, answers, strict=True):
+                row = {
+                    "id": q.id,
+                    "answer": a.answer,
+                    "gold": q.answer,
+                    "correct": a.answer is not None and a.answer == normalize_answer(q.answer),
+                    "tokens": a.tokens,
+                    "finish_reason": a.finish_reason,
+                    "text": a.text,
+                }
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return {
+        "name": target.name,
+        "model": target.model,
+        "role": target.role,
+        "instruction": target.instruction,
+        "questions": len(questions),
+        "accuracy": scored["accuracy"],
+        "correct": correct,
+        "no_answer": sum(a.answer is None for a in answers),
+        "cut_by_budget": sum(a.finish_reason == "length" for a in answers),
+        "mean_output_tokens": sum(tokens) / len(tokens) if tokens else 0.0,
+        "p50_output_tokens": percentile(tokens, 50),
+        "p95_output_tokens": percentile(tokens, 95),
+        "tokens_per_correct": sum(tokens) / correct if correct else None,
+        "seconds": round(seconds, 3),
+        "seconds_per_question": round(seconds / len(questions), 5) if questions else None,
+    }
+
+
+def evaluate_models(
+    targets: Sequence[EvalTarget],
+    questions: Sequence[Question],
+    out_dir: str | os.PathLike,
+    *,
+    max_new_tokens: int = 96,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> dict:
+    """Evaluate every target (resumable per model) and write metrics.json, the answers, plot and report."""
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    names = [t.name for t in targets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"evaluation targets need distinct names, got {names}")
+    results = {}
+    for target in tqdm(targets, desc="evaluate", disable=not progress):
+        done = out / "models" / f"{target.name}.json"
+        if done.is_file():
+            results[target.name] = json.loads(done.read_text())
+            continue
+        result = evaluate_model(
+            target,
+            questions,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            answers_path=out / "answers" / f"{target.name}.jsonl",
+        )
+        _write_json(done, result)
+        results[target.name] = result
+    metrics = {"questions": len(questions), "max_new_tokens": max_new_tokens, "models": results}
+    _write_json(out / METRICS_NAME, metrics)
+    plot_accuracy_vs_tokens(results, out / PLOT_NAME)
+    (out / REPORT_NAME).write_text(render_report(metrics, plot=PLOT_NAME), encoding="utf-8")
+    return metrics
+
+
+def _write_json(path: Path, data: Mapping) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# --- the report --------------------------------------------------------------------------------------------
+
+ROLE_STYLE = {"student": ("tab:red", "o"), "baseline": ("tab:blue", "s"), "teacher": ("tab:gray", "^")}
+
+
+def plot_accuracy_vs_tokens(results: Mapping[str, Mapping], path: str | os.PathLike) -> Path:
+    """Accuracy against mean output tokens, one labelled point per model (up and left is better)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for name, r in results.items():
+        color, marker = ROLE_STYLE.get(r.get("role", "baseline"), ("tab:blue", "s"))
+        x, y = r["mean_output_tokens"], 100 * r["accuracy"]
+        ax.scatter([x], [y], color=color, marker=marker, s=60, zorder=3)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=9)
+    for role, (color, marker) in ROLE_STYLE.items():
+        if any(r.get("role") == role for r in results.values()):
+            ax.scatter([], [], color=color, marker=marker, label=role)
+    ax.set_xlabel("mean output tokens per answer (fewer is better)")
+    ax.set_ylabel("accuracy, % (higher is better)")
+    ax.set_ylim(-2, 102)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Accuracy against output tokens on the held-out questions")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def metrics_table(results: Mapping[str, Mapping]) -> str:
+    """A Markdown table: one row per model, the student(s) first."""
+    order = sorted(
+        results.values(), key=lambda r: {"student": 0, "baseline": 1, "teacher": 2}.get(r["role"], 1)
+    )
+    lines = [
+        "| model | role | accuracy | mean tokens | p50 | p95 | tokens per correct | no answer | s/question |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in order:
+        per_correct = f"{r['tokens_per_correct']:.1f}" if r["tokens_per_correct"] is not None else "–"
+        lines.append(
+            f"| {r['name']} | {r['role']} | {100 * r['accuracy']:.1f}% | {r['mean_output_tokens']:.1f} | "
+            f"{r['p50_output_tokens']:.0f} | {r['p95_output_tokens']:.0f} | {per_correct} | "
+            f"{r['no_answer']} | {r['seconds_per_question']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def render_report(metrics: Mapping, plot: str | None = None, verdict: Mapping | None = None) -> str:
+    """The Markdown report: the table, the picture and (when given) the gate's verdict."""
+    parts = [
+        "# Evaluation",
+        "",
+        f"{metrics['questions']} held-out questions, greedy decoding, at most {metrics['max_new_tokens']} "
+        "new tokens. Tokens per correct = all output tokens ÷ correct answers.",
+        "",
+        metrics_table(metrics["models"]),
+    ]
+    if plot:
+        parts += ["", f"![accuracy against output tokens]({plot})"]
+    if verdict is not None:
+        state = "PASSED" if verdict["passed"] else "FAILED"
+        parts += [
+            "",
+            f"## Gate: {state}" + (f" — student {verdict['student']}" if verdict["student"] else ""),
+        ]
+        parts += [f"- {reason}" for reason in verdict["reasons"]]
+    return "\n".join(parts) + "\n"
