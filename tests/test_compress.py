@@ -1,0 +1,454 @@
+"""Compression for stage 2: CTS scores checked by hand on a copy model, top-α selection, the achieved ratio,
+windowing and batching on a tiny random Llama, the teacher rewrite's checks, and the file round trip."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from twt.compress import (
+    REJECT_REASONS,
+    compress_by_teacher,
+    compress_by_tokens,
+    condition_text,
+    kept_count,
+    load_attempts,
+    run_compress,
+    select_top_ratio,
+    token_scores,
+    window_plan,
+)
+from twt.records import Candidate, DistillRow, RecordError, read_rows, write_rows
+from twt.task import STYLES, PromptTemplates, make_questions, reasoning_of
+from twt.teachers import Generation
+
+WORDS = ["Solve", "step", "by", ":", "Answer", "mod", "a", "b", "c", "d", "x", "+", "-", "*", "=", ";"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def build_tokenizer():
+    """Word-level: the words above and single digits (numbers split digit by digit), <eos> but no BOS."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(["<unk>", "<pad>", "<eos>", *map(str, range(10)), *WORDS])}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>"
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random Llama (hidden 32, 2 layers) with the word-level tokenizer, saved as a directory."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    path = tmp_path_factory.mktemp("reference")
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_path: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(tiny_path).eval(), AutoTokenizer.from_pretrained(tiny_path)
+
+
+class CopyModel(torch.nn.Module):
+    """Predicts "a token seen earlier in the sequence": logit B for every token at positions ≤ t, else 0.
+
+    So with m distinct tokens seen, NLL(x) = log(m·e^B + V − m) − B·[x seen]: computable by hand.
+    """
+
+    def __init__(self, vocab: int, boost: float = 6.0):
+        super().__init__()
+        self.vocab, self.boost = vocab, boost
+
+    def forward(self, input_ids, attention_mask=None):
+        seen = torch.nn.functional.one_hot(input_ids, self.vocab).cumsum(dim=1).clamp(max=1)
+        return SimpleNamespace(logits=self.boost * seen.float())
+
+
+def copy_nll(ids: list[int], vocab: int, boost: float) -> list[float]:
+    """NLL of ids[1:] under CopyModel, from the formula."""
+    out = []
+    for t in range(1, len(ids)):
+        seen = set(ids[:t])
+        m = len(seen)
+        out.append(math.log(m * math.exp(boost) + vocab - m) - boost * (ids[t] in seen))
+    return out
+
+
+def row(i: int, question: str, reasoning: str, answer: str) -> DistillRow:
+    return DistillRow(id=f"q{i}", question=question, reasoning=reasoning, answer=answer, source="t#0")
+
+
+def task_rows(n: int, seed: int = 0) -> list[DistillRow]:
+    """Embedded-task rows in all three reasoning styles: 1 to ~30 tokens each."""
+    return [
+        row(i, q.question, reasoning_of(q.question, STYLES[i % 3]), q.answer)
+        for i, q in enumerate(make_questions(n, seed=seed))
+    ]
+
+
+# --- selection ---------------------------------------------------------------------------------------------
+
+
+def test_select_top_ratio_counts_order_and_ties() -> None:
+    scores = np.array([0.1, 3.0, -1.0, 3.0, 2.0, 0.5])
+    keep = select_top_ratio(scores, 0.5)
+    assert keep.tolist() == [False, True, False, True, True, False]  # 3 highest, in original order
+    # ties go to the earlier position
+    assert select_top_ratio(np.zeros(5), 0.4).tolist() == [True, True, False, False, False]
+    assert select_top_ratio(np.array([1.0, 2.0, 2.0, 2.0]), 0.5).tolist() == [False, True, True, False]
+    ties = np.tile([1.0, 0.0], 100)
+    assert np.flatnonzero(select_top_ratio(ties, 0.25)).tolist() == list(range(0, 100, 2))
+    assert select_top_ratio(scores, 1.0).all()
+    assert select_top_ratio(np.array([np.nan, 0.0]), 0.5).tolist() == [False, True]
+    assert select_top_ratio(np.array([]), 0.5).tolist() == []
+    for n in range(0, 40):
+        for ratio in (0.05, 0.3, 0.5, 0.7, 0.9, 1.0):
+            assert select_top_ratio(np.random.default_rng(n).normal(size=n), ratio).sum() == kept_count(
+                n, ratio
+            )
+    # round half to even (the errors cancel over a set), at least one token, float fuzz ignored
+    assert [kept_count(n, 0.5) for n in (1, 3, 5, 7, 9)] == [1, 2, 2, 4, 4]
+    assert kept_count(5, 0.7) == 4 and kept_count(10, 0.7) == 7 and kept_count(3, 0.01) == 1
+    assert kept_count(0, 0.5) == 0
+    with pytest.raises(ValueError, match="ratio"):
+        select_top_ratio(scores, 0.0)
+
+
+def test_window_plan_covers_every_token_once() -> None:
+    assert window_plan(5, 10, 16) == (5, [(0, 0, 10)])  # 1 + 5 + 10 fits
+    # R = 16 - 1 - 5 = 10 reasoning tokens per window, chunks of S = 5 after the first
+    assert window_plan(5, 11, 16) == (5, [(0, 0, 10), (1, 10, 11)])
+    assert window_plan(5, 22, 16) == (5, [(0, 0, 10), (5, 10, 15), (10, 15, 20), (12, 20, 22)])
+    assert window_plan(12, 9, 16) == (7, [(0, 0, 8), (1, 8, 9)])  # condition cut to 16 // 2 - 1 tokens
+    for n_cond, n, window in [(5, 11, 16), (40, 100, 32), (0, 300, 8), (3, 57, 20), (100, 3, 64)]:
+        c, plan = window_plan(n_cond, n, window)
+        assert c == min(n_cond, window // 2 - 1)
+        span = window - 1 - c
+        assert [s for _, s, _ in plan] == [0] + [e for _, _, e in plan[:-1]]  # chunks tile [0, n)
+        assert plan[-1][2] == n
+        for context, start, end in plan:
+            assert 1 + c + (end - context) <= window
+            assert context <= start < end
+            assert end - context == min(end, span)  # as much preceding reasoning as fits
+    assert window_plan(20, 0, 16)[1] == [(0, 0, 0)]
+    with pytest.raises(ValueError, match="window"):
+        window_plan(1, 1, 4)
+
+
+# --- CTS by hand --------------------------------------------------------------------------------------------
+
+
+def test_cts_scores_by_hand_on_a_copy_model() -> None:
+    """Only the reasoning token '7' occurs in the condition (as the answer): it alone gains from it."""
+    tokenizer = build_tokenizer()
+    vocab, boost = len(tokenizer), 6.0
+    model = CopyModel(vocab, boost)
+    example = row(0, "x", "a b c 7 d", "7")
+    cond = condition_text(example, "question_answer")
+    assert cond == "Solve step by step: x\nAnswer: 7\n"
+    [scores] = token_scores(model, tokenizer, [cond], [example.reasoning])
+    eos = tokenizer.eos_token_id
+    r_ids = tokenizer(example.reasoning, add_special_tokens=False)["input_ids"]
+    c_ids = tokenizer(cond, add_special_tokens=False)["input_ids"]
+    expected = np.array(copy_nll([eos, *r_ids], vocab, boost)) - np.array(
+        copy_nll([eos, *c_ids, *r_ids], vocab, boost)[len(c_ids) :]
+    )
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
+    assert scores[3] > 4 and (scores[[0, 1, 2, 4]] < 0).all()  # '7' ≈ B − log(11/4); the rest slightly < 0
+
+    out, report = compress_by_tokens([example], (model, tokenizer), method="cts", ratio=0.2, progress=False)
+    assert out[0].compressed_reasoning == "7" and report.details == [{"id": "q0", "n_tokens": 5, "n_kept": 1}]
+    # conditioned on the question alone, '7' is as unpredictable as the rest: the answer is no longer kept
+    [question_only] = token_scores(
+        model, tokenizer, [condition_text(example, "question")], [example.reasoning]
+    )
+    assert question_only[3] < 0
+    out, _ = compress_by_tokens(
+        [example], (model, tokenizer), ratio=0.2, condition="question", progress=False
+    )
+    assert out[0].compressed_reasoning != "7"
+    # unconditional: surprisal grows with every new distinct token, so the last token is the most surprising
+    [plain] = token_scores(model, tokenizer, None, [example.reasoning])
+    np.testing.assert_allclose(plain, copy_nll([eos, *r_ids], vocab, boost), rtol=1e-5)
+    out, report = compress_by_tokens(
+        [example], (model, tokenizer), method="unconditional", ratio=0.2, progress=False
+    )
+    assert out[0].compressed_reasoning == "d" and report.method == "unconditional"
+
+
+# --- a tiny random Llama ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.7, 0.9])
+def test_achieved_ratio_within_two_percent(tiny_path: Path, ratio: float) -> None:
+    rows = task_rows(60, seed=int(ratio * 10))
+    out, report = compress_by_tokens(rows, tiny_path, ratio=ratio, window=64, device="cpu", progress=False)
+    tokenizer = build_tokenizer()
+    lengths = [len(tokenizer(r.reasoning, add_special_tokens=False)["input_ids"]) for r in rows]
+    assert min(lengths) <= 3 and max(lengths) >= 25  # varied, and short rows make rounding matter
+    assert report.length_in == sum(lengths) and report.rows_out == len(rows) == len(out)
+    assert abs(report.achieved_ratio - ratio) <= 0.02
+    assert abs(report.retokenized_out / report.length_in - ratio) <= 0.02  # decoded text re-tokenizes alike
+    for original, compressed, detail in zip(rows, out, report.details, strict=True):
+        kept = compressed.compressed_reasoning.split()
+        assert len(kept) == detail["n_kept"] == kept_count(detail["n_tokens"], ratio)
+        tokens = tokenizer.convert_ids_to_tokens(
+            tokenizer(original.reasoning, add_special_tokens=False)["input_ids"]
+        )
+        it = iter(tokens)
+        assert all(token in it for token in kept)  # a subsequence: order preserved
+        assert compressed.model_copy(update={"compressed_reasoning": None}) == original
+
+
+def test_windowing_scores_every_token_with_the_documented_context(tiny) -> None:
+    import torch.nn.functional as F
+
+    model, tokenizer = tiny
+    example = row(0, "3+4*2", ";".join(f"{i % 10}+{(3 * i) % 10}={(4 * i) % 10}" for i in range(16)), "4")
+    cond = condition_text(example, "question_answer")
+    c_ids = tokenizer(cond, add_special_tokens=False)["input_ids"]
+    r_ids = tokenizer(example.reasoning, add_special_tokens=False)["input_ids"]
+    n = len(r_ids)
+    [full] = token_scores(model, tokenizer, [cond], [example.reasoning], window=4096)
+
+    def nll(prefix: list[int], piece: list[int], start: int) -> np.ndarray:
+        ids = torch.tensor([[tokenizer.eos_token_id, *prefix, *piece]])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0]
+        first = 1 + len(prefix) + start
+        return F.cross_entropy(logits[first - 1 : -1], ids[0, first:], reduction="none").numpy()
+
+    for window in (24, 32):  # 24: the 13-token condition is cut to its last 11 tokens; 32: it fits
+        assert n > 2 * window
+        [windowed] = token_scores(model, tokenizer, [cond], [example.reasoning], window=window)
+        assert windowed.shape == full.shape == (n,) and np.isfinite(windowed).all()
+        c, plan = window_plan(len(c_ids), n, window)
+        assert len(plan) > 3 and c == min(13, window // 2 - 1) == min(len(c_ids), window // 2 - 1)
+        for context, start, end in plan:
+            piece = r_ids[context:end]
+            expected = nll([], piece, start - context) - nll(c_ids[len(c_ids) - c :], piece, start - context)
+            np.testing.assert_allclose(windowed[start:end], expected, atol=1e-5)
+        assert not np.allclose(windowed, full, atol=1e-3)  # later tokens lost the early reasoning
+    # with the whole condition, the first window sees the same context as the unwindowed path
+    np.testing.assert_allclose(windowed[: plan[0][2]], full[: plan[0][2]], atol=1e-5)
+    # a window that just fits gives the unwindowed result
+    [fits] = token_scores(model, tokenizer, [cond], [example.reasoning], window=1 + len(c_ids) + n)
+    np.testing.assert_allclose(fits, full, atol=1e-6)
+
+
+def test_batch_size_does_not_change_scores(tiny) -> None:
+    model, tokenizer = tiny
+    rows = [*task_rows(13, seed=3), row(99, "1+1", "", "2")]
+    conditions = [condition_text(r, "question_answer") for r in rows]
+    reasonings = [r.reasoning for r in rows]
+    one = token_scores(model, tokenizer, conditions, reasonings, batch_size=1, window=16)
+    eight = token_scores(model, tokenizer, conditions, reasonings, batch_size=8, window=16)
+    plain_one = token_scores(model, tokenizer, None, reasonings, batch_size=1, window=16)
+    plain_eight = token_scores(model, tokenizer, None, reasonings, batch_size=8, window=16)
+    assert one[-1].shape == (0,)
+    for a, b, c, d in zip(one, eight, plain_one, plain_eight, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+        np.testing.assert_allclose(c, d, atol=1e-5)
+        assert a.shape == c.shape
+    # the conditional scores are not the unconditional ones
+    assert not np.allclose(np.concatenate(one), np.concatenate(plain_one))
+
+
+# --- teacher rewrite ---------------------------------------------------------------------------------------
+
+
+class FakeTeacher:
+    """Answers each rewrite prompt from a table keyed by the question; records the prompts and arguments."""
+
+    def __init__(self, replies: dict[str, str]):
+        self.replies, self.prompts, self.calls = replies, [], []
+
+    def generate(self, prompts, *, n=1, temperature=None, seed=None, max_new_tokens=None):
+        self.prompts += prompts
+        self.calls.append({"n": n, "temperature": temperature, "batch": len(prompts)})
+        out = []
+        for prompt in prompts:
+            question = prompt.split("\n")[0].removeprefix("Rewrite concisely: ")
+            text = self.replies[question]
+            out.append([Generation(text=text, tokens=len(text.split()), finish_reason="stop", logprob=None)])
+        return out
+
+
+TEACHER_ROWS = [
+    row(0, "7+5*3", "7+5=2;2*3=6", "6"),  # (a) shorter and right: accepted
+    row(1, "1+2", "1+2=3", "3"),  # (b) the rewrite changes the answer
+    row(2, "4*4", "4*4=6", "6"),  # (c) the rewrite is longer
+    row(3, "9-1", "9-1=8", "8"),  # (d) no answer line
+    row(4, "2+2", "2+2=4", "4"),  # (e) an empty reasoning
+]
+REPLIES = {
+    "7+5*3": "2;6\nAnswer: 6",
+    "1+2": "3\nAnswer: 4",
+    "4*4": "4*4=16 mod 6, so the value is 6\nAnswer: 6",
+    "9-1": "8",
+    "2+2": "Answer: 4.0",
+}
+
+
+def test_teacher_rewrite_accepts_and_rejects() -> None:
+    teacher = FakeTeacher(REPLIES)
+    attempts = {"q0": "7+5=2;2*3=7\nAnswer: 7"}
+    out, report = compress_by_teacher(TEACHER_ROWS, teacher, attempts=attempts, batch_size=2, progress=False)
+    assert [c["temperature"] for c in teacher.calls] == [0.0] * 3 and [c["batch"] for c in teacher.calls] == [
+        2,
+        2,
+        1,
+    ]
+    first = teacher.prompts[0]
+    for part in ("7+5*3", "7+5=2;2*3=6", "Answer: 6", "Student: 7+5=2;2*3=7\nAnswer: 7"):
+        assert part in first
+    assert teacher.prompts[1].endswith("Student: \nConcise:\n")  # no attempt: empty
+    assert report.rejected == {"no_answer": 1, "answer_changed": 1, "empty": 1, "not_shorter": 1}
+    assert list(report.rejected) == list(REJECT_REASONS)
+    assert [d["status"] for d in report.details] == [
+        "accepted",
+        "answer_changed",
+        "not_shorter",
+        "no_answer",
+        "empty",
+    ]
+    assert report.accepted == 1 and report.rows_in == report.rows_out == 5 and report.unit == "chars"
+    # rejected rows fall back to their original reasoning
+    assert [r.compressed_reasoning for r in out] == ["2;6", "1+2=3", "4*4=6", "9-1=8", "2+2=4"]
+    assert report.length_in == sum(len(r.reasoning) for r in TEACHER_ROWS)
+    assert report.length_out == report.length_in - len("7+5=2;2*3=6") + len("2;6")
+
+    dropped, report = compress_by_teacher(
+        TEACHER_ROWS, FakeTeacher(REPLIES), on_reject="drop", progress=False
+    )
+    assert [r.id for r in dropped] == ["q0"] and dropped[0].compressed_reasoning == "2;6"
+    assert report.rows_out == 1 and report.achieved_ratio == pytest.approx(3 / 11)
+    assert sum(report.rejected.values()) == 4
+    with pytest.raises(ValueError, match="on_reject"):
+        compress_by_teacher(TEACHER_ROWS, FakeTeacher(REPLIES), on_reject="skip")
+
+
+def test_teacher_lengths_in_tokens_when_a_tokenizer_is_given() -> None:
+    # by characters "6;  6" would not be shorter than "4*4=6"; by tokens (3 < 5) it is
+    rows = [row(0, "4*4", "4*4=6", "6")]
+    out, report = compress_by_teacher(
+        rows, FakeTeacher({"4*4": "6 ; 6\nAnswer: 6"}), tokenizer=build_tokenizer(), progress=False
+    )
+    assert report.unit == "tokens" and report.accepted == 1 and out[0].compressed_reasoning == "6 ; 6"
+    assert (report.length_in, report.length_out) == (5, 3)
+    _, by_chars = compress_by_teacher(rows, FakeTeacher({"4*4": "6 ; 6\nAnswer: 6"}), progress=False)
+    assert by_chars.rejected["not_shorter"] == 1
+
+
+# --- files --------------------------------------------------------------------------------------------------
+
+
+def test_run_compress_files(tmp_path: Path, tiny_path: Path) -> None:
+    rows = task_rows(20, seed=5)
+    distill = tmp_path / "distill.jsonl"
+    write_rows(distill, rows)
+    report = run_compress(
+        distill,
+        tmp_path / "out" / "cts.jsonl",
+        tmp_path / "out" / "cts_report.json",
+        method="cts",
+        ratio=0.6,
+        window=32,
+        reference_model=tiny_path,
+        device="cpu",
+        progress=False,
+    )
+    out = list(read_rows(tmp_path / "out" / "cts.jsonl", DistillRow))
+    assert [r.id for r in out] == [r.id for r in rows] and all(
+        r.compressed_reasoning is not None for r in out
+    )
+    on_disk = json.loads((tmp_path / "out" / "cts_report.json").read_text())
+    assert (
+        on_disk == report
+        and on_disk["method"] == "cts"
+        and on_disk["settings"]["condition"] == "question_answer"
+    )
+    assert on_disk["length_out"] == sum(d["n_kept"] for d in on_disk["details"])
+    assert on_disk["inputs"]["reference_model"] == str(tiny_path) and on_disk["outputs"]["rows"] == 20
+    assert not list((tmp_path / "out").glob(".*"))  # no temporary files left behind
+
+    # teacher: attempts from the student's candidates file (lowest sample per id)
+    candidates = tmp_path / "student.jsonl"
+    common = {"teacher": "stage1", "confidence": 0.5, "tokens": 3, "finish_reason": "stop"}
+    write_rows(
+        candidates,
+        [
+            Candidate(id="q0", sample=1, reasoning="late", answer="1", **common),
+            Candidate(id="q0", sample=0, reasoning="7+5=2;2*3=7", answer="7", **common),
+            Candidate(id="q1", sample=0, reasoning="1+2=", answer=None, **common),
+        ],
+    )
+    assert load_attempts(candidates) == {"q0": "7+5=2;2*3=7\nAnswer: 7", "q1": "1+2="}
+    write_rows(distill, TEACHER_ROWS)
+    teacher = FakeTeacher(REPLIES)
+    report = run_compress(
+        distill,
+        tmp_path / "t.jsonl",
+        tmp_path / "t.json",
+        method="teacher",
+        teacher=teacher,
+        attempts=candidates,
+        templates=PromptTemplates(),
+        on_reject="drop",
+        progress=False,
+    )
+    assert "Student: 7+5=2;2*3=7\nAnswer: 7" in teacher.prompts[0]
+    assert [r.id for r in read_rows(tmp_path / "t.jsonl", DistillRow)] == ["q0"]
+    assert report["rows_out"] == 1 and report["rejected"]["answer_changed"] == 1
+    with pytest.raises(ValueError, match="teacher"):
+        run_compress(
+            distill, tmp_path / "x.jsonl", tmp_path / "x.json", method="teacher", teacher="teacher-large"
+        )
+    with pytest.raises(ValueError, match="reference_model"):
+        run_compress(distill, tmp_path / "x.jsonl", tmp_path / "x.json", method="cts")
+
+
+def test_run_compress_names_the_bad_line(tmp_path: Path) -> None:
+    distill = tmp_path / "distill.jsonl"
+    good = TEACHER_ROWS[0].model_dump_json()
+    distill.write_text(good + "\n" + '{"id": "q1", "question": "1+2"}\n', encoding="utf-8")
+    with pytest.raises(RecordError, match=rf"{distill}:2: field 'reasoning'"):
+        run_compress(distill, tmp_path / "o.jsonl", tmp_path / "r.json", teacher=FakeTeacher(REPLIES))
+    assert not (tmp_path / "o.jsonl").exists()
