@@ -20,7 +20,7 @@ def test_the_final_student_passes_when_it_keeps_accuracy_with_few_tokens() -> No
     assert verdict.passed and verdict.student == "stage3"
     text = " ".join(verdict.reasons)
     assert "stage3 accuracy 87.0% ≥ the minimum 50.0%" in text
-    assert "+3.0 points below stage1" in text and "90.0% fewer" in text
+    assert "3.0 points below stage1" in text and "90.0% fewer" in text
 
 
 def test_a_final_stage_that_lost_accuracy_gives_way_to_the_best_compressed_student() -> None:
@@ -87,3 +87,10 @@ def test_ties_prefer_the_later_stage_and_the_policy_comes_from_the_config() -> N
     policy = GatePolicy(**GateConfig(min_accuracy=0.8, reduction_baseline="stage2").model_dump())
     assert policy.reduction_baseline == "stage2" and policy.min_accuracy == 0.8
     assert decide(BASE, policy).to_dict()["student"] == "stage3"
+
+
+def test_the_drop_is_worded_by_its_direction() -> None:
+    better = decide({**BASE, "stage3": m(0.95, 4)}, GatePolicy())
+    assert "stage3 accuracy is 5.0 points above stage1" in better.reasons[1]
+    level = decide({"stage1": m(0.9, 40)}, GatePolicy(min_token_reduction=None))
+    assert "stage1 accuracy is level with stage1" in level.reasons[1]

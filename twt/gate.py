@@ -86,9 +86,12 @@ def accuracy_reasons(name: str, metrics: Mapping[str, Mapping], policy: GatePoli
             drop = base["accuracy"] - acc
             passed = drop <= policy.max_accuracy_drop + 1e-12
             ok &= passed
+            change = f"{100 * drop:.1f} points below" if drop > 0 else f"{-100 * drop:.1f} points above"
+            if drop == 0:
+                change = "level with"
             reasons.append(
-                f"{name} accuracy is {100 * drop:+.1f} points below {policy.drop_baseline} "
-                f"({_pct(base['accuracy'])}); allowed at most {100 * policy.max_accuracy_drop:.1f}"
+                f"{name} accuracy is {change} {policy.drop_baseline} ({_pct(base['accuracy'])}); a drop of at "
+                f"most {100 * policy.max_accuracy_drop:.1f} points is allowed"
                 + ("" if passed else ": too large a drop")
             )
     return ok, reasons
