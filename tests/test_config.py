@@ -372,3 +372,14 @@ def test_parse_config_text_names_its_source():
     with pytest.raises(ConfigError, match=r"^pipeline-param: teachers: Field required"):
         parse_config("name: t\nstudent: {model: s}\n", source="pipeline-param")
     assert isinstance(ConfigError("x"), ValueError)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("model_name", "Student"), ("version", "beta"), ("version", "01")]
+)
+def test_registry_names_follow_the_registry_rules(field: str, value: str) -> None:
+    from twt.config import RegistryConfig
+
+    with pytest.raises(ValueError, match="String should match pattern"):
+        RegistryConfig(**{field: value})
+    assert RegistryConfig(model_name="twt-student.v2", version="1.2.3").version == "1.2.3"

@@ -82,7 +82,7 @@ class TaskConfig(_Section):
     eval_questions: int = Field(500, ge=1, description="embedded: number of held-out evaluation questions.")
     seed: int = Field(0, description="embedded: seed of the question draw (train and eval never overlap).")
     weights: list[float] = Field(
-        [0.1, 0.2, 0.25, 0.25, 0.2],
+        default_factory=lambda: list(TaskSpec().weights),
         min_length=1,
         description="embedded: relative share of chains of 1, 2, ..., N operations (twt.task.TaskSpec).",
     )
@@ -353,9 +353,15 @@ class RegistryConfig(_Section):
     """Where a promoted student is published (``<uri>/<model_name>/<version>/``)."""
 
     uri: str | None = Field(None, description="s3://bucket/prefix or a directory; null = <workdir>/registry.")
-    model_name: str = Field("twt-student", pattern=NAME_PATTERN, description="Registered model name.")
+    model_name: str = Field(
+        "twt-student",
+        pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$",
+        description="Registered model name (lower case, digits, '.', '_', '-'; see twt.registry).",
+    )
     version: str = Field(
-        "auto", pattern=r"^(auto|[A-Za-z0-9][A-Za-z0-9._-]*)$", description="'auto' = next free version."
+        "auto",
+        pattern=r"^(auto|(0|[1-9][0-9]{0,8})(\.(0|[1-9][0-9]{0,8})){0,2})$",
+        description="'auto' = one more than the largest published; else 1 to 3 numbers, e.g. 3 or 1.2.0.",
     )
     kubeflow_registry_address: str | None = Field(
         None,

@@ -90,8 +90,8 @@ def accuracy_reasons(name: str, metrics: Mapping[str, Mapping], policy: GatePoli
             if drop == 0:
                 change = "level with"
             reasons.append(
-                f"{name} accuracy is {change} {policy.drop_baseline} ({_pct(base['accuracy'])}); a drop of at "
-                f"most {100 * policy.max_accuracy_drop:.1f} points is allowed"
+                f"{name} accuracy is {change} {policy.drop_baseline} ({_pct(base['accuracy'])}); "
+                f"a drop of at most {100 * policy.max_accuracy_drop:.1f} points is allowed"
                 + ("" if passed else ": too large a drop")
             )
     return ok, reasons

@@ -1,0 +1,612 @@
+"""The model registry: an approved student published immutable and versioned, pulled back verified.
+
+    v = publish("runs/r1/stage3", "s3://twt/registry", "twt-student", metrics=metrics, gate=verdict)
+    list_versions("s3://twt/registry", "twt-student")      # [RegistryVersion(version="1", ...), ...]
+    show("s3://twt/registry", "twt-student@latest")         # the manifest metadata
+    pull("twt-student@1", "s3://twt/registry", "work/student")
+
+Layout: ``<root>/<model>/<version>/`` holds the model files (a Hugging Face directory with its ``twt.json``),
+a ``README.md`` model card and ``MANIFEST.json`` (sha256 and size of every file, plus ``model``, ``version``,
+``created``, ``metrics``, ``gate``, ``lineage``), written last by ``twt.store.publish_dir``: a version without
+a manifest does not exist, and listing, ``show`` and ``pull`` ignore it. ``root`` is ``s3://bucket/prefix``,
+``file://`` or a local directory.
+
+Names: a model is ``[a-z0-9][a-z0-9._-]{0,62}`` without ``..``. A version is 1 to 3 dot-separated numbers
+without leading zeros (``3``, ``1.2``, ``1.2.3``); versions sort numerically (``1.10`` > ``1.9`` > ``1``).
+``auto`` = one more than the largest leading number published (``1`` first), so it is always ``latest``.
+
+Concurrency: before uploading, a publisher *claims* the version by publishing an empty directory at
+``<root>/<model>/.publishing/<version>/`` (the store's ``If-None-Match: *`` manifest on S3, an atomic
+rename locally). Of two publishers of one version exactly one gets the claim; the other fails with
+``VersionExistsError`` before writing a byte, so it can never overwrite the winner's files. ``auto`` retries
+with the next number (``AUTO_ATTEMPTS`` times). The claim is removed after the publish, failed or not; a
+killed process or a server gone mid-publish leaves it behind, and the error for that version then names the
+claim to delete (``store.delete(claim)``). A failed publish leaves no version: no manifest, no listing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import socket
+import tempfile
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twt import store
+from twt.store import MANIFEST_NAME, Manifest, S3Settings, StoreError
+
+MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+VERSION = re.compile(r"^(0|[1-9][0-9]{0,8})(\.(0|[1-9][0-9]{0,8})){0,2}$")
+AUTO_ATTEMPTS = 5  # versions an "auto" publish tries when others publish at the same time
+CARD_NAME = "README.md"
+CLAIMS = ".publishing"  # <root>/<model>/.publishing/<version>/ exists while a publish of it runs
+KIND = "twt-registry-version"
+SKIPPED_DIRS = ("checkpoints",)  # training state, not part of the model (train.py removes it when done)
+
+
+class RegistryError(StoreError):
+    """A registry operation failed; one line naming the model, version or root."""
+
+
+class InvalidNameError(RegistryError, ValueError):
+    """A model name, version or reference that the registry does not accept."""
+
+
+class VersionExistsError(RegistryError, store.AlreadyPublishedError):
+    """The version is published (or being published); versions are immutable."""
+
+
+class VersionNotFoundError(RegistryError, store.NotFoundError):
+    """No such published version (a version without a manifest does not exist)."""
+
+
+@dataclass(frozen=True)
+class RegistryVersion:
+    """One published version: where it is, how big, and its manifest metadata (metrics, gate, lineage)."""
+
+    model: str
+    version: str
+    uri: str  # <root>/<model>/<version>
+    created: str  # UTC ISO-8601
+    files: int  # files in the manifest, the card included
+    total_bytes: int
+    metadata: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.model}@{self.version}"
+
+    @property
+    def headline(self) -> dict[str, Any]:
+        """Accuracy and mean output tokens of the published student, when recorded."""
+        rows = metric_rows(self.metadata.get("metrics"), self.metadata.get("gate"))
+        numbers = rows[0][2] if rows and rows[0][1] else {}
+        return {k: numbers.get(k) for k in ("accuracy", "mean_output_tokens")}
+
+    @classmethod
+    def from_manifest(cls, model: str, version: str, uri: str, manifest: Manifest) -> RegistryVersion:
+        return cls(
+            model,
+            version,
+            uri,
+            str(manifest.metadata.get("created") or manifest.created),
+            len(manifest.files),
+            sum(e.size for e in manifest.files.values()),
+            dict(manifest.metadata),
+        )
+
+
+# ---- names ----------------------------------------------------------------------------------------------
+
+
+def check_model_name(name: str) -> str:
+    if not isinstance(name, str) or not MODEL_NAME.match(name) or ".." in name:
+        raise InvalidNameError(
+            f"invalid model name {name!r}: use 1-63 of a-z 0-9 . _ - (a letter or digit first, no '..')"
+        )
+    return name
+
+
+def check_version(version: str) -> str:
+    if not isinstance(version, str) or not VERSION.match(version):
+        raise InvalidNameError(
+            f"invalid version {version!r}: use 1 to 3 dot-separated numbers without leading zeros (3, 1.2.3)"
+        )
+    return version
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """Numeric sort key: ``1`` < ``1.0`` < ``1.2`` < ``1.10`` < ``2``."""
+    return tuple(int(part) for part in version.split("."))
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """``"name@version"`` or ``"name@latest"`` → (name, version); both parts validated."""
+    name, sep, version = ref.partition("@") if isinstance(ref, str) else ("", "", "")
+    if not sep or not name or not version or "@" in version:
+        raise InvalidNameError(f"invalid model reference {ref!r}: expected NAME@VERSION or NAME@latest")
+    check_model_name(name)
+    return name, version if version == "latest" else check_version(version)
+
+
+# ---- layout ---------------------------------------------------------------------------------------------
+
+
+def version_uri(root: store.PathLike, model: str, version: str) -> str:
+    return store.parse_uri(root).child(f"{check_model_name(model)}/{check_version(version)}").uri
+
+
+def _published(root: store.PathLike, model: str | None, settings: S3Settings | None) -> list[tuple[str, str]]:
+    """(model, version) of every directory at ``<root>/<model>/<version>/`` that has a manifest."""
+    loc = store.parse_uri(root)
+    if loc.scheme == "file":
+        base = Path(loc.key)
+        found = base.glob(f"{model or '*'}/*/{MANIFEST_NAME}") if base.is_dir() else []
+        rels = [p.relative_to(base).as_posix() for p in found]
+    else:
+        base = loc.child("").uri  # s3://bucket/prefix/ (the slash spares prefix2/)
+        listed = store.list_uris(loc.child(f"{model}/" if model else "").uri, settings=settings)
+        rels = [uri[len(base) :] for uri in listed if uri.endswith(f"/{MANIFEST_NAME}")]
+    out = []
+    for rel in rels:
+        parts = rel.split("/")
+        if len(parts) == 3 and MODEL_NAME.match(parts[0]) and VERSION.match(parts[1]):
+            out.append((parts[0], parts[1]))  # anything else (claims, staging, strays) is not a version
+    return out
+
+
+def list_models(root: store.PathLike, *, settings: S3Settings | None = None) -> list[str]:
+    """Names of the models with at least one published version, sorted."""
+    return sorted({m for m, _ in _published(root, None, settings)})
+
+
+def list_versions(
+    root: store.PathLike, model: str | None = None, *, settings: S3Settings | None = None
+) -> list[RegistryVersion] | list[str]:
+    """The published versions of ``model``, oldest first (one manifest read each); no model: the names."""
+    if model is None:
+        return list_models(root, settings=settings)
+    check_model_name(model)
+    versions = sorted({v for _, v in _published(root, model, settings)}, key=version_key)
+    return [get_version(root, f"{model}@{v}", settings=settings) for v in versions]
+
+
+def resolve(root: store.PathLike, ref: str, *, settings: S3Settings | None = None) -> tuple[str, str]:
+    """``name@version|latest`` → (name, version); ``latest`` is the highest published version."""
+    model, version = parse_ref(ref)
+    if version != "latest":
+        return model, version
+    versions = [v for _, v in _published(root, model, settings)]
+    if not versions:
+        raise VersionNotFoundError(f"{model}@latest: no published version of {model!r} in {root}")
+    return model, max(versions, key=version_key)
+
+
+def get_version(root: store.PathLike, ref: str, *, settings: S3Settings | None = None) -> RegistryVersion:
+    """The published version ``ref`` (``name@version|latest``); ``VersionNotFoundError`` if it is not one."""
+    model, version = resolve(root, ref, settings=settings)
+    uri = version_uri(root, model, version)
+    try:
+        manifest = store.read_manifest(uri, settings=settings)
+    except store.NotFoundError as err:
+        raise VersionNotFoundError(
+            f"{model}@{version} does not exist in {root} (no {MANIFEST_NAME})"
+        ) from err
+    recorded = (manifest.metadata.get("model", model), manifest.metadata.get("version", version))
+    if recorded != (model, version):  # a manifest copied from elsewhere
+        raise RegistryError(f"{model}@{version}: the manifest at {uri} describes {recorded[0]}@{recorded[1]}")
+    return RegistryVersion.from_manifest(model, version, uri, manifest)
+
+
+def show(root: store.PathLike, ref: str, *, settings: S3Settings | None = None) -> dict[str, Any]:
+    """The manifest metadata of ``ref`` (model, version, created, metrics, gate, lineage)."""
+    return get_version(root, ref, settings=settings).metadata
+
+
+# ---- publish --------------------------------------------------------------------------------------------
+
+
+def _model_files(model_dir: Path) -> list[tuple[str, Path]]:
+    """Files to publish: everything but hidden paths, ``checkpoints/``, a manifest and a README we replace."""
+    if not (model_dir / "config.json").is_file():
+        raise RegistryError(f"{model_dir} is not a Hugging Face model directory (no config.json)")
+    files = []
+    for path in sorted(model_dir.rglob("*")):
+        rel = path.relative_to(model_dir)
+        if not path.is_file() or any(p.startswith(".") for p in rel.parts) or rel.parts[0] in SKIPPED_DIRS:
+            continue
+        if rel.as_posix() not in (MANIFEST_NAME, CARD_NAME):
+            files.append((rel.as_posix(), path.resolve()))
+    return files
+
+
+def _next_version(root: store.PathLike, model: str, after: int, settings: S3Settings | None) -> str:
+    majors = [version_key(v)[0] for _, v in _published(root, model, settings)]
+    return str(max([after, *majors]) + 1)
+
+
+def _claim(root: store.PathLike, model: str, version: str, settings: S3Settings | None) -> str:
+    """Publish the empty claim directory for ``model@version``; exactly one concurrent caller succeeds."""
+    claim = store.parse_uri(root).child(f"{model}/{CLAIMS}/{version}").uri
+    who = {"host": socket.gethostname(), "pid": os.getpid(), "id": uuid.uuid4().hex}
+    with tempfile.TemporaryDirectory(prefix="twt-claim-") as empty:
+        try:
+            store.publish_dir(empty, claim, metadata={"publisher": who}, settings=settings)
+        except store.AlreadyPublishedError as err:
+            raise VersionExistsError(
+                f"{model}@{version} is being published by another process (claim {claim}; if no publish "
+                "is running, one was killed: delete that claim to publish this version)"
+            ) from err
+    return claim
+
+
+def _release(claim: str, settings: S3Settings | None) -> str:
+    """Remove a claim; returns '' or a note for an error message when it stays behind."""
+    try:
+        store.delete(claim, settings=settings)
+    except StoreError:
+        return f"; the claim {claim} is left behind: delete it before publishing this version again"
+    if store.parse_uri(claim).scheme == "file":
+        with contextlib.suppress(OSError):
+            Path(store.parse_uri(claim).key).parent.rmdir()  # <model>/.publishing/, when empty
+    return ""
+
+
+def publish(
+    model_dir: store.PathLike,
+    root: store.PathLike,
+    model: str,
+    version: str = "auto",
+    *,
+    metrics: Mapping[str, Any] | None = None,
+    gate: Mapping[str, Any] | Any = None,
+    lineage: Mapping[str, Any] | None = None,
+    card_extra: Mapping[str, str] | str | None = None,
+    settings: S3Settings | None = None,
+) -> RegistryVersion:
+    """Publish ``model_dir`` as ``model@version`` under ``root`` with a model card; versions are immutable.
+
+    ``metrics``: evaluated model name → numbers (``twt.evaluate``'s format, see ``metric_rows``). ``gate``:
+    the verdict (a ``twt.gate.Verdict`` or its dict). ``lineage`` defaults to ``model_dir/twt.json``.
+    ``card_extra``: markdown appended to the card (a string, or section title → text).
+    Files under hidden paths and ``checkpoints/`` are not published; a ``README.md`` is replaced by the card.
+    """
+    src = Path(model_dir)
+    check_model_name(model)
+    if version != "auto":
+        check_version(version)
+    if not src.is_dir():
+        raise store.NotFoundError(f"no such model directory: {src}")
+    files = _model_files(src)
+    if version != "auto" and store.exists(uri := version_uri(root, model, version), settings=settings):
+        raise VersionExistsError(f"{model}@{version} already exists at {uri}; versions are immutable")
+    if lineage is None and (src / "twt.json").is_file():
+        lineage = json.loads((src / "twt.json").read_text())
+    if gate is not None and hasattr(gate, "to_dict"):
+        gate = gate.to_dict()  # a twt.gate.Verdict
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    extra_meta = {"metrics": metrics, "gate": gate, "lineage": lineage}
+    sums = {rel: store.FileEntry(store.sha256_file(p), p.stat().st_size) for rel, p in files}
+
+    def attempt(version: str) -> RegistryVersion:
+        uri = version_uri(root, model, version)
+        meta = {"kind": KIND, "model": model, "version": version, "created": created}
+        meta.update({k: None if v is None else dict(v) for k, v in extra_meta.items()})
+        claim = _claim(root, model, version, settings)
+        try:
+            with tempfile.TemporaryDirectory(prefix="twt-publish-") as tmp:
+                stage = Path(tmp)  # links to the model files plus the card: nothing big is copied here
+                for rel, path in files:
+                    (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (stage / rel).symlink_to(path)
+                (stage / CARD_NAME).write_text(render_card(meta, sums, uri, card_extra))
+                try:  # checks for a manifest before uploading anything
+                    manifest = store.publish_dir(stage, uri, metadata=meta, settings=settings)
+                except store.AlreadyPublishedError as err:
+                    raise VersionExistsError(f"{model}@{version} already exists at {uri}: {err}") from err
+        except BaseException as err:
+            if (note := _release(claim, settings)) and isinstance(err, StoreError):
+                raise type(err)(f"{err}{note}") from err
+            raise
+        _release(claim, settings)  # after success a claim left behind is harmless: the manifest decides
+        return RegistryVersion.from_manifest(model, version, uri, manifest)
+
+    if version != "auto":
+        return attempt(version)
+    tried = 0  # auto: a lost race (or a killed publisher's claim) moves on to the next number
+    for n in range(1, AUTO_ATTEMPTS + 1):
+        candidate = _next_version(root, model, tried, settings)
+        try:
+            return attempt(candidate)
+        except VersionExistsError:
+            if n == AUTO_ATTEMPTS:
+                raise
+            tried = int(candidate)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# ---- pull -----------------------------------------------------------------------------------------------
+
+
+def pull(
+    ref: str, root: store.PathLike, to_dir: store.PathLike, *, settings: S3Settings | None = None
+) -> RegistryVersion:
+    """Download ``ref`` into ``to_dir`` (new or empty), every file checked against the manifest.
+
+    Files land in a hidden sibling renamed into place once all check out (``store.get_dir``), so a corrupt
+    or missing file raises ``ChecksumError``/``NotFoundError`` and leaves nothing at ``to_dir``.
+    """
+    dst = Path(to_dir)
+    if dst.exists() and not (dst.is_dir() and not any(dst.iterdir())):
+        raise RegistryError(f"{dst} exists and is not an empty directory; pull needs a new or empty one")
+    found = get_version(root, ref, settings=settings)
+    try:
+        store.get_dir(found.uri, dst, settings=settings)
+    except StoreError as err:
+        raise type(err)(f"pull of {found.ref} refused, nothing written to {dst}: {err}") from err
+    return found
+
+
+# ---- the model card -------------------------------------------------------------------------------------
+
+NOT_RECORDED = "not recorded"
+METRIC_KEYS = ("accuracy", "mean_output_tokens", "tokens_per_correct")
+CANDIDATES = ("stage3", "stage2", "stage1", "student")  # which row is the student when the gate does not say
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def metric_rows(metrics: Any, gate: Any = None) -> list[tuple[str, bool, dict[str, Any]]]:
+    """(name, is the published student, numbers) per evaluated model, the student first.
+
+    ``metrics`` is ``{name: {"accuracy", "mean_output_tokens", "tokens_per_correct"?, ...}}`` (also under
+    a ``"models"`` key, plus optional ``"baselines": {name: {...}}``), or one flat dict of numbers (the
+    student).
+    The student is ``gate["student"]``, else the first of stage3, stage2, stage1, student present.
+    """
+    if not isinstance(metrics, Mapping):
+        return []
+    source = metrics.get("models") if isinstance(metrics.get("models"), Mapping) else metrics
+    rows = {str(k): dict(v) for k, v in source.items() if isinstance(v, Mapping) and k != "baselines"}
+    if isinstance(source.get("baselines"), Mapping):
+        rows.update({str(k): dict(v) for k, v in source["baselines"].items() if isinstance(v, Mapping)})
+    rows = {k: v for k, v in rows.items() if any(m in v for m in METRIC_KEYS)}
+    if not rows and any(m in metrics for m in METRIC_KEYS):
+        rows = {"student": dict(metrics)}
+    chosen = gate.get("student") if isinstance(gate, Mapping) else None
+    if chosen not in rows:
+        chosen = next((c for c in CANDIDATES if c in rows), None)
+    ordered = sorted(rows.items(), key=lambda kv: kv[0] != chosen)  # stable: the rest keep their order
+    return [(name, name == chosen, numbers) for name, numbers in ordered]
+
+
+def _cell(x: Any) -> str:
+    return str(x).replace("|", "\\|").replace("\n", " ")
+
+
+def _metrics_table(metrics: Any, gate: Any) -> str:
+    rows = metric_rows(metrics, gate)
+    if not rows:
+        return NOT_RECORDED
+    lines = [
+        "| Model | Accuracy | Mean output tokens | Tokens per correct answer |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, is_student, m in rows:
+        acc, tokens = m.get("accuracy"), m.get("mean_output_tokens")
+        per_correct = m.get("tokens_per_correct")
+        if per_correct is None and _is_number(acc) and _is_number(tokens) and acc > 0:
+            per_correct = tokens / acc  # tokens per question / correct per question = tokens per correct
+        cells = [
+            f"{100 * acc:.1f}%" if _is_number(acc) else NOT_RECORDED,
+            f"{tokens:.1f}" if _is_number(tokens) else NOT_RECORDED,
+            f"{per_correct:.1f}" if _is_number(per_correct) else NOT_RECORDED,
+        ]
+        label = f"**{_cell(name)}** (this model)" if is_student else _cell(name)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _gate_section(gate: Any) -> str:
+    if not isinstance(gate, Mapping):
+        return NOT_RECORDED
+    passed = gate.get("passed")
+    verdict = "passed" if passed is True else "failed" if passed is False else NOT_RECORDED
+    lines = [f"Verdict: **{verdict}**" + (f" (promoted: {gate['student']})" if gate.get("student") else "")]
+    reasons = gate.get("reasons")
+    reasons = [reasons] if isinstance(reasons, str) else reasons if isinstance(reasons, list) else []
+    if reasons:
+        lines += ["", *(f"- {_cell(r)}" for r in reasons)]
+    else:
+        lines += ["", f"Reasons: {NOT_RECORDED}"]
+    return "\n".join(lines)
+
+
+def _base_model(lineage: Mapping[str, Any]) -> str:
+    stages = lineage.get("stages")
+    if isinstance(stages, list) and stages and isinstance(stages[0], Mapping) and stages[0].get("parent"):
+        return str(stages[0]["parent"])  # twt.json's base_model is only the previous stage
+    return str(lineage.get("student_base") or lineage.get("base_model") or NOT_RECORDED)
+
+
+def _scalars(d: Any, keys: tuple[str, ...] | None = None) -> str:
+    if not isinstance(d, Mapping):
+        return NOT_RECORDED
+    items = [(k, v) for k, v in d.items() if (keys is None or k in keys) and isinstance(v, (str, int, float))]
+    return ", ".join(f"{k} {v}" for k, v in items) or NOT_RECORDED
+
+
+def _lineage_section(lineage: Any) -> str:
+    if not isinstance(lineage, Mapping):
+        return NOT_RECORDED
+    teachers = lineage.get("teachers")
+    if isinstance(teachers, list):
+        names = [t.get("name", "?") if isinstance(t, Mapping) else t for t in teachers]
+        teachers = ", ".join(str(n) for n in names) or NOT_RECORDED
+    elif isinstance(teachers, Mapping):
+        teachers = ", ".join(str(n) for n in teachers) or NOT_RECORDED
+    dcrs = lineage.get("dcrs") or lineage.get("dcrs_report")
+    if isinstance(dcrs, Mapping) and isinstance(dcrs.get("candidates"), Mapping):
+        dcrs = dcrs["candidates"]  # dcrs_report.json: overall counts under "candidates"
+    counts = _scalars(dcrs, ("in", "kept", "rejected_quality", "rejected_diversity", "rows"))
+    compression = lineage.get("compression")
+    ratio_keys = ("method", "target_ratio", "ratio", "achieved_ratio", "rows_in", "rows_out")
+    stages = lineage.get("stages")
+    if isinstance(stages, list) and stages:
+        stage_text = "; ".join(
+            f"stage {s.get('stage', '?')} on {s.get('data', '?')} ({s.get('rows', '?')} rows)"
+            if isinstance(s, Mapping)
+            else str(s)
+            for s in stages
+        )
+    else:
+        stage_text = NOT_RECORDED
+    run = lineage.get("pipeline_run_id") or lineage.get("run_id")
+    lines = [
+        f"- Base model: {_cell(_base_model(lineage))}",
+        f"- Teachers: {_cell(teachers or NOT_RECORDED)}",
+        f"- DCRS candidates: {_cell(counts)}",
+        f"- Compression: {_cell(_scalars(compression, ratio_keys))}",
+        f"- Stages: {_cell(stage_text)}",
+    ]
+    return "\n".join(lines + ([f"- Pipeline run: {_cell(run)}"] if run else []))
+
+
+def render_card(
+    meta: Mapping[str, Any],
+    files: Mapping[str, store.FileEntry],
+    uri: str,
+    extra: Mapping[str, str] | str | None = None,
+) -> str:
+    """The README.md model card, from whatever ``meta`` holds; a missing part reads "not recorded"."""
+    model, version = meta.get("model", "?"), meta.get("version", "?")
+    lineage = meta.get("lineage") if isinstance(meta.get("lineage"), Mapping) else {}
+    file_rows = [f"| `{_cell(rel)}` | {e.size} | `{e.sha256}` |" for rel, e in sorted(files.items())]
+    parts = [
+        f"# {model} {version}",
+        "",
+        f"- Model: `{model}`",
+        f"- Version: `{version}`",
+        f"- Created: {meta.get('created') or NOT_RECORDED}",
+        f"- Base model: {_cell(_base_model(lineage))}",
+        f"- Location: `{uri}`",
+        "",
+        "## Metrics",
+        "",
+        _metrics_table(meta.get("metrics"), meta.get("gate")),
+        "",
+        "## Gate",
+        "",
+        _gate_section(meta.get("gate")),
+        "",
+        "## Lineage",
+        "",
+        _lineage_section(meta.get("lineage")),
+        "",
+        "## How to pull",
+        "",
+        "```",
+        f"twt registry pull {model}@{version} --to DIR",
+        "```",
+        "",
+        "Every file is checked against its sha256 in `MANIFEST.json` (which also holds this card's).",
+        "",
+        "## Files",
+        "",
+        "| File | Bytes | sha256 |",
+        "|---|---:|---|",
+        *file_rows,
+    ]
+    if isinstance(extra, str):
+        extra = {"Notes": extra}
+    for title, text in (extra or {}).items():
+        parts += ["", f"## {title}", "", str(text)]
+    return "\n".join(parts) + "\n"
+
+
+# ---- Kubeflow Model Registry ----------------------------------------------------------------------------
+
+
+def _kubeflow_metadata(version: RegistryVersion) -> dict[str, str | int | float | bool]:
+    """Flat scalar metadata (the client accepts only str/int/float/bool values)."""
+    meta: dict[str, Any] = {
+        "twt_ref": version.ref,
+        "created": version.created,
+        "files": version.files,
+        "total_bytes": version.total_bytes,
+        **{k: v for k, v in version.headline.items()},
+    }
+    gate = version.metadata.get("gate")
+    if isinstance(gate, Mapping) and isinstance(gate.get("passed"), bool):
+        meta["gate_passed"] = gate["passed"]
+    lineage = version.metadata.get("lineage")
+    if isinstance(lineage, Mapping):
+        meta["base_model"] = _base_model(lineage)
+        meta["pipeline_run_id"] = lineage.get("pipeline_run_id") or lineage.get("run_id")
+    return {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))}
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    """``host:port``, ``http(s)://host[:port]`` → (``http(s)://host``, port)."""
+    match = re.match(r"^(?:(https?)://)?([A-Za-z0-9.-]+)(?::([0-9]{1,5}))?/?$", address.strip())
+    if not match or (match.group(1) is None and match.group(3) is None):
+        raise RegistryError(
+            f"invalid Kubeflow Model Registry address {address!r}: use host:port or http(s)://host[:port]"
+        )
+    scheme, host, port = match.group(1) or "http", match.group(2), match.group(3)
+    return f"{scheme}://{host}", int(port) if port else 443 if scheme == "https" else 8080
+
+
+def register_in_kubeflow(
+    version: RegistryVersion,
+    address: str,
+    author: str,
+    *,
+    model_format_name: str = "huggingface",
+    model_format_version: str = "1",
+    storage_key: str | None = None,
+    user_token: str | None = None,
+) -> Any:
+    """Register a published version in Kubeflow Model Registry (extra ``twt[kubeflow-registry]``).
+
+    ``address``: ``host:port`` (plain HTTP), ``http://host:port`` or ``https://host:port`` (TLS; port 443
+    when left out, 8080 for plain HTTP). The version's URI (``s3://...``) is registered as the model's
+    location. Written against the ``model-registry`` client 0.2.x (not installed where this was written):
+    ``ModelRegistry(server_address, port, author=, is_secure=, user_token=)`` with the scheme in
+    ``server_address``, and ``register_model(name, uri, version=, model_format_name=,
+    model_format_version=, description=, metadata=, storage_key=)`` returning the registered model.
+    """
+    try:
+        from model_registry import ModelRegistry
+    except ImportError as err:
+        raise RegistryError(
+            "registering in Kubeflow Model Registry needs the model-registry package: "
+            "pip install 'twt[kubeflow-registry]'"
+        ) from err
+    scheme, port = _split_address(address)
+    client_kwargs: dict[str, Any] = {"author": author, "is_secure": scheme.startswith("https")}
+    if user_token:
+        client_kwargs["user_token"] = user_token
+    client = ModelRegistry(scheme, port, **client_kwargs)
+    extra = {"storage_key": storage_key} if storage_key else {}
+    gate = version.metadata.get("gate")
+    verdict = " (gate passed)" if isinstance(gate, Mapping) and gate.get("passed") is True else ""
+    return client.register_model(
+        version.model,
+        version.uri,
+        version=version.version,
+        model_format_name=model_format_name,
+        model_format_version=model_format_version,
+        description=f"twt student {version.ref}{verdict}, published {version.created}",
+        metadata=_kubeflow_metadata(version),
+        **extra,
+    )
