@@ -340,3 +340,15 @@ def test_openai_missing_key_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     with pytest.raises(TeacherBackendError, match="TWT_MISSING_KEY"):
         load_teacher(spec)
+
+
+def test_spec_from_the_run_configuration() -> None:
+    from twt.config import TeacherConfig
+
+    config = TeacherConfig(
+        name="t", model="/models/t", k=3, temperature=0.2, prompts={"direct": "Just answer: {question}\n"}
+    )
+    spec = TeacherSpec.from_mapping(config)
+    assert (spec.name, spec.model, spec.k, spec.temperature) == ("t", "/models/t", 3, 0.2)
+    assert spec.templates == PromptTemplates(direct="Just answer: {question}\n")
+    assert TeacherSpec.from_mapping(TeacherConfig(name="u", model="/m")).templates == PromptTemplates()

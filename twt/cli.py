@@ -3,6 +3,20 @@
     twt demo                         run the embedded default end to end
     twt task build --out DIR         train the tokenizer, tiny teachers and student base
     twt task questions --out DIR     write train/eval question files of the embedded task
+    twt sample --questions Q --out DIR [--config C] [--teacher NAME ...]
+                                     k candidates per question from each teacher (resumable shards)
+    twt dcrs --questions Q --candidates A.jsonl B.jsonl --out distill.jsonl --report report.json
+                                     dual-criteria rejection sampling of the candidates
+    twt compress --method teacher|cts|unconditional --data distill.jsonl --out rows.jsonl --report r.json
+                                     compressed reasoning for stage 2
+    twt distill --stage 1|2|3 --data ROWS --base MODEL --out DIR
+                                     one SFT stage (settings from the configuration's stages section)
+    twt run --config C [--workdir W] [--step S]
+                                     every step of a configuration (or one step) in a work directory
+    twt eval --workdir W             evaluate every stage's student and the baselines of a run
+    twt gate --workdir W             the promotion gate's verdict on a run's evaluation
+    twt registry publish|list|show|pull
+                                     the model registry (s3://bucket/prefix or a directory)
     twt --help, twt <command> --help
 
 Heavy libraries are imported inside the handlers, so ``twt --help`` starts fast. Bad input ends with a
@@ -54,6 +68,190 @@ def cmd_task_questions(args: argparse.Namespace) -> None:
     print(f"wrote {len(train)} training and {len(evalq)} held-out questions to {args.out}")
 
 
+def cmd_sample(args: argparse.Namespace) -> None:
+    from twt.config import default_config_path, load_config
+    from twt.sampling import DONE_FILE, merge_candidates, sample_teacher
+    from twt.teachers import TeacherSpec
+
+    config = load_config(args.config or default_config_path())
+    names = args.teacher or config.teacher_names
+    for name in names:
+        spec = TeacherSpec.from_mapping(config.teacher(name))
+        teacher_dir = sample_teacher(
+            spec, args.questions, args.out, shard_size=args.shard_size, progress=not args.quiet
+        )
+        merged = merge_candidates(args.out, spec.name)
+        done = json.loads((teacher_dir / DONE_FILE).read_text())
+        print(
+            f"{spec.name}: {done['candidates']} candidates, {done['without_answer']} without an answer, "
+            f"{done['mean_tokens']} tokens on average -> {merged}"
+        )
+
+
+def cmd_dcrs(args: argparse.Namespace) -> None:
+    from twt.config import default_config_path, load_config
+    from twt.dcrs import DCRSConfig, run_dcrs
+
+    section = load_config(args.config or default_config_path()).dcrs.model_dump()
+    overrides = {
+        "quality_threshold": args.quality_threshold,
+        "similarity_threshold": args.similarity_threshold,
+        "max_per_question": args.max_per_question,
+    }
+    section.update({key: value for key, value in overrides.items() if value is not None})
+    config = DCRSConfig(**section, cache_dir=str(args.cache_dir) if args.cache_dir else None)
+    report = run_dcrs(args.questions, args.candidates, args.out, args.report, config)
+    _print_json({key: report[key] for key in ("candidates", "teachers", "questions", "pseudo_label")})
+
+
+def cmd_distill(args: argparse.Namespace) -> None:
+    from twt.config import default_config_path, load_config
+    from twt.stages import run_stage
+    from twt.train import SFTConfig
+
+    stage = load_config(args.config or default_config_path()).stage(args.stage)
+    overrides = {"device": args.device} if args.device else {}
+    if args.max_updates:
+        overrides["max_updates"] = args.max_updates
+    result = run_stage(
+        args.stage,
+        args.data,
+        args.base,
+        args.out,
+        SFTConfig.from_stage(stage, **overrides),
+        mix_previous=stage.mix_previous,
+        progress=not args.quiet,
+    )
+    training = result["training"]
+    print(
+        f"stage {args.stage}: {result['pairs']} examples ({result['mixed_previous']} from stage "
+        f"{args.stage - 1}), {training['updates']} updates, loss {training['first_loss']} -> "
+        f"{training['final_loss']}, {training['tokens_per_s']} tokens/s -> {args.out}"
+    )
+
+
+def cmd_compress(args: argparse.Namespace) -> None:
+    from twt.compress import run_compress
+    from twt.config import default_config_path, load_config
+    from twt.teachers import TeacherSpec
+
+    config = load_config(args.config or default_config_path())
+    settings = config.compression
+    method = args.method or settings.method
+    kwargs: dict = {"method": method, "progress": not args.quiet}
+    if method == "teacher":
+        teacher = config.teacher(args.teacher) if args.teacher else config.compression_teacher()
+        kwargs |= {"teacher": TeacherSpec.from_mapping(teacher), "attempts": args.attempts}
+    else:
+        reference = args.reference or settings.reference_model
+        if reference is None:
+            raise ValueError(f"method {method!r} needs --reference MODEL (e.g. the stage-1 student)")
+        kwargs |= {
+            "reference_model": str(reference),
+            "ratio": args.ratio if args.ratio is not None else settings.ratio,
+            "condition": settings.condition,
+            "window": settings.window,
+        }
+    report = run_compress(args.data, args.out, args.report, **kwargs)
+    _print_json({k: v for k, v in report.items() if k != "details"})
+
+
+def _run_dir(args: argparse.Namespace):
+    from twt.config import default_config_path, load_config
+    from twt.run import RunDir
+
+    config = load_config(args.config or default_config_path())
+    return RunDir(config, Path(args.workdir or config.workdir))
+
+
+STEPS = (
+    "questions",
+    "sample",
+    "dcrs",
+    "stage1",
+    "compress",
+    "stage2",
+    "stage3",
+    "evaluate",
+    "gate",
+    "promote",
+)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from twt import run as steps
+
+    run = _run_dir(args)
+    if not args.step:
+        result = steps.run_all(run, progress=not args.quiet)
+        _print_json({"gate": result["gate"], "promoted": result["promoted"], "timings": result["timings"]})
+        return
+    calls = {
+        "questions": lambda: steps.questions_step(run),
+        "sample": lambda: steps.sample_step(run, not args.quiet),
+        "dcrs": lambda: steps.dcrs_step(run),
+        "stage1": lambda: steps.stage_step(run, 1, not args.quiet),
+        "compress": lambda: steps.compress_step(run, not args.quiet),
+        "stage2": lambda: steps.stage_step(run, 2, not args.quiet),
+        "stage3": lambda: steps.stage_step(run, 3, not args.quiet),
+        "evaluate": lambda: steps.evaluate_step(run, not args.quiet),
+        "gate": lambda: steps.gate_step(run),
+        "promote": lambda: steps.promote_step(run),
+    }
+    for step in args.step:
+        result = calls[step]()
+        print(
+            f"{step}: done"
+            + (f" ({result})" if isinstance(result, dict) and step in ("gate", "promote") else "")
+        )
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from twt import run as steps
+    from twt.evaluate import metrics_table
+
+    metrics = steps.evaluate_step(_run_dir(args), not args.quiet)
+    print(metrics_table(metrics["models"]))
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from twt import run as steps
+
+    verdict = steps.gate_step(_run_dir(args))
+    print(
+        ("PASSED" if verdict["passed"] else "FAILED")
+        + (f": {verdict['student']}" if verdict["student"] else "")
+    )
+    for reason in verdict["reasons"]:
+        print(f"  - {reason}")
+    return 0 if verdict["passed"] else 1
+
+
+def cmd_registry(args: argparse.Namespace) -> None:
+    from twt import registry
+
+    if args.registry_command == "publish":
+        metrics = json.loads(args.metrics.read_text())["models"] if args.metrics else None
+        gate = json.loads(args.gate.read_text()) if args.gate else None
+        version = registry.publish(
+            args.model_dir, args.root, args.name, args.version, metrics=metrics, gate=gate
+        )
+        print(
+            f"published {version.ref} at {version.uri} ({version.files} files, {version.total_bytes} bytes)"
+        )
+    elif args.registry_command == "list":
+        for item in registry.list_versions(args.root, args.name):
+            if isinstance(item, str):
+                print(item)
+            else:
+                print(f"{item.ref}  {item.created}  {json.dumps(item.headline)}")
+    elif args.registry_command == "show":
+        _print_json(registry.show(args.root, args.ref))
+    else:
+        version = registry.pull(args.ref, args.root, args.to)
+        print(f"pulled {version.ref} into {args.to}; every checksum verified ({version.files} files)")
+
+
 # --- parser ------------------------------------------------------------------------------------------------
 
 
@@ -85,6 +283,95 @@ def build_parser() -> argparse.ArgumentParser:
     questions.add_argument("--seed", type=int, default=0)
     questions.add_argument("--unlabeled", action="store_true", help="drop gold answers from train.jsonl")
     questions.set_defaults(handler=cmd_task_questions)
+
+    sample = sub.add_parser("sample", help="sample k reasoning candidates per question from the teachers")
+    sample.add_argument("--questions", type=Path, required=True, help="question rows (JSONL)")
+    sample.add_argument("--out", type=Path, required=True, help="candidates directory (one folder a teacher)")
+    sample.add_argument("--config", type=Path, default=None, help="run configuration (default: the demo's)")
+    sample.add_argument("--teacher", nargs="*", help="only these teachers (names in the configuration)")
+    sample.add_argument("--shard-size", type=int, default=256, help="questions per resumable shard")
+    sample.add_argument("--quiet", action="store_true", help="no progress bar")
+    sample.set_defaults(handler=cmd_sample)
+
+    dcrs = sub.add_parser("dcrs", help="dual-criteria rejection sampling: keep right, diverse candidates")
+    dcrs.add_argument("--questions", type=Path, required=True, help="question rows (JSONL)")
+    dcrs.add_argument("--candidates", type=Path, nargs="+", required=True, help="candidate files (JSONL)")
+    dcrs.add_argument("--out", type=Path, required=True, help="distillation rows to write (JSONL)")
+    dcrs.add_argument("--report", type=Path, required=True, help="report to write (JSON)")
+    dcrs.add_argument("--config", type=Path, default=None, help="run configuration for the dcrs section")
+    dcrs.add_argument("--quality-threshold", type=float, help="override dcrs.quality_threshold")
+    dcrs.add_argument("--similarity-threshold", type=float, help="override dcrs.similarity_threshold")
+    dcrs.add_argument("--max-per-question", type=int, help="override dcrs.max_per_question")
+    dcrs.add_argument("--cache-dir", type=Path, help="embedding cache, so an interrupted run resumes")
+    dcrs.set_defaults(handler=cmd_dcrs)
+
+    distill = sub.add_parser("distill", help="train one stage: 1 full, 2 compressed, 3 answer-only reasoning")
+    distill.add_argument("--stage", type=int, choices=(1, 2, 3), required=True)
+    distill.add_argument(
+        "--data", type=Path, required=True, help="distillation rows (JSONL; stage 2/3: compressed)"
+    )
+    distill.add_argument(
+        "--base", type=Path, required=True, help="model to start from (the previous stage's)"
+    )
+    distill.add_argument("--out", type=Path, required=True, help="where the trained model goes")
+    distill.add_argument("--config", type=Path, default=None, help="run configuration (stages section)")
+    distill.add_argument("--device", default=None, help="cpu, cuda, ... (default: what accelerate picks)")
+    distill.add_argument("--max-updates", type=int, default=None, help="stop after this many updates")
+    distill.add_argument("--quiet", action="store_true", help="no progress bar")
+    distill.set_defaults(handler=cmd_distill)
+
+    compress = sub.add_parser("compress", help="compress the kept reasoning for stage 2")
+    compress.add_argument(
+        "--method", choices=("teacher", "cts", "unconditional"), help="default: the config's"
+    )
+    compress.add_argument("--data", type=Path, required=True, help="distillation rows (JSONL, from dcrs)")
+    compress.add_argument("--out", type=Path, required=True, help="rows with compressed_reasoning (JSONL)")
+    compress.add_argument("--report", type=Path, required=True, help="compression report (JSON)")
+    compress.add_argument("--config", type=Path, default=None, help="run configuration (compression section)")
+    compress.add_argument("--teacher", help="teacher: which teacher rewrites (default: compression.teacher)")
+    compress.add_argument("--attempts", type=Path, help="teacher: the stage-1 student's attempts (JSONL)")
+    compress.add_argument("--reference", type=Path, help="cts/unconditional: the scoring model")
+    compress.add_argument("--ratio", type=float, help="cts/unconditional: share of tokens kept")
+    compress.add_argument("--quiet", action="store_true", help="no progress bar")
+    compress.set_defaults(handler=cmd_compress)
+
+    run = sub.add_parser("run", help="run a configuration's steps in a local work directory (resumable)")
+    run.add_argument("--config", type=Path, default=None, help="run configuration (default: the demo's)")
+    run.add_argument("--workdir", type=Path, default=None, help="default: the configuration's workdir")
+    run.add_argument("--step", nargs="*", choices=STEPS, help="only these steps (default: all, in order)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(handler=cmd_run)
+
+    for name, handler, text in (
+        ("eval", cmd_eval, "evaluate every stage's student and the baselines of a run"),
+        ("gate", cmd_gate, "the gate's verdict on a run's evaluation (exit 1 when it fails)"),
+    ):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("--config", type=Path, default=None, help="run configuration")
+        command.add_argument("--workdir", type=Path, default=None, help="the run's work directory")
+        command.add_argument("--quiet", action="store_true", help="no progress bars")
+        command.set_defaults(handler=handler)
+
+    reg = sub.add_parser("registry", help="publish, list, show and pull students (s3://bucket/prefix or DIR)")
+    reg_sub = reg.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
+    publish = reg_sub.add_parser("publish", help="publish a model directory as an immutable version")
+    publish.add_argument("model_dir", type=Path)
+    publish.add_argument("--root", required=True, help="registry root: s3://bucket/prefix or a directory")
+    publish.add_argument("--name", required=True, help="model name")
+    publish.add_argument("--version", default="auto", help="version (default: auto = next number)")
+    publish.add_argument("--metrics", type=Path, help="eval/metrics.json of the run")
+    publish.add_argument("--gate", type=Path, help="gate.json of the run")
+    listing = reg_sub.add_parser("list", help="models, or the versions of one model")
+    listing.add_argument("name", nargs="?")
+    listing.add_argument("--root", required=True)
+    show = reg_sub.add_parser("show", help="the manifest metadata of NAME@VERSION (or @latest)")
+    show.add_argument("ref")
+    show.add_argument("--root", required=True)
+    pull = reg_sub.add_parser("pull", help="download NAME@VERSION|latest, verifying every checksum")
+    pull.add_argument("ref")
+    pull.add_argument("--root", required=True)
+    pull.add_argument("--to", type=Path, required=True, help="a new or empty directory")
+    reg.set_defaults(handler=cmd_registry)
     return parser
 
 

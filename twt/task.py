@@ -33,11 +33,11 @@ class TaskSpec:
 
     Attributes:
         modulus: results are taken modulo this (default 10, so every value is one digit).
-        weights: probability of a chain of 1, 2, ... operations (default leans towards 3–5 steps).
+        weights: probability of a chain of 1, 2, ... operations (default leans towards 3–4 steps).
     """
 
     modulus: int = 10
-    weights: tuple[float, ...] = (0.1, 0.2, 0.25, 0.25, 0.2)
+    weights: tuple[float, ...] = (0.15, 0.25, 0.3, 0.3)
 
     @property
     def max_ops(self) -> int:

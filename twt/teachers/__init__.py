@@ -146,6 +146,9 @@ class TeacherSpec:
             data = data.model_dump()
         if not isinstance(data, Mapping):
             raise TeacherSpecError(f"teacher: expected a mapping, got {type(data).__name__}")
+        if "prompts" in data:  # twt.config.TeacherConfig names the template overrides `prompts`
+            data = {**data, "templates": data.get("prompts")}
+            del data["prompts"]
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
