@@ -203,19 +203,24 @@ def plot_accuracy_vs_tokens(results: Mapping[str, Mapping], path: str | os.PathL
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for name, r in results.items():
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    x_max = max([r["mean_output_tokens"] for r in results.values()] + [1.0])
+    placed: list[tuple[float, float]] = []
+    for name, r in sorted(results.items(), key=lambda item: (item[1]["mean_output_tokens"], item[0])):
         color, marker = ROLE_STYLE.get(r.get("role", "baseline"), ("tab:blue", "s"))
         x, y = r["mean_output_tokens"], 100 * r["accuracy"]
         ax.scatter([x], [y], color=color, marker=marker, s=60, zorder=3)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=9)
+        # labels of nearby points are stacked downwards instead of printed over each other
+        near = sum(abs(x - px) < 0.06 * x_max and abs(y - py) < 6 for px, py in placed)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4 - 11 * near), fontsize=9)
+        placed.append((x, y))
     for role, (color, marker) in ROLE_STYLE.items():
         if any(r.get("role") == role for r in results.values()):
             ax.scatter([], [], color=color, marker=marker, label=role)
     ax.set_xlabel("mean output tokens per answer (fewer is better)")
     ax.set_ylabel("accuracy, % (higher is better)")
-    ax.set_ylim(-2, 102)
-    ax.set_xlim(left=0)
+    ax.set_ylim(-2, 108)
+    ax.set_xlim(0, 1.25 * x_max)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title("Accuracy against output tokens on the held-out questions")
