@@ -94,3 +94,11 @@ def test_the_drop_is_worded_by_its_direction() -> None:
     assert "stage3 accuracy is 5.0 points above stage1" in better.reasons[1]
     level = decide({"stage1": m(0.9, 40)}, GatePolicy(min_token_reduction=None))
     assert "stage1 accuracy is level with stage1" in level.reasons[1]
+
+
+def test_a_passing_final_stage_gives_way_only_to_a_shorter_student_and_says_so() -> None:
+    verdict = decide({**BASE, "stage2": m(0.88, 3)}, GatePolicy())
+    assert verdict.passed and verdict.student == "stage2"
+    assert verdict.reasons[0] == (
+        "stage3 passes the accuracy policy but stage2 writes fewer tokens (3.0 against 4.0); promoting stage2"
+    )

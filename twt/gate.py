@@ -145,11 +145,18 @@ def decide(metrics: Mapping[str, Mapping], policy: GatePolicy | None = None) -> 
     _, _, chosen = min(passing)
     reasons = list(checked[chosen]["reasons"])
     final = present[0]
-    if chosen != final:
+    if chosen != final and not checked[final]["accuracy_ok"]:
         reasons.insert(
             0,
             f"{final} did not pass the accuracy policy ({'; '.join(checked[final]['reasons'])}); "
             f"promoting {chosen}, the student with the fewest output tokens that does",
+        )
+    elif chosen != final:
+        reasons.insert(
+            0,
+            f"{final} passes the accuracy policy but {chosen} writes fewer tokens "
+            f"({metrics[chosen]['mean_output_tokens']:.1f} against "
+            f"{metrics[final]['mean_output_tokens']:.1f}); promoting {chosen}",
         )
     ok, reason = reduction_reason(chosen, metrics, policy)
     if reason:

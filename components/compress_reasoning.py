@@ -1,0 +1,37 @@
+"""Component: the stage-2 data, every kept reasoning compressed (``twt.tasks.compress``)."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from components.images import GPU_IMAGE
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def compress_reasoning(
+    config_yaml: str,
+    rows: Input[Dataset],
+    stage1_model: Input[Model],
+    compressed: Output[Dataset],
+    report: Output[Artifact],
+    metrics: Output[Metrics],
+):
+    """Compress each reasoning: teacher-guided rewrite, CTS or unconditional token selection.
+
+    Args:
+        config_yaml: The run configuration (twt.config), as YAML text.
+        rows: Distillation rows from DCRS (JSONL).
+        stage1_model: The stage-1 student (its attempts guide the teacher; CTS scores with it).
+        compressed: Distillation rows with compressed_reasoning (JSONL).
+        report: Compression report (JSON): lengths, ratio, rejections.
+        metrics: Rows in and out, lengths in and out, achieved ratio.
+    """
+    from twt import tasks
+
+    tasks.compress(
+        config_yaml,
+        rows.path,
+        stage1_model.path,
+        compressed.path,
+        report.path,
+        log_metric=metrics.log_metric,
+    )

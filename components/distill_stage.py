@@ -1,0 +1,41 @@
+"""Component: one supervised fine-tuning stage of habitual reasoning distillation
+(``twt.tasks.distill_stage``)."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from components.images import GPU_IMAGE
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def distill_stage(
+    config_yaml: str,
+    stage: int,
+    rows: Input[Dataset],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    base_model: Input[Model] = None,
+    compression_report: Input[Artifact] = None,
+):
+    """Train stage 1 (full reasoning), 2 (compressed reasoning) or 3 (answer only).
+
+    Args:
+        config_yaml: The run configuration (twt.config), as YAML text.
+        stage: 1, 2 or 3.
+        rows: Distillation rows (stage 1: DCRS output; stages 2, 3: compressed rows).
+        model: The trained student (Hugging Face directory with twt.json lineage).
+        metrics: Examples, updates, first and final loss, tokens per second.
+        base_model: The previous stage's student; absent for stage 1 (the configured base).
+        compression_report: The compression report, recorded in the lineage of stages 2 and 3.
+    """
+    from twt import tasks
+
+    tasks.distill_stage(
+        config_yaml,
+        stage,
+        rows.path,
+        base_model.path if base_model is not None else None,
+        model.path,
+        compression_report.path if compression_report is not None else None,
+        log_metric=metrics.log_metric,
+    )

@@ -1,0 +1,26 @@
+"""Component: why the gate refused promotion, as a Markdown report (``twt.tasks.explain_rejection``)."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Markdown, Output
+
+from components.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def explain_rejection(
+    config_yaml: str,
+    verdict: Input[Artifact],
+    evaluation: Input[Artifact],
+    report: Output[Markdown],
+):
+    """Report the gate's reasons, the policy, each student's checks and the evaluation table.
+
+    Args:
+        config_yaml: The run configuration (twt.config), as YAML text.
+        verdict: The gate's verdict.
+        evaluation: The evaluation directory (metrics.json).
+        report: Why nothing was promoted.
+    """
+    from twt import tasks
+
+    tasks.explain_rejection(config_yaml, verdict.path, evaluation.path, report.path)

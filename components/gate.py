@@ -1,0 +1,33 @@
+"""Component: the promotion gate's verdict (``twt.tasks.gate``); its boolean drives the pipeline's dsl.If."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Markdown, Output
+
+from components.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def gate(
+    config_yaml: str,
+    evaluation: Input[Artifact],
+    verdict: Output[Artifact],
+    report: Output[Markdown],
+) -> NamedTuple("Outputs", [("passed", bool), ("student", str)]):
+    """Apply the configured gate policy to the evaluated students.
+
+    Args:
+        config_yaml: The run configuration (twt.config), as YAML text.
+        evaluation: The evaluation directory (metrics.json).
+        verdict: The verdict (JSON): passed, student, reasons, per-student checks.
+        report: The evaluation report with the verdict.
+
+    Returns:
+        passed: Whether a student may be promoted.
+        student: The chosen student (stage1, stage2 or stage3), or '' when none qualifies.
+    """
+    from twt import tasks
+
+    passed, student = tasks.gate(config_yaml, evaluation.path, verdict.path, report.path, embed_plot=True)
+    return (passed, student)

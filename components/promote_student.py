@@ -1,0 +1,54 @@
+"""Component: publish the gate's student to the registry and pull it back verified (``twt.tasks.promote``)."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Model, Output
+
+from components.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def promote_student(
+    config_yaml: str,
+    registry_uri: str,
+    s3_endpoint: str,
+    verdict: Input[Artifact],
+    evaluation: Input[Artifact],
+    dcrs_report: Input[Artifact],
+    stage1: Input[Model],
+    stage2: Input[Model],
+    stage3: Input[Model],
+    promoted: Output[Artifact],
+) -> NamedTuple("Outputs", [("ref", str), ("uri", str)]):
+    """Publish an immutable, versioned student with checksums, metrics, verdict, lineage and model card.
+
+    Args:
+        config_yaml: The run configuration (twt.config), as YAML text.
+        registry_uri: Registry root (s3://bucket/prefix or a directory); '' = the configuration's.
+        s3_endpoint: Object store for s3:// registries (TWT_S3_ENDPOINT); '' = from the environment.
+        verdict: The gate's verdict (names the student).
+        evaluation: The evaluation directory (metrics.json).
+        dcrs_report: The DCRS report (recorded in the lineage).
+        stage1: The stage-1 student.
+        stage2: The stage-2 student.
+        stage3: The stage-3 student.
+        promoted: The record (JSON): model, version, ref, uri, student, verified.
+
+    Returns:
+        ref: The published version, <model>@<version>.
+        uri: Where it lives in the registry.
+    """
+    from twt import tasks
+
+    record = tasks.promote(
+        config_yaml,
+        verdict.path,
+        evaluation.path,
+        {"stage1": stage1.path, "stage2": stage2.path, "stage3": stage3.path},
+        dcrs_report.path,
+        registry_uri=registry_uri,
+        promoted_out=promoted.path,
+        s3_endpoint=s3_endpoint,
+    )
+    return (record["ref"], record["uri"])

@@ -1,0 +1,40 @@
+"""Component: dual-criteria rejection sampling over every teacher's candidates (``twt.tasks.select``)."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
+
+from components.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def select_candidates(
+    config_yaml: str,
+    teachers: list,
+    questions: Input[Dataset],
+    candidates: Input[list[Dataset]],
+    distill: Output[Dataset],
+    report: Output[Artifact],
+    metrics: Output[Metrics],
+):
+    """DCRS: keep candidates that are right and confident, drop near-duplicate reasonings.
+
+    Args:
+        config_yaml: The run configuration (twt.config), as YAML text.
+        teachers: Names of the sampled teachers.
+        questions: Training question rows (JSONL).
+        candidates: The sampling tasks' candidate directories, one per teacher.
+        distill: Distillation rows (JSONL).
+        report: DCRS report (JSON): every candidate accounted for, per teacher and reason.
+        metrics: Candidate counts in, rejected by quality, rejected by diversity, kept.
+    """
+    from twt import tasks
+
+    tasks.select(
+        config_yaml,
+        questions.path,
+        [c.path for c in candidates],
+        distill.path,
+        report.path,
+        teachers=teachers,
+        log_metric=metrics.log_metric,
+    )

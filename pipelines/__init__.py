@@ -1,0 +1,12 @@
+"""The ``twt-distillation`` Kubeflow pipeline: the DAG, its versioned compile and upload, and local runs.
+
+    python -m pipelines compile                 # dist/twt-distillation-<version>.yaml, deterministic
+    python -m pipelines check FILE              # image tags = package version
+    python -m pipelines upload --host URL       # create the pipeline, or add version <version>-<git sha>
+    python -m pipelines run --host URL --config C.yaml [--set NAME=VALUE ...]
+    python -m pipelines local --config configs/demo.yaml
+
+Modules: ``distillation`` (the pipeline function and its placement, secrets, retries and caching),
+``release`` (compile, check, upload, run submission), ``local`` (``kfp.local`` runs). Built for the
+Kubeflow Pipelines 2.17 backend (``kfp==2.17.0``, ``kfp-kubernetes==2.17.0``).
+"""

@@ -1,0 +1,171 @@
+"""``python -m pipelines``: compile, check, upload, run on a cluster, or run locally (see ``pipelines``).
+
+    python -m pipelines compile [--out FILE]
+    python -m pipelines check [FILE]
+    python -m pipelines upload --host http://localhost:8080 [--package FILE] [--sha SHA]
+    python -m pipelines upload --host http://localhost:8080 --from twt-distillation@stable [--root URI]
+    python -m pipelines publish [--root URI] [--package FILE] [--tag latest ...] [--kfp-registry-host URL]
+    python -m pipelines run --host http://localhost:8080 --config C.yaml [--set gpu_cpu=16 ...]
+    python -m pipelines local --config configs/demo.yaml [--root runs/kfp-local] [--registry DIR]
+
+A bad input ends in one line on stderr and exit status 2 (``TWT_DEBUG=1`` shows the traceback).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+
+def _overrides(pairs: list[str]) -> dict:
+    from pipelines.release import ReleaseError, parse_value
+
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ReleaseError(f"--set wants NAME=VALUE, got {pair!r}")
+        out[name] = parse_value(value)
+    return out
+
+
+def _client(args: argparse.Namespace):
+    import kfp
+
+    return kfp.Client(host=args.host, namespace=args.namespace)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that end in one line: bad input (ReleaseError, ConfigError), files, an unreachable or
+    refusing KFP API."""
+    from kfp_server_api.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from twt.store import StoreError
+
+    return (ValueError, OSError, ApiException, HTTPError, StoreError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    compile_ = commands.add_parser("compile", help="write dist/twt-distillation-<version>.yaml (checked)")
+    compile_.add_argument("--out", help="output file (default dist/twt-distillation-<version>.yaml)")
+
+    check = commands.add_parser("check", help="fail unless the spec's image tags equal the package version")
+    check.add_argument("package", nargs="?", help="compiled spec (default: this version's file in dist/)")
+
+    def cluster(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
+        sub.add_argument("--namespace", default="kubeflow", help="KFP namespace (multi-user: the profile)")
+        sub.add_argument("--package", help="compiled spec (default: this version's file in dist/)")
+
+    upload = commands.add_parser("upload", help="create the pipeline or add version <version>-<git sha>")
+    cluster(upload)
+    upload.add_argument("--sha", help="commit to name the version by (default: git rev-parse HEAD)")
+    upload.add_argument(
+        "--from",
+        dest="from_ref",
+        metavar="NAME@VERSION|TAG",
+        help="upload a published template (verified; named by the git sha it was compiled from)",
+    )
+    upload.add_argument("--root", default=os.environ.get("TWT_PIPELINE_REGISTRY"), help="registry of --from")
+
+    publish = commands.add_parser("publish", help="push the template to the registry (immutable, tagged)")
+    publish.add_argument(
+        "--root",
+        default=os.environ.get("TWT_PIPELINE_REGISTRY"),
+        help="registry root: s3://bucket/prefix or a directory (default: $TWT_PIPELINE_REGISTRY)",
+    )
+    publish.add_argument("--package", help="compiled spec (default: compile to dist/ first)")
+    publish.add_argument(
+        "--tag", action="append", help="tag to move to this version (repeat; default: $TWT_PIPELINE_TAGS)"
+    )
+    publish.add_argument("--sha", help="commit to record (default: git rev-parse HEAD)")
+    publish.add_argument("--allow-dirty", action="store_true", help="publish from uncommitted changes")
+    publish.add_argument(
+        "--kfp-registry-host",
+        default=os.environ.get("TWT_KFP_REGISTRY_HOST"),
+        help="also upload to this KFP template registry (token: $TWT_KFP_REGISTRY_TOKEN)",
+    )
+
+    run = commands.add_parser("run", help="submit a run with parameters from a twt configuration")
+    cluster(run)
+    run.add_argument("--config", required=True, help="twt run configuration (YAML)")
+    run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="other parameters")
+    run.add_argument("--run-name", help="default: <config name>-<version>")
+    run.add_argument("--experiment", help="default: the configuration's name")
+    run.add_argument("--service-account", default="twt-pipeline-runner")
+
+    local = commands.add_parser("local", help="run the same DAG on this machine (kfp.local)")
+    local.add_argument("--config", required=True, help="twt run configuration (YAML)")
+    local.add_argument(
+        "--root", default="runs/kfp-local", help="local pipeline root (default runs/kfp-local)"
+    )
+    local.add_argument("--registry", help="registry URI (default: the config's, else <root>/registry)")
+    local.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="other parameters")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines import release
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "compile":
+            print(release.compile_pipeline(args.out))
+        elif args.command == "check":
+            images = release.check_images(args.package or release.package_path())
+            print(f"ok: {len(images)} executors on {sorted(set(images.values()))}")
+        elif args.command == "upload" and args.from_ref:
+            from pipelines.publish import upload_published
+
+            if args.package:
+                raise release.ReleaseError("--from and --package exclude each other")
+            result = upload_published(lambda: _client(args), args.from_ref, args.root, sha=args.sha)
+            print(json.dumps(result, indent=2))
+        elif args.command == "upload":
+            release.check_images(args.package or release.package_path())  # before connecting
+            print(json.dumps(release.upload(_client(args), args.package, sha=args.sha), indent=2))
+        elif args.command == "publish":
+            from pipelines.publish import env_tags, publish_release
+
+            result = publish_release(
+                args.root,
+                args.package,
+                tags=args.tag if args.tag is not None else env_tags(),
+                sha=args.sha,
+                allow_dirty=args.allow_dirty,
+                kfp_registry_host=args.kfp_registry_host,
+                kfp_registry_token=os.environ.get("TWT_KFP_REGISTRY_TOKEN"),
+            )
+            print(json.dumps(result, indent=2))
+        elif args.command == "run":
+            release.check_images(args.package or release.package_path())  # before connecting
+            release.run_arguments(args.config, overrides=_overrides(args.set))
+            result = release.submit_run(
+                _client(args),
+                args.config,
+                package=args.package,
+                overrides=_overrides(args.set),
+                run_name=args.run_name,
+                experiment=args.experiment,
+                service_account=args.service_account,
+            )
+            print(f"run {getattr(result, 'run_id', result)}")
+        else:
+            from pipelines.local import run_local
+
+            result = run_local(args.config, args.root, args.registry, _overrides(args.set))
+            print(json.dumps(result, indent=2))
+    except _user_errors() as err:
+        if os.environ.get("TWT_DEBUG"):
+            raise
+        print(f"pipelines: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""The ``twt-distillation`` pipeline: the whole method as one Kubeflow Pipelines DAG.
+
+    python -m pipelines compile                       # dist/twt-distillation-<version>.yaml
+    python -m pipelines local --config configs/demo.yaml   # the same DAG on this machine
+
+    prepare-questions ─► ParallelFor(teachers): sample-teacher ─► Collected ─► select-candidates (DCRS)
+      ─► distill-stage (1) ─► compress-reasoning ─► distill-stage-2 ─► distill-stage-3
+      ─► evaluate-students ─► gate ─► If passed: promote-student │ Else: explain-rejection
+
+Placement. Sampling, the three training stages, compression and evaluation run on the GPU image and ask
+for ``gpu_accelerator_limit`` accelerators of ``gpu_accelerator_type`` with the GPU node pool's node
+selector and tolerations; DCRS, the gate, promotion and the reports run on the CPU image. In kfp and
+kfp-kubernetes 2.17 these take pipeline parameters: accelerator type and limit, CPU and memory
+(``set_*``), the node selector (``add_node_selector_json``; ``add_node_selector`` takes constants only),
+the tolerations (``add_toleration_json``; ``add_toleration`` constants only) and secret names
+(``use_secret_as_env``). Constants, as the API requires: the key → variable maps inside each Secret
+(``SECRET_KEYS``), the security context (uid 10001), emptyDir mounts, retries, caching, the images.
+There is no priority-class setting at all (manifests/overlays/gpu's ``twt-gpu`` PriorityClass cannot be
+requested from the SDK).
+
+Secrets arrive as environment variables from Kubernetes Secrets whose NAMES are parameters
+(``kfp.kubernetes.use_secret_as_env``); the spec never holds a credential. The keys inside each Secret
+and the variables they become are compile-time constants in kfp-kubernetes 2.17 (``SECRET_KEYS``): the
+MinIO Secret of manifests/base (``accesskey``/``secretkey``), a hub token (``token`` → ``HF_TOKEN``), and
+teacher API keys stored under the names of the variables that the configuration's ``api_key_env`` names
+(``TEACHER_KEY_ENVS``; ``python -m pipelines run`` refuses a configuration that names another one).
+
+Pipeline root: ``s3://twt-artifacts/pipeline-root`` on MinIO, the same as the ``kfp-launcher``
+ConfigMap's ``defaultPipelineRoot`` in manifests/base, whose ``providers`` section tells the launcher
+the MinIO endpoint and credentials. Models travel as ``Model`` artifacts through it (KFP 2.17's run
+workspace holds plain files, not typed artifacts).
+"""
+
+import yaml
+from kfp import dsl, kubernetes
+
+from components.compress_reasoning import compress_reasoning
+from components.distill_stage import distill_stage
+from components.evaluate_students import evaluate_students
+from components.explain_rejection import explain_rejection
+from components.gate import gate
+from components.prepare_questions import prepare_questions
+from components.promote_student import promote_student
+from components.sample_teacher import sample_teacher
+from components.select_candidates import select_candidates
+from twt.config import default_config_path
+
+PIPELINE_NAME = "twt-distillation"
+PIPELINE_ROOT = "s3://twt-artifacts/pipeline-root"  # = kfp-launcher's defaultPipelineRoot (manifests/base)
+DEMO_CONFIG = default_config_path().read_text(encoding="utf-8")
+DEMO_TEACHERS = [t["name"] for t in yaml.safe_load(DEMO_CONFIG)["teachers"]]
+
+# Variables a teacher's api_key_env may name: each is read from the key of the same name in the teacher
+# API keys Secret (optional: a missing key leaves the variable unset). Add a name here and recompile.
+TEACHER_KEY_ENVS = ("TEACHER_API_KEY", "OPENAI_API_KEY")
+# Secret key -> environment variable, per Secret (constants in kfp-kubernetes 2.17).
+SECRET_KEYS = {
+    "minio": {"accesskey": "TWT_S3_ACCESS_KEY", "secretkey": "TWT_S3_SECRET_KEY"},
+    "hf_token": {"token": "HF_TOKEN"},
+    "teacher_keys": {name: name for name in TEACHER_KEY_ENVS},
+}
+RUN_AS = 10001  # the images' user (images/README.md)
+# The launcher keeps local copies of s3:// and minio:// artifacts under /s3 and /minio; a non-root user
+# cannot create those at the file system root, so each task gets them as emptyDir volumes.
+SCRATCH_MOUNTS = {"kfp-s3": "/s3", "kfp-minio": "/minio"}
+# Retries: a preempted GPU node or a flaky teacher endpoint should not fail a run of hours.
+SAMPLE_RETRY = {"num_retries": 3, "backoff_duration": "60s", "backoff_factor": 2.0}
+TRAIN_RETRY = {"num_retries": 2, "backoff_duration": "120s", "backoff_factor": 2.0}
+CPU_SMALL = {"cpu": "1", "memory": "2Gi"}  # questions, gate, promotion, reports
+CPU_DCRS = {"cpu": "2", "memory": "8Gi"}  # sentence embeddings on CPU
+
+
+def _common(task: dsl.PipelineTask, name: str, caching: bool) -> dsl.PipelineTask:
+    """Display name, caching, non-root security context and launcher scratch space: every task."""
+    task.set_display_name(name).set_caching_options(caching)
+    kubernetes.set_security_context(task, run_as_user=RUN_AS, run_as_group=RUN_AS, run_as_non_root=True)
+    for volume, path in SCRATCH_MOUNTS.items():
+        kubernetes.empty_dir_mount(task, volume_name=volume, mount_path=path)
+    return task
+
+
+def _on_cpu(task: dsl.PipelineTask, resources: dict[str, str]) -> dsl.PipelineTask:
+    task.set_cpu_request(resources["cpu"]).set_memory_request(resources["memory"])
+    return task.set_memory_limit(resources["memory"])
+
+
+def _on_gpu(task: dsl.PipelineTask, gpu: dict) -> dsl.PipelineTask:
+    """Accelerators, CPU/memory, node selector and tolerations of the GPU pool, all from parameters."""
+    task.set_accelerator_type(gpu["accelerator_type"]).set_accelerator_limit(gpu["accelerator_limit"])
+    task.set_cpu_request(gpu["cpu"]).set_memory_request(gpu["memory"]).set_memory_limit(gpu["memory"])
+    # KFP 2.17 does not route parameters used only in resource settings into a dsl.ParallelFor's sub-DAG
+    # (the loop's inputs lack them and the run fails: "Parent pipeline input argument
+    # 'pipelinechannel--gpu_cpu' not found"). Registering them as the task's inputs routes them.
+    task.register_pipeline_channels(
+        [gpu[key] for key in ("accelerator_type", "accelerator_limit", "cpu", "memory")]
+    )
+    kubernetes.add_node_selector_json(task, gpu["node_selector"])
+    kubernetes.add_toleration_json(task, gpu["tolerations"])
+    return task
+
+
+def _secret(task: dsl.PipelineTask, secret_name, which: str, optional: bool) -> dsl.PipelineTask:
+    return kubernetes.use_secret_as_env(task, secret_name, SECRET_KEYS[which], optional=optional)
+
+
+@dsl.pipeline(name=PIPELINE_NAME, pipeline_root=PIPELINE_ROOT)
+def twt_distillation(
+    config_yaml: str = DEMO_CONFIG,
+    teachers: list = DEMO_TEACHERS,
+    registry_uri: str = "",
+    s3_endpoint: str = "http://minio.twt.svc.cluster.local:9000",
+    minio_secret: str = "twt-minio-credentials",
+    hf_token_secret: str = "twt-hf-token",
+    teacher_keys_secret: str = "twt-teacher-api-keys",
+    gpu_accelerator_type: str = "nvidia.com/gpu",
+    gpu_accelerator_limit: int = 1,
+    gpu_cpu: str = "8",
+    gpu_memory: str = "64Gi",
+    gpu_node_selector: dict = {"nvidia.com/gpu.present": "true"},  # noqa: B006
+    gpu_tolerations: list = [  # noqa: B006
+        {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
+    ],
+):
+    """Distil several teachers' reasoning into a student that answers with far fewer tokens (twt).
+
+    Samples every teacher, selects candidates by DCRS, trains three stages (full, compressed, no
+    reasoning), evaluates them against the baselines, and promotes the gate's student to the registry,
+    or reports why not.
+
+    Args:
+        config_yaml: The run configuration as YAML text (twt.config: task, teachers, student, dcrs,
+            compression, stages, evaluation, gate, registry). Default: configs/demo.yaml (tiny models in the
+            image). Paths should be absolute, ${TWT_DATA}, URIs or hub ids.
+        teachers: Teacher names from config_yaml to sample, one parallel task each (python -m pipelines run
+            passes them all).
+        registry_uri: Where the promoted student is published, s3://bucket/prefix (e.g. s3://twt-registry) or
+            a directory; '' = the configuration's registry.uri.
+        s3_endpoint: Object store for s3:// question files and registries (TWT_S3_ENDPOINT), host:port or
+            http(s)://host:port.
+        minio_secret: Name of the Secret with the object store keys 'accesskey' and 'secretkey'
+            (manifests/base: twt-minio-credentials).
+        hf_token_secret: Name of the Secret whose key 'token' becomes HF_TOKEN for gated hub models (optional
+            Secret).
+        teacher_keys_secret: Name of the Secret holding teacher API keys under the variable names teachers'
+            api_key_env use (TEACHER_API_KEY, OPENAI_API_KEY; optional Secret).
+        gpu_accelerator_type: Accelerator resource for the GPU steps (sampling, training, compression,
+            evaluation), e.g. nvidia.com/gpu.
+        gpu_accelerator_limit: Accelerators per GPU step.
+        gpu_cpu: CPU request of each GPU step, e.g. 8.
+        gpu_memory: Memory request and limit of each GPU step, e.g. 64Gi.
+        gpu_node_selector: Node selector of the GPU node pool, a JSON object of labels, e.g.
+            {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}.
+        gpu_tolerations: Tolerations for the GPU nodes' taints, a JSON list of {key, operator, value, effect}.
+    """
+    gpu = {
+        "accelerator_type": gpu_accelerator_type,
+        "accelerator_limit": gpu_accelerator_limit,
+        "cpu": gpu_cpu,
+        "memory": gpu_memory,
+        "node_selector": gpu_node_selector,
+        "tolerations": gpu_tolerations,
+    }
+
+    questions = prepare_questions(config_yaml=config_yaml, s3_endpoint=s3_endpoint)
+    _on_cpu(_common(questions, "questions", caching=True), CPU_SMALL)
+    _secret(questions, minio_secret, "minio", optional=True)
+
+    with dsl.ParallelFor(teachers, name="teachers") as teacher:
+        sampled = sample_teacher(
+            config_yaml=config_yaml, teacher=teacher, questions=questions.outputs["train_questions"]
+        )
+        _on_gpu(_common(sampled, "sample teacher", caching=True), gpu).set_retry(**SAMPLE_RETRY)
+        _secret(sampled, hf_token_secret, "hf_token", optional=True)
+        _secret(sampled, teacher_keys_secret, "teacher_keys", optional=True)
+
+    dcrs = select_candidates(
+        config_yaml=config_yaml,
+        teachers=teachers,
+        questions=questions.outputs["train_questions"],
+        candidates=dsl.Collected(sampled.outputs["candidates"]),
+    )
+    _on_cpu(_common(dcrs, "DCRS", caching=True), CPU_DCRS)
+    _secret(dcrs, hf_token_secret, "hf_token", optional=True)
+
+    stage1 = distill_stage(config_yaml=config_yaml, stage=1, rows=dcrs.outputs["distill"])
+    compressed = compress_reasoning(
+        config_yaml=config_yaml, rows=dcrs.outputs["distill"], stage1_model=stage1.outputs["model"]
+    )
+    stage2 = distill_stage(
+        config_yaml=config_yaml,
+        stage=2,
+        rows=compressed.outputs["compressed"],
+        base_model=stage1.outputs["model"],
+        compression_report=compressed.outputs["report"],
+    )
+    stage3 = distill_stage(
+        config_yaml=config_yaml,
+        stage=3,
+        rows=compressed.outputs["compressed"],
+        base_model=stage2.outputs["model"],
+        compression_report=compressed.outputs["report"],
+    )
+    for task, name in (
+        (stage1, "stage 1: full reasoning"),
+        (stage2, "stage 2: compressed reasoning"),
+        (stage3, "stage 3: answer only"),
+    ):
+        _on_gpu(_common(task, name, caching=True), gpu).set_retry(**TRAIN_RETRY)
+        _secret(task, hf_token_secret, "hf_token", optional=True)
+    _on_gpu(_common(compressed, "compress reasoning", caching=True), gpu).set_retry(**SAMPLE_RETRY)
+    _secret(compressed, hf_token_secret, "hf_token", optional=True)
+    _secret(compressed, teacher_keys_secret, "teacher_keys", optional=True)
+
+    students = {
+        "stage1": stage1.outputs["model"],
+        "stage2": stage2.outputs["model"],
+        "stage3": stage3.outputs["model"],
+    }
+    evaluated = evaluate_students(
+        config_yaml=config_yaml, eval_questions=questions.outputs["eval_questions"], **students
+    )
+    _on_gpu(_common(evaluated, "evaluate", caching=True), gpu)
+    _secret(evaluated, hf_token_secret, "hf_token", optional=True)
+    _secret(evaluated, teacher_keys_secret, "teacher_keys", optional=True)
+
+    verdict = gate(config_yaml=config_yaml, evaluation=evaluated.outputs["evaluation"])
+    _on_cpu(_common(verdict, "gate", caching=True), CPU_SMALL)
+
+    with dsl.If(verdict.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
+        promoted = promote_student(
+            config_yaml=config_yaml,
+            registry_uri=registry_uri,
+            s3_endpoint=s3_endpoint,
+            verdict=verdict.outputs["verdict"],
+            evaluation=evaluated.outputs["evaluation"],
+            dcrs_report=dcrs.outputs["report"],
+            **students,
+        )
+        # publishing is a side effect: never replace it by a cached result
+        _on_cpu(_common(promoted, "promote", caching=False), CPU_SMALL)
+        _secret(promoted, minio_secret, "minio", optional=False)
+    with dsl.Else(name="gate-failed"):
+        rejected = explain_rejection(
+            config_yaml=config_yaml,
+            verdict=verdict.outputs["verdict"],
+            evaluation=evaluated.outputs["evaluation"],
+        )
+        _on_cpu(_common(rejected, "why not promoted", caching=False), CPU_SMALL)

@@ -1,0 +1,89 @@
+"""The ``twt-distillation`` DAG on this machine with ``kfp.local`` (the same pipeline function as a cluster).
+
+    python -m pipelines local --config configs/demo.yaml [--root runs/kfp-local] [--registry DIR]
+
+``kfp.local.SubprocessRunner(use_venv=False)`` runs every component in a subprocess of this Python (so
+the installed ``twt`` and the tiny models are used); ``dsl.ParallelFor`` runs at most two teachers at a
+time, ``dsl.If``/``dsl.Else`` pick promotion or the rejection report. Images, accelerators, resources and
+the ``kfp.kubernetes`` settings (node selector, tolerations, secrets, volumes) are ignored locally.
+
+The configuration goes in resolved (paths absolute, ``${TWT_DATA}`` expanded: the subprocesses share this
+machine). The registry is ``--registry``, else the configuration's ``registry.uri``, else
+``<root>/registry``. Artifacts land in ``<root>/twt-distillation-<timestamp>/<task>/<output>``.
+"""
+
+import builtins
+import contextlib
+import json
+import os
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+from pipelines.release import run_arguments
+
+PROMOTE_TASK, REJECT_TASK = "promote-student", "explain-rejection"
+
+
+@contextlib.contextmanager
+def kfp_local_session():
+    """What a ``kfp.local`` pipeline run leaves changed, put back afterwards.
+
+    kfp 2.17 indents task logs by swapping ``builtins.print`` in and out; two ParallelFor iterations
+    doing that at once can leave the indenting ``print`` installed for the rest of the process (every
+    later ``print`` then starts with four spaces). The expected warnings about cluster-only settings are
+    silenced too (see the module docstring)."""
+    original = builtins.print
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
+            warnings.filterwarnings("ignore", message=".*custom or non-Python base image")
+            yield
+    finally:
+        builtins.print = original
+
+
+def latest_run_dir(root: str | os.PathLike, since: float = 0.0) -> Path | None:
+    """The newest ``twt-distillation-*`` run directory under ``root`` created after ``since``."""
+    from pipelines.distillation import PIPELINE_NAME
+
+    runs = [p for p in Path(root).glob(f"{PIPELINE_NAME}-*") if p.is_dir() and p.stat().st_mtime >= since]
+    return max(runs, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def run_local(
+    config_path: str | os.PathLike,
+    root: str | os.PathLike,
+    registry_uri: str | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> dict:
+    """Run the whole pipeline locally; returns the run directory, seconds, and the promotion record or the
+    rejection report's path."""
+    from kfp import local
+
+    from pipelines.distillation import twt_distillation
+    from twt.config import load_config
+
+    root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    arguments = run_arguments(config_path, resolved=True, overrides=overrides)
+    if "registry_uri" not in arguments:
+        arguments["registry_uri"] = (
+            registry_uri or load_config(config_path).registry.uri or str(root / "registry")
+        )
+    # locally the object store (if any) is this environment's, not the cluster's default endpoint
+    arguments.setdefault("s3_endpoint", os.environ.get("TWT_S3_ENDPOINT", ""))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    started = time.time()
+    with kfp_local_session():
+        twt_distillation(**arguments)
+    seconds = round(time.time() - started, 1)
+    run_dir = latest_run_dir(root, since=started - 1)
+    result: dict = {"run_dir": str(run_dir), "seconds": seconds, "registry_uri": arguments["registry_uri"]}
+    promoted = run_dir / PROMOTE_TASK / "promoted" if run_dir else None
+    if promoted is not None and promoted.is_file():
+        result["promoted"] = json.loads(promoted.read_text())
+    elif run_dir is not None and (run_dir / REJECT_TASK / "report").is_file():
+        result["rejected"] = str(run_dir / REJECT_TASK / "report")
+    return result

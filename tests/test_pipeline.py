@@ -1,0 +1,526 @@
+"""The twt-distillation pipeline: the compiled spec, versioned compile/check/upload/run, and the same DAG
+run end to end with kfp.local on the tiny models.
+
+    python -m pytest tests/test_pipeline.py -q
+
+The local run (module fixture ``local_run``) uses tests/test_demo.py's small settings: 40 training
+questions, 2 samples per teacher, one epoch per stage, a gate that lets any student through. It takes
+about 100 s on 2 cores (OMP_NUM_THREADS=1), so it is not marked slow. (No ``from __future__ import
+annotations`` here: KFP reads the test pipeline's annotations as types.)
+"""
+
+import builtins
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from components.images import VERSION
+from pipelines import release
+from pipelines.__main__ import main as pipelines_main
+from pipelines.distillation import PIPELINE_ROOT, SECRET_KEYS, TEACHER_KEY_ENVS
+from twt.config import default_config_path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Credentials present in the compiling environment: none may reach the spec.
+FAKE_CREDENTIALS = {
+    "TWT_S3_ACCESS_KEY": "minioadmin",
+    "TWT_S3_SECRET_KEY": "minioadmin-secret-4242",
+    "AWS_SECRET_ACCESS_KEY": "aws-secret-9f8e7d",
+    "HF_TOKEN": "hf_fAkEtOkEn1234567890",
+    "TEACHER_API_KEY": "sk-test-0123456789abcdef",
+    "OPENAI_API_KEY": "sk-openai-fedcba9876543210",
+}
+GPU_TASKS = {
+    "sample-teacher",
+    "distill-stage",
+    "distill-stage-2",
+    "distill-stage-3",
+    "compress-reasoning",
+    "evaluate-students",
+}
+CPU_TASKS = {"prepare-questions", "select-candidates", "gate", "promote-student", "explain-rejection"}
+SECRET_PARAMETERS = {"minio_secret", "hf_token_secret", "teacher_keys_secret"}
+
+
+# --- the compiled spec -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("compiled") / "twt-distillation.yaml"
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in FAKE_CREDENTIALS.items():
+            env.setenv(name, value)
+        return release.compile_pipeline(out)
+
+
+@pytest.fixture(scope="module")
+def spec(compiled: Path) -> dict:
+    return release.load_spec(compiled)
+
+
+def dag_tasks(spec: dict) -> dict[str, tuple[str, dict]]:
+    """Every task of the root DAG and of the sub-DAGs: name -> (the DAG's component, the task)."""
+    found = {name: ("root", task) for name, task in spec["root"]["dag"]["tasks"].items()}
+    for component, body in spec["components"].items():
+        for name, task in body.get("dag", {}).get("tasks", {}).items():
+            found[name] = (component, task)
+    return found
+
+
+def executor(spec: dict, task_name: str) -> dict:
+    component = dag_tasks(spec)[task_name][1]["componentRef"]["name"]
+    label = spec["components"][component]["executorLabel"]
+    return spec["deploymentSpec"]["executors"][label]["container"]
+
+
+def kubernetes_config(spec: dict, task_name: str) -> dict:
+    component = dag_tasks(spec)[task_name][1]["componentRef"]["name"]
+    label = spec["components"][component]["executorLabel"]
+    return spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"][label]
+
+
+def parameter(value: str) -> str:
+    """The pipeline parameter a placeholder or input name refers to (``pipelinechannel--`` dropped)."""
+    match = re.fullmatch(r"\{\{\$\.inputs\.parameters\['(.+)'\]\}\}", value)
+    return (match.group(1) if match else value).removeprefix("pipelinechannel--")
+
+
+def test_every_box_is_a_task(spec: dict) -> None:
+    assert set(dag_tasks(spec)) >= GPU_TASKS | CPU_TASKS
+    assert spec["pipelineInfo"]["name"] == "twt-distillation"
+
+
+def test_sampling_loops_over_the_teacher_parameter_and_dcrs_collects(spec: dict) -> None:
+    component, sample = dag_tasks(spec)["sample-teacher"]
+    loop_task_name = next(
+        n for n, (_, t) in dag_tasks(spec).items() if t["componentRef"]["name"] == component
+    )
+    loop = spec["root"]["dag"]["tasks"][loop_task_name]
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--teachers"
+    assert loop["inputs"]["parameters"]["pipelinechannel--teachers"]["componentInputParameter"] == "teachers"
+    item = loop["parameterIterator"]["itemInput"]
+    assert sample["inputs"]["parameters"]["teacher"]["componentInputParameter"] == item
+    collected = spec["root"]["dag"]["tasks"]["select-candidates"]["inputs"]["artifacts"]["candidates"]
+    assert collected["taskOutputArtifact"]["producerTask"] == loop_task_name
+    assert spec["components"]["comp-select-candidates"]["inputDefinitions"]["artifacts"]["candidates"][
+        "isArtifactList"
+    ]
+    # KFP 2.17 does not route resource-only parameters into the loop by itself (see _on_gpu)
+    loop_inputs = spec["components"][component]["inputDefinitions"]["parameters"]
+    for name in ("gpu_accelerator_type", "gpu_accelerator_limit", "gpu_cpu", "gpu_memory"):
+        assert f"pipelinechannel--{name}" in loop_inputs
+
+
+def test_the_gate_boolean_chooses_promotion_or_the_rejection_report(spec: dict) -> None:
+    tasks = dag_tasks(spec)
+    assert spec["components"]["comp-gate"]["outputDefinitions"]["parameters"]["passed"]["parameterType"] == (
+        "BOOLEAN"
+    )
+    triggers, parents = {}, set()
+    for name in ("promote-student", "explain-rejection"):
+        branch = tasks[name][0]
+        parent, branch_task = next((c, t) for c, t in tasks.values() if t["componentRef"]["name"] == branch)
+        triggers[name] = branch_task["triggerPolicy"]["condition"]
+        parents.add(parent)
+    (parent,) = parents  # If and Else are branches of one group, fed the gate's boolean at the root
+    group = next(t for t in spec["root"]["dag"]["tasks"].values() if t["componentRef"]["name"] == parent)
+    wired = group["inputs"]["parameters"]["pipelinechannel--gate-passed"]["taskOutputParameter"]
+    assert wired == {"outputParameterKey": "passed", "producerTask": "gate"}
+    assert triggers["promote-student"] == "inputs.parameter_values['pipelinechannel--gate-passed'] == true"
+    assert (
+        triggers["explain-rejection"] == "!(inputs.parameter_values['pipelinechannel--gate-passed'] == true)"
+    )
+
+
+def test_gpu_tasks_take_accelerators_and_resources_from_parameters(spec: dict) -> None:
+    for name in GPU_TASKS:
+        resources = executor(spec, name)["resources"]
+        assert parameter(resources["accelerator"]["resourceType"]) == "gpu_accelerator_type", name
+        assert parameter(resources["accelerator"]["resourceCount"]) == "gpu_accelerator_limit", name
+        assert parameter(resources["resourceCpuRequest"]) == "gpu_cpu", name
+        assert parameter(resources["resourceMemoryRequest"]) == "gpu_memory", name
+    for name in CPU_TASKS:
+        resources = executor(spec, name)["resources"]
+        assert "accelerator" not in resources, name
+        assert float(resources["resourceCpuRequest"]) >= 1 and resources["resourceMemoryRequest"], name
+
+
+def test_gpu_node_selector_and_tolerations_are_parameters(spec: dict) -> None:
+    for name in GPU_TASKS:
+        config = kubernetes_config(spec, name)
+        selector = config["nodeSelector"]
+        assert set(selector) == {"nodeSelectorJson"}, name  # no constant labels
+        assert parameter(selector["nodeSelectorJson"]["componentInputParameter"]) == "gpu_node_selector"
+        assert [parameter(t["tolerationJson"]["componentInputParameter"]) for t in config["tolerations"]] == [
+            "gpu_tolerations"
+        ]
+    for name in CPU_TASKS:
+        config = kubernetes_config(spec, name)
+        assert "nodeSelector" not in config and "tolerations" not in config, name
+    defaults = spec["root"]["inputDefinitions"]["parameters"]
+    assert defaults["gpu_node_selector"]["defaultValue"] == {"nvidia.com/gpu.present": "true"}
+    assert defaults["gpu_tolerations"]["defaultValue"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_secrets_are_named_by_parameters(spec: dict) -> None:
+    used: dict[str, set[str]] = {}
+    for name in GPU_TASKS | CPU_TASKS:
+        for secret in kubernetes_config(spec, name).get("secretAsEnv", []):
+            assert "secretName" not in secret, name  # a constant name would be fixed at compile time
+            which = parameter(secret["secretNameParameter"]["componentInputParameter"])
+            assert which in SECRET_PARAMETERS, name
+            used.setdefault(which, set()).add(name)
+            env = {pair["envVar"] for pair in secret["keyToEnv"]}
+            assert env <= {v for keys in SECRET_KEYS.values() for v in keys.values()}
+    assert used["minio_secret"] == {"prepare-questions", "promote-student"}
+    assert used["teacher_keys_secret"] == {"sample-teacher", "compress-reasoning", "evaluate-students"}
+    assert used["hf_token_secret"] >= GPU_TASKS
+    defaults = spec["root"]["inputDefinitions"]["parameters"]
+    assert defaults["minio_secret"]["defaultValue"] == "twt-minio-credentials"  # manifests/base
+    assert set(TEACHER_KEY_ENVS) == set(SECRET_KEYS["teacher_keys"].values())
+
+
+def test_no_credential_anywhere(compiled: Path) -> None:
+    text = compiled.read_text()
+    for value in FAKE_CREDENTIALS.values():
+        assert value not in text
+    assert "minioadmin" not in text and "CHANGE_ME" not in text
+
+
+def test_retries_on_sampling_and_training(spec: dict) -> None:
+    tasks = dag_tasks(spec)
+    for name in (
+        "sample-teacher",
+        "distill-stage",
+        "distill-stage-2",
+        "distill-stage-3",
+        "compress-reasoning",
+    ):
+        assert tasks[name][1]["retryPolicy"]["maxRetryCount"] >= 2, name
+    for name in ("gate", "promote-student"):
+        assert "retryPolicy" not in tasks[name][1], name
+
+
+def test_caching_is_chosen_per_task(spec: dict) -> None:
+    tasks = dag_tasks(spec)
+    for name in ("promote-student", "explain-rejection"):
+        assert not tasks[name][1]["cachingOptions"].get("enableCache"), name
+    for name in (
+        "prepare-questions",
+        "sample-teacher",
+        "select-candidates",
+        "distill-stage",
+        "evaluate-students",
+    ):
+        assert tasks[name][1]["cachingOptions"]["enableCache"] is True, name
+
+
+def test_images_are_versioned_and_tasks_run_non_root(spec: dict) -> None:
+    for name in GPU_TASKS | CPU_TASKS:
+        kind = "gpu" if name in GPU_TASKS else "cpu"
+        assert executor(spec, name)["image"] == f"ghcr.io/twt-project/twt-{kind}:{VERSION}", name
+        security = kubernetes_config(spec, name)["securityContext"]
+        assert security["runAsNonRoot"] is True and int(security["runAsUser"]) == 10001
+        mounts = {m["mountPath"] for m in kubernetes_config(spec, name)["emptyDirMounts"]}
+        assert "/s3" in mounts  # the launcher's local copies of s3:// artifacts, writable by uid 10001
+
+
+def test_pipeline_root_is_the_launcher_default(spec: dict) -> None:
+    launcher = yaml.safe_load((ROOT / "manifests" / "base" / "kfp-launcher-configmap.yaml").read_text())
+    assert spec["defaultPipelineRoot"] == PIPELINE_ROOT == launcher["data"]["defaultPipelineRoot"]
+
+
+def test_every_parameter_is_documented(spec: dict) -> None:
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert len(parameters) >= 13
+    missing = [name for name, body in parameters.items() if len(body.get("description", "")) < 20]
+    assert missing == []
+
+
+def test_demo_defaults_make_a_runnable_pipeline(spec: dict) -> None:
+    defaults = spec["root"]["inputDefinitions"]["parameters"]
+    assert defaults["config_yaml"]["defaultValue"] == default_config_path().read_text()
+    assert defaults["teachers"]["defaultValue"] == ["teacher-large", "teacher-verbose", "teacher-noisy"]
+
+
+# --- versioned compile, check, upload, run -----------------------------------------------------------------
+
+
+def _compile_in_subprocess(out: Path, seed: str) -> bytes:
+    code = "import sys; from pipelines.release import compile_pipeline; compile_pipeline(sys.argv[1])"
+    env = {**os.environ, "PYTHONHASHSEED": seed}
+    subprocess.run([sys.executable, "-c", code, str(out)], cwd=ROOT, env=env, check=True, timeout=120)
+    return out.read_bytes()
+
+
+def test_compile_is_byte_identical_across_processes(compiled: Path, tmp_path: Path) -> None:
+    # different hash seeds: KFP's own header printed dict defaults in hash order before normalising
+    first = _compile_in_subprocess(tmp_path / "a.yaml", "1")
+    second = _compile_in_subprocess(tmp_path / "b.yaml", "2")
+    assert first == second == compiled.read_bytes()
+    header = first.decode().split("\ncomponents:\n")[0]
+    assert all(line.startswith("#") for line in header.splitlines())
+
+
+def test_default_package_path_is_versioned() -> None:
+    assert release.package_path() == ROOT / "dist" / f"twt-distillation-{VERSION}.yaml"
+
+
+def _retagged(compiled: Path, tmp_path: Path, old: str, new: str) -> Path:
+    bad = tmp_path / "bad.yaml"
+    text = compiled.read_text()
+    assert old in text
+    bad.write_text(text.replace(old, new, 1))
+    return bad
+
+
+def test_check_fails_on_a_mismatched_tag(compiled: Path, tmp_path: Path) -> None:
+    assert set(release.check_images(compiled).values()) == {
+        f"ghcr.io/twt-project/twt-cpu:{VERSION}",
+        f"ghcr.io/twt-project/twt-gpu:{VERSION}",
+    }
+    bad = _retagged(compiled, tmp_path, f"twt-gpu:{VERSION}", "twt-gpu:9.9.9")
+    with pytest.raises(release.ReleaseError, match=r"twt-gpu:9\.9\.9"):
+        release.check_images(bad)
+    other = _retagged(compiled, tmp_path, f"ghcr.io/twt-project/twt-cpu:{VERSION}", f"python:{VERSION}")
+    with pytest.raises(release.ReleaseError, match="do not match"):
+        release.check_images(other)
+    with pytest.raises(release.ReleaseError, match=r"pyproject\.toml says"):
+        release.check_images(compiled, version="9.9.9")  # an installed package older than the tree
+
+
+def test_cli_compile_and_check(tmp_path: Path, compiled: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "cli.yaml"
+    assert pipelines_main(["compile", "--out", str(out)]) == 0
+    assert out.read_bytes() == compiled.read_bytes()
+    assert pipelines_main(["check", str(out)]) == 0
+    bad = _retagged(compiled, tmp_path, f"twt-cpu:{VERSION}", "twt-cpu:0.0.1")
+    capsys.readouterr()
+    assert pipelines_main(["check", str(bad)]) == 2
+    assert "image tags do not match" in capsys.readouterr().err
+
+
+class FakeClient:
+    """Records the kfp.Client calls that upload and run make."""
+
+    def __init__(self, existing_id: str | None = None) -> None:
+        self.existing_id = existing_id
+        self.calls: list[tuple[str, dict]] = []
+
+    def get_pipeline_id(self, name: str) -> str | None:
+        self.calls.append(("get_pipeline_id", {"name": name}))
+        return self.existing_id
+
+    def upload_pipeline(self, **kwargs) -> SimpleNamespace:
+        self.calls.append(("upload_pipeline", kwargs))
+        return SimpleNamespace(pipeline_id="new-id")
+
+    def upload_pipeline_version(self, **kwargs) -> SimpleNamespace:
+        self.calls.append(("upload_pipeline_version", kwargs))
+        return SimpleNamespace(pipeline_version_id="version-id")
+
+    def create_run_from_pipeline_package(self, pipeline_file: str, **kwargs) -> SimpleNamespace:
+        self.calls.append(("create_run_from_pipeline_package", {"pipeline_file": pipeline_file, **kwargs}))
+        return SimpleNamespace(run_id="run-1")
+
+
+def test_upload_creates_the_pipeline_when_missing(compiled: Path) -> None:
+    client = FakeClient(existing_id=None)
+    result = release.upload(client, compiled, sha="abc1234")
+    assert [name for name, _ in client.calls] == ["get_pipeline_id", "upload_pipeline"]
+    assert client.calls[0][1] == {"name": "twt-distillation"}
+    assert client.calls[1][1]["pipeline_name"] == "twt-distillation"
+    assert client.calls[1][1]["pipeline_package_path"] == str(compiled)
+    assert result["action"] == "created" and result["pipeline_id"] == "new-id"
+
+
+def test_upload_adds_a_version_named_version_and_sha(compiled: Path) -> None:
+    client = FakeClient(existing_id="pipeline-7")
+    result = release.upload(client, compiled, sha="abc1234")
+    assert [name for name, _ in client.calls] == ["get_pipeline_id", "upload_pipeline_version"]
+    call = client.calls[1][1]
+    assert call["pipeline_version_name"] == f"{VERSION}-abc1234"
+    assert call["pipeline_id"] == "pipeline-7" and call["pipeline_package_path"] == str(compiled)
+    assert result == {
+        "action": "version",
+        "pipeline": "twt-distillation",
+        "pipeline_id": "pipeline-7",
+        "version": f"{VERSION}-abc1234",
+        "version_id": "version-id",
+        "package": str(compiled),
+    }
+
+
+def test_upload_refuses_a_mismatched_spec_before_calling(compiled: Path, tmp_path: Path) -> None:
+    client = FakeClient(existing_id="pipeline-7")
+    bad = _retagged(compiled, tmp_path, f"twt-gpu:{VERSION}", "twt-gpu:9.9.9")
+    with pytest.raises(release.ReleaseError):
+        release.upload(client, bad, sha="abc1234")
+    with pytest.raises(release.ReleaseError, match="no compiled pipeline"):
+        release.upload(client, tmp_path / "missing.yaml", sha="abc1234")
+    assert client.calls == []
+
+
+def test_git_sha_names_the_commit() -> None:
+    assert re.fullmatch(r"[0-9a-f]{7,40}(-dirty)?", release.git_sha())
+
+
+def test_run_submits_the_configuration_as_parameters(compiled: Path) -> None:
+    client = FakeClient()
+    config = ROOT / "configs" / "demo.yaml"
+    result = release.submit_run(client, config, package=compiled, overrides={"gpu_cpu": "16"})
+    assert result.run_id == "run-1"
+    ((name, call),) = client.calls
+    assert name == "create_run_from_pipeline_package" and call["pipeline_file"] == str(compiled)
+    assert call["arguments"] == {
+        "config_yaml": config.read_text(),
+        "teachers": ["teacher-large", "teacher-verbose", "teacher-noisy"],
+        "gpu_cpu": "16",
+    }
+    assert call["service_account"] == "twt-pipeline-runner" and call["experiment_name"] == "demo"
+
+
+def test_run_arguments_refuse_unknown_parameters_and_unpassed_keys(tmp_path: Path) -> None:
+    config = ROOT / "configs" / "demo.yaml"
+    with pytest.raises(release.ReleaseError, match="no pipeline parameter 'gpu_count'"):
+        release.run_arguments(config, overrides={"gpu_count": 2})
+    data = yaml.safe_load(config.read_text())
+    data["teachers"].append(
+        {"name": "api", "model": "m", "backend": "openai", "base_url": "http://x/v1", "api_key_env": "MY_KEY"}
+    )
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(release.ReleaseError, match="MY_KEY"):
+        release.run_arguments(tmp_path / "c.yaml")
+    assert release.parse_value('{"a": "b"}') == {"a": "b"} and release.parse_value("16Gi") == "16Gi"
+
+
+# --- the same DAG locally ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_run(small_config: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from pipelines.local import run_local
+
+    root = tmp_path_factory.mktemp("kfp-local")
+    print_before = builtins.print
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OMP_NUM_THREADS", "1")  # the subprocesses share 2 cores with other work
+        env.setenv("TOKENIZERS_PARALLELISM", "false")
+        started = time.perf_counter()
+        result = run_local(small_config, root / "pipeline-root", str(root / "registry"))
+    result["wall_s"] = round(time.perf_counter() - started, 1)
+    result["print_restored"] = builtins.print is print_before
+    print(f"kfp.local run of twt-distillation: {result['wall_s']} s")
+    return result
+
+
+def test_local_run_promotes_and_the_model_pulls_back_verified(local_run: dict, tmp_path: Path) -> None:
+    from twt import registry
+
+    promoted = local_run["promoted"]
+    assert promoted["verified"] and promoted["ref"] == "twt-student@1"
+    run_dir = Path(local_run["run_dir"])
+    task = {"stage1": "distill-stage", "stage2": "distill-stage-2", "stage3": "distill-stage-3"}
+    student = run_dir / task[promoted["student"]] / "model"
+    pulled = tmp_path / "pulled"
+    version = registry.pull(promoted["ref"], local_run["registry_uri"], pulled)
+    assert version.version == "1"
+    assert (pulled / "model.safetensors").read_bytes() == (student / "model.safetensors").read_bytes()
+    assert version.metadata["lineage"]["dcrs"]["candidates"]["in"] == 3 * 40 * 2
+    assert version.metadata["gate"]["student"] == promoted["student"]
+    lineage = json.loads((pulled / "twt.json").read_text())
+    assert [s["stage"] for s in lineage["stages"]] == list(range(1, int(promoted["student"][-1]) + 1))
+    assert not (run_dir / "explain-rejection").exists()  # dsl.Else did not run
+    assert local_run["print_restored"]  # kfp.local's racy print swap does not leak into this process
+    assert local_run["wall_s"] < 600
+
+
+def test_local_run_sampled_each_teacher_in_the_loop(local_run: dict) -> None:
+    run_dir = Path(local_run["run_dir"])
+    merged = sorted(run_dir.glob("for-loop-*/sample-teacher/candidates/*/candidates.jsonl"))
+    assert sorted(p.parent.name for p in merged) == ["teacher-large", "teacher-noisy", "teacher-verbose"]
+    report = json.loads((run_dir / "select-candidates" / "report").read_text())
+    assert report["candidates"]["in"] == 3 * 40 * 2 and report["candidates"]["kept"] > 0
+    stage2 = json.loads((run_dir / "distill-stage-2" / "model" / "twt.json").read_text())
+    assert stage2["compression"]["method"] == "teacher"
+    for markdown in (run_dir / "evaluate-students" / "report", run_dir / "gate" / "report"):
+        assert "](data:image/png;base64," in markdown.read_text()
+    assert "## Gate: PASSED" in (run_dir / "gate" / "report").read_text()
+
+
+def test_local_run_writes_what_twt_run_writes(local_run: dict, small_config: Path, tmp_path: Path) -> None:
+    """DESIGN.md: the CLI and the pipeline call the same functions, so they write the same files."""
+    from twt import run as steps
+    from twt.config import load_config
+
+    run = steps.RunDir(load_config(small_config), tmp_path / "work")
+    steps.questions_step(run)
+    steps.sample_step(run, progress=False)
+    steps.dcrs_step(run)
+    run_dir = Path(local_run["run_dir"])
+    kfp_questions = run_dir / "prepare-questions"
+    assert run.train_questions.read_bytes() == (kfp_questions / "train_questions").read_bytes()
+    assert run.eval_questions.read_bytes() == (kfp_questions / "eval_questions").read_bytes()
+    for name in run.config.teacher_names:
+        (kfp,) = run_dir.glob(f"for-loop-*/sample-teacher/candidates/{name}/candidates.jsonl")
+        assert run.path("candidates", name, "candidates.jsonl").read_bytes() == kfp.read_bytes(), name
+    assert (
+        run.path("dcrs", "distill.jsonl").read_bytes()
+        == (run_dir / "select-candidates" / "distill").read_bytes()
+    )
+
+
+def test_the_else_branch_reports_why(local_run: dict, small_config: Path, tmp_path: Path) -> None:
+    """The gate's boolean drives dsl.If/dsl.Else locally too: a strict policy on the same evaluation
+    leads to the rejection report, not to promotion."""
+    from kfp import dsl, local
+
+    from components.explain_rejection import explain_rejection
+    from components.gate import gate
+    from pipelines.local import kfp_local_session
+
+    data = yaml.safe_load(small_config.read_text())
+    data["gate"] = {"min_accuracy": 1.0, "max_accuracy_drop": None, "min_token_reduction": None}
+    evaluation = Path(local_run["run_dir"]) / "evaluate-students" / "evaluation"
+
+    @dsl.pipeline(name="gate-branches")
+    def branches(config_yaml: str):
+        imported = dsl.importer(artifact_uri=str(evaluation), artifact_class=dsl.Artifact, reimport=True)
+        verdict = gate(config_yaml=config_yaml, evaluation=imported.output)
+        with dsl.If(verdict.outputs["passed"] == True):  # noqa: E712
+            explain_rejection(
+                config_yaml="unused", verdict=verdict.outputs["verdict"], evaluation=imported.output
+            )
+        with dsl.Else():
+            explain_rejection(
+                config_yaml=config_yaml, verdict=verdict.outputs["verdict"], evaluation=imported.output
+            )
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    with kfp_local_session():
+        branches(config_yaml=yaml.safe_dump(data))
+    reports = list((tmp_path / "root").glob("gate-branches-*/explain-rejection*/report"))
+    assert len(reports) == 1
+    text = reports[0].read_text()
+    assert text.startswith("# Not promoted: the gate did not pass") and "`min_accuracy`: 1.0" in text
+
+
+def test_a_local_session_puts_print_back() -> None:
+    from pipelines.local import kfp_local_session
+
+    original = builtins.print
+    try:
+        with kfp_local_session():
+            builtins.print = lambda *args, **kwargs: None  # what a racing kfp.local task leaves behind
+        assert builtins.print is original
+    finally:
+        builtins.print = original

@@ -1,0 +1,553 @@
+"""The pipeline's boxes as plain functions on paths: what the Kubeflow components and ``twt run`` both call.
+
+    tasks.prepare_questions(config_yaml, "q/train.jsonl", "q/eval.jsonl")
+    tasks.sample(config_yaml, "teacher-large", "q/train.jsonl", "candidates")   # candidates/teacher-large/
+    tasks.select(config_yaml, "q/train.jsonl", ["candidates"], "dcrs/distill.jsonl", "dcrs/report.json")
+    tasks.distill_stage(config_yaml, 1, "dcrs/distill.jsonl", None, "stage1")
+    tasks.compress(config_yaml, "dcrs/distill.jsonl", "stage1", "compress/rows.jsonl", "compress/report.json")
+    tasks.distill_stage(config_yaml, 2, "compress/rows.jsonl", "stage1", "stage2", "compress/report.json")
+    tasks.evaluate(config_yaml, "q/eval.jsonl", {"stage1": "stage1", ...}, "eval")
+    passed, student = tasks.gate(config_yaml, "eval/metrics.json", "gate.json")
+    tasks.promote(config_yaml, "gate.json", "eval/metrics.json", {"stage1": "stage1", ...},
+                  "dcrs/report.json", "runs/x/registry")            # or tasks.explain_rejection(...)
+
+Every function takes the run configuration first, as YAML text (the pipeline parameter ``config_yaml``,
+validated here by ``twt.config.parse_config`` with relative paths against the working directory) or as an
+already loaded ``RunConfig`` (what ``twt.run`` passes), then its input paths, then its output paths. A
+function writes only its outputs; it never decides whether to run (``twt.run`` skips finished steps, KFP
+caches tasks). So a KFP run and ``twt run``/``twt demo`` produce the same files: one KFP output artifact
+is one output path here (a file, or a directory for models, candidates and the evaluation).
+
+``log_metric``, where a function takes it, receives the step's headline numbers as ``(name, value)``;
+the components pass ``Output[Metrics].log_metric``, the local runner passes nothing.
+
+No ``kfp`` here: the library never imports it (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from twt.config import RunConfig, parse_config
+from twt.records import DistillRow, Question, read_rows, write_rows
+
+ConfigLike = str | RunConfig
+LogMetric = Callable[[str, float], None] | None
+STAGE_NAMES = ("stage1", "stage2", "stage3")
+MERGED_CANDIDATES = "candidates.jsonl"  # twt.sampling.MERGED_FILE, named here without importing torch
+METRICS_FILE = "metrics.json"  # twt.evaluate.METRICS_NAME
+
+
+def load(config: ConfigLike) -> RunConfig:
+    """The run configuration from YAML text (validated; relative paths against the working directory)."""
+    if isinstance(config, RunConfig):
+        return config
+    return parse_config(config, source="config_yaml", base_dir=os.getcwd())
+
+
+def _write_json(path: str | os.PathLike, data: Mapping) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _read_json(path: str | os.PathLike) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _log(log_metric: LogMetric, values: Mapping[str, float | int | None]) -> None:
+    """Numbers only (KFP metrics are floats): None (tokens per correct with nothing correct) is left out."""
+    if log_metric is None:
+        return
+    for name, value in values.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            log_metric(name, float(value))
+
+
+def _use_s3_endpoint(s3_endpoint: str | None) -> None:
+    """Point ``twt.store`` at the object store (``TWT_S3_ENDPOINT``) when an endpoint is given."""
+    if s3_endpoint:
+        os.environ["TWT_S3_ENDPOINT"] = s3_endpoint
+
+
+def _metrics_file(path: str | os.PathLike) -> Path:
+    """``metrics.json`` itself, or the evaluation directory that holds it."""
+    path = Path(path)
+    return path / METRICS_FILE if path.is_dir() else path
+
+
+# --- questions ---------------------------------------------------------------------------------------------
+
+
+def _local_rows(src: str, schema, scratch: Path) -> list:
+    """The rows of a question file given as a local path or an ``s3://``/``file://`` URI."""
+    from twt.config import is_uri
+
+    if is_uri(src):
+        from twt import store
+
+        target = scratch / Path(src.rstrip("/")).name
+        store.get_file(src, target)
+        src = str(target)
+    return list(read_rows(src, schema))  # validates: a bad row names the file and line
+
+
+def prepare_questions(
+    config: ConfigLike,
+    train_out: str | os.PathLike,
+    eval_out: str | os.PathLike,
+    eval_questions: int | None = None,
+    s3_endpoint: str | None = None,
+    log_metric: LogMetric = None,
+) -> tuple[int, int]:
+    """The training questions (what the teachers solve) and the held-out evaluation questions.
+
+    ``task.kind`` embedded: drawn by ``twt.task.make_questions`` (train and eval never share a question);
+    files: copied from ``task.questions``/``task.eval`` (local paths or URIs). ``eval_questions`` caps the
+    held-out set. A file that already holds exactly these questions is not rewritten. Returns the counts.
+    """
+    from twt.task import make_questions
+
+    run = load(config)
+    _use_s3_endpoint(s3_endpoint)
+    task = run.task
+    if task.kind == "files":
+        with tempfile.TemporaryDirectory(prefix="twt-questions-") as scratch:
+            train = _local_rows(task.questions, Question, Path(scratch))
+            evalq = _local_rows(task.eval, Question, Path(scratch))
+        evalq = evalq[:eval_questions] if eval_questions else evalq
+    else:
+        evalq = make_questions(eval_questions or task.eval_questions, task.seed, "eval", task.spec())
+        train = make_questions(
+            task.train_questions, task.seed, "train", task.spec(), exclude={q.question for q in evalq}
+        )
+    for path, rows in ((Path(train_out), train), (Path(eval_out), evalq)):
+        if not path.is_file() or list(read_rows(path, Question)) != rows:
+            write_rows(path, rows)
+    _log(log_metric, {"train_questions": len(train), "eval_questions": len(evalq)})
+    return len(train), len(evalq)
+
+
+# --- sampling and selection --------------------------------------------------------------------------------
+
+
+def sample(
+    config: ConfigLike,
+    teacher_name: str,
+    questions: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+    log_metric: LogMetric = None,
+) -> Path:
+    """``k`` candidates per question from one teacher into ``out_dir/<teacher>/`` (resumable shards, then
+    the merged ``candidates.jsonl``); returns the merged file."""
+    from twt.sampling import DONE_FILE, merge_candidates, sample_teacher
+    from twt.teachers import TeacherSpec
+
+    run = load(config)
+    if teacher_name not in run.teacher_names:
+        raise ValueError(f"no teacher {teacher_name!r} in the configuration; it has {run.teacher_names}")
+    spec = TeacherSpec.from_mapping(run.teacher(teacher_name))
+    teacher_dir = sample_teacher(spec, questions, out_dir, progress=progress)
+    merged = merge_candidates(out_dir, spec.name)
+    done = _read_json(teacher_dir / DONE_FILE)
+    _log(log_metric, {k: done[k] for k in ("candidates", "with_answer", "mean_tokens", "mean_confidence")})
+    return merged
+
+
+def candidate_files(
+    config: ConfigLike, candidate_dirs: Sequence[str | os.PathLike], teachers: Sequence[str] | None = None
+) -> list[Path]:
+    """Each teacher's merged candidates, in configuration order: ``<dir>/<teacher>/candidates.jsonl`` from
+    whichever of ``candidate_dirs`` holds it (one directory for a local run, one per KFP sampling task)."""
+    run = load(config)
+    names = list(teachers) if teachers else run.teacher_names
+    unknown = sorted(set(names) - set(run.teacher_names))
+    if unknown:
+        raise ValueError(f"teachers {unknown} are not in the configuration; it has {run.teacher_names}")
+    files = []
+    for name in [n for n in run.teacher_names if n in names]:
+        found = [Path(d) / name / MERGED_CANDIDATES for d in candidate_dirs]
+        found = [f for f in found if f.is_file()]
+        if not found:
+            raise FileNotFoundError(
+                f"no {name}/{MERGED_CANDIDATES} in {[str(d) for d in candidate_dirs]}: was {name!r} sampled?"
+            )
+        if len(found) > 1:
+            raise ValueError(f"teacher {name!r} was sampled more than once: {[str(f) for f in found]}")
+        files.append(found[0])
+    return files
+
+
+def select(
+    config: ConfigLike,
+    questions: str | os.PathLike,
+    candidate_dirs: Sequence[str | os.PathLike],
+    distill_out: str | os.PathLike,
+    report_out: str | os.PathLike,
+    teachers: Sequence[str] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    log_metric: LogMetric = None,
+) -> dict:
+    """DCRS over the teachers' candidates (``teachers``: default every configured one): the distillation
+    rows and the report (``twt.dcrs.run_dcrs``). ``cache_dir`` keeps embeddings for a resumed run."""
+    from twt.dcrs import DCRSConfig, run_dcrs
+
+    run = load(config)
+    files = candidate_files(run, candidate_dirs, teachers)
+    settings = DCRSConfig(**run.dcrs.model_dump(), cache_dir=str(cache_dir) if cache_dir else None)
+    report = run_dcrs(questions, files, distill_out, report_out, settings)
+    _log(log_metric, {f"candidates_{k}": v for k, v in report["candidates"].items()})
+    return report
+
+
+# --- training and compression ------------------------------------------------------------------------------
+
+
+def distill_stage(
+    config: ConfigLike,
+    stage: int,
+    rows: str | os.PathLike,
+    base_model_dir: str | os.PathLike | None,
+    model_out: str | os.PathLike,
+    compress_report: str | os.PathLike | None = None,
+    progress: bool = True,
+    log_metric: LogMetric = None,
+) -> dict:
+    """Train stage ``stage`` (1, 2, 3) on ``rows`` from ``base_model_dir`` (None: the configured student
+    base; stages 2 and 3 start from the previous stage) into ``model_out``; returns the stage record.
+
+    ``model_out/twt.json`` records the lineage: the run, its teachers, the base model and (from
+    ``compress_report``, for stages 2 and 3) how the reasoning was compressed.
+    """
+    from twt.stages import run_stage
+    from twt.train import SFTConfig
+
+    run = load(config)
+    if stage not in (1, 2, 3):
+        raise ValueError(f"no stage {stage}; stages are 1, 2 and 3")
+    if stage > 1 and base_model_dir is None:
+        raise ValueError(f"stage {stage} starts from stage {stage - 1}'s model: give base_model_dir")
+    settings = run.stage(stage)
+    base = run.student.model if base_model_dir is None else str(base_model_dir)
+    lineage = {
+        "run": run.name,
+        "teachers": [{"name": t.name, "model": t.model, "backend": t.backend} for t in run.teachers],
+        "base_model": run.student.model,
+    }
+    if stage > 1 and compress_report is not None and Path(compress_report).is_file():
+        report = _read_json(compress_report)
+        lineage["compression"] = {k: report.get(k) for k in ("method", "target_ratio", "achieved_ratio")}
+    result = run_stage(
+        stage,
+        rows,
+        base,
+        model_out,
+        SFTConfig.from_stage(settings),
+        mix_previous=settings.mix_previous,
+        extra_lineage=lineage,
+        progress=progress,
+    )
+    training = result.get("training", {})
+    _log(
+        log_metric,
+        {
+            "rows": result["rows"],
+            "pairs": result["pairs"],
+            "mixed_previous": result["mixed_previous"],
+            **{k: training.get(k) for k in ("updates", "first_loss", "final_loss", "tokens_per_s")},
+        },
+    )
+    return result
+
+
+def student_attempts(
+    model_dir: str | os.PathLike, rows: list[DistillRow], max_new_tokens: int
+) -> dict[str, str]:
+    """The stage-1 student's own greedy solution of each question (what teacher-guided compression sees)."""
+    from twt.sampling import answer_questions
+    from twt.teachers import TeacherSpec, load_teacher
+
+    questions = list({r.id: Question(id=r.id, question=r.question) for r in rows}.values())
+    spec = TeacherSpec(
+        name="stage1-student", model=str(model_dir), max_new_tokens=max_new_tokens, batch_size=64
+    )
+    answers = answer_questions(load_teacher(spec), questions, instruction="solve")
+    return {a.id: a.text for a in answers}
+
+
+def compress(
+    config: ConfigLike,
+    rows: str | os.PathLike,
+    stage1_model: str | os.PathLike,
+    rows_out: str | os.PathLike,
+    report_out: str | os.PathLike,
+    attempts_path: str | os.PathLike | None = None,
+    progress: bool = True,
+    log_metric: LogMetric = None,
+) -> dict:
+    """Stage-2 data: every kept reasoning compressed by the configured method (``twt.compress``).
+
+    Teacher-guided compression shows the teacher the stage-1 student's own attempt; ``attempts_path``
+    keeps those attempts (JSON id → text) so a resumed run does not generate them again.
+    """
+    from twt.compress import run_compress
+    from twt.teachers import TeacherSpec
+
+    run = load(config)
+    settings = run.compression
+    kwargs: dict = {"method": settings.method, "progress": progress}
+    if settings.method == "teacher":
+        teacher = TeacherSpec.from_mapping(run.compression_teacher())
+        if attempts_path is not None and Path(attempts_path).is_file():
+            attempts = _read_json(attempts_path)
+        else:
+            attempts = student_attempts(
+                stage1_model, list(read_rows(rows, DistillRow)), teacher.max_new_tokens
+            )
+            if attempts_path is not None:
+                _write_json(attempts_path, attempts)
+        kwargs |= {"teacher": teacher, "attempts": attempts}
+    else:
+        kwargs |= {
+            "reference_model": settings.reference_model or str(stage1_model),
+            "ratio": settings.ratio,
+            "condition": settings.condition,
+            "window": settings.window,
+        }
+    report = run_compress(rows, rows_out, report_out, **kwargs)
+    _log(
+        log_metric,
+        {k: report.get(k) for k in ("rows_in", "rows_out", "length_in", "length_out", "achieved_ratio")},
+    )
+    return report
+
+
+# --- evaluation, gate, promotion ---------------------------------------------------------------------------
+
+
+def eval_targets(config: ConfigLike, stage_models: Mapping[str, str | os.PathLike]) -> list:
+    """The students (``stage_models``: name → model directory) and the configured baselines."""
+    from twt.evaluate import EvalTarget
+
+    run = load(config)
+    baselines = run.evaluation.baselines
+    names = [n for n in reversed(STAGE_NAMES) if n in stage_models] + sorted(
+        set(stage_models) - set(STAGE_NAMES)
+    )
+    targets = [EvalTarget(n, str(stage_models[n]), "solve", role="student") for n in names]
+    if "student-base" in baselines:
+        # the base student was only ever asked for direct answers: that is its fair baseline
+        targets.append(EvalTarget("student-base", run.student.model, "direct", role="baseline"))
+    for teacher in run.teachers:
+        if "teachers" in baselines or teacher.name in baselines:
+            options = {}
+            if teacher.backend == "openai":
+                options = {"base_url": teacher.base_url, "api_key_env": teacher.api_key_env}
+            targets.append(
+                EvalTarget(
+                    teacher.name,
+                    teacher.model,
+                    "solve",
+                    teacher.templates(),
+                    role="teacher",
+                    backend=teacher.backend,
+                    options=options,
+                )
+            )
+    return targets
+
+
+def plot_data_uri(png: str | os.PathLike) -> str:
+    """A PNG as a ``data:`` URI, so a Markdown artifact shows the picture without a second file."""
+    return "data:image/png;base64," + base64.b64encode(Path(png).read_bytes()).decode("ascii")
+
+
+def _report(metrics: Mapping, eval_dir: Path, verdict: Mapping | None, embed_plot: bool) -> str:
+    from twt.evaluate import PLOT_NAME, render_report
+
+    plot = eval_dir / PLOT_NAME
+    link = (plot_data_uri(plot) if embed_plot else PLOT_NAME) if plot.is_file() else None
+    return render_report(metrics, link, verdict)
+
+
+def evaluate(
+    config: ConfigLike,
+    eval_questions: str | os.PathLike,
+    stage_models: Mapping[str, str | os.PathLike],
+    out_dir: str | os.PathLike,
+    markdown_out: str | os.PathLike | None = None,
+    progress: bool = True,
+    log_metric: LogMetric = None,
+) -> dict:
+    """Every stage's student and the baselines on the held-out questions: ``out_dir/metrics.json``, the
+    answers, the picture and ``report.md`` (``twt.evaluate``; resumes per model). ``markdown_out`` gets the
+    same report with the picture embedded (KFP's Markdown viewer shows one file). Returns the metrics."""
+    from twt.evaluate import evaluate_models
+
+    run = load(config)
+    settings = run.evaluation
+    metrics = evaluate_models(
+        eval_targets(run, stage_models),
+        list(read_rows(eval_questions, Question)),
+        out_dir,
+        max_new_tokens=settings.max_new_tokens,
+        batch_size=settings.batch_size,
+        progress=progress,
+    )
+    if markdown_out is not None:
+        Path(markdown_out).write_text(_report(metrics, Path(out_dir), None, True), encoding="utf-8")
+    _log(
+        log_metric,
+        {
+            f"{name}_{key}": result.get(key)
+            for name, result in metrics["models"].items()
+            for key in ("accuracy", "mean_output_tokens", "tokens_per_correct")
+        },
+    )
+    return metrics
+
+
+def gate(
+    config: ConfigLike,
+    metrics_path: str | os.PathLike,
+    verdict_out: str | os.PathLike,
+    report_out: str | os.PathLike | None = None,
+    embed_plot: bool = False,
+) -> tuple[bool, str]:
+    """The gate's verdict on the evaluated students (``twt.gate.decide`` with the configured policy),
+    written to ``verdict_out``; ``report_out`` gets the evaluation report with the verdict (the picture
+    linked, or embedded with ``embed_plot``). Returns (passed, the chosen student or "")."""
+    from twt.gate import GatePolicy, decide
+
+    run = load(config)
+    metrics_file = _metrics_file(metrics_path)
+    metrics = _read_json(metrics_file)
+    verdict = decide(metrics["models"], GatePolicy(**run.gate.model_dump())).to_dict()
+    _write_json(verdict_out, verdict)
+    if report_out is not None:
+        text = _report(metrics, metrics_file.parent, verdict, embed_plot)
+        Path(report_out).write_text(text, encoding="utf-8")
+    return bool(verdict["passed"]), verdict["student"] or ""
+
+
+def registry_root(config: ConfigLike, registry_uri: str | None = None) -> str:
+    """Where promotion publishes: ``registry_uri`` when given, else the configuration's ``registry.uri``."""
+    root = registry_uri or load(config).registry.uri
+    if not root:
+        raise ValueError(
+            "no registry to publish to: set registry.uri in the configuration or pass a registry URI "
+            "(the pipeline parameter registry_uri, e.g. s3://twt-registry)"
+        )
+    return root
+
+
+def promote(
+    config: ConfigLike,
+    verdict_path: str | os.PathLike,
+    metrics_path: str | os.PathLike,
+    models: Mapping[str, str | os.PathLike],
+    dcrs_report: str | os.PathLike,
+    registry_uri: str | None = None,
+    promoted_out: str | os.PathLike | None = None,
+    pulled_dir: str | os.PathLike | None = None,
+    s3_endpoint: str | None = None,
+) -> dict:
+    """Publish the gate's student (``models``: stage name → directory) to the registry with its metrics,
+    verdict and lineage, then pull it back and verify every checksum (``twt.registry``).
+
+    ``pulled_dir`` keeps the verified copy in ``<pulled_dir>/<model>-<version>`` (else it goes to a
+    temporary directory, removed after the check);
+    ``promoted_out`` gets the record that is returned: model, version, ref, uri, student, verified.
+    """
+    from twt import registry
+
+    run = load(config)
+    _use_s3_endpoint(s3_endpoint)
+    verdict = _read_json(verdict_path)
+    if not verdict["passed"]:
+        raise ValueError(f"the gate did not pass; nothing to promote ({'; '.join(verdict['reasons'])})")
+    student = verdict["student"]
+    if student not in models:
+        raise ValueError(f"the gate chose {student!r}, which is not among the models given: {sorted(models)}")
+    root = registry_root(run, registry_uri)
+    settings = run.registry
+    model_dir = Path(models[student])
+    metrics = _read_json(_metrics_file(metrics_path))["models"]
+    dcrs = _read_json(dcrs_report)
+    lineage = _read_json(model_dir / "twt.json")
+    lineage["dcrs"] = {"candidates": dcrs["candidates"], "thresholds": dcrs.get("thresholds")}
+    version = registry.publish(
+        model_dir, root, settings.model_name, settings.version, metrics=metrics, gate=verdict, lineage=lineage
+    )
+    if settings.kubeflow_registry_address:
+        registry.register_in_kubeflow(version, settings.kubeflow_registry_address, author="twt")
+    with tempfile.TemporaryDirectory(prefix="twt-pull-") as scratch:
+        pulled = (
+            Path(pulled_dir if pulled_dir is not None else scratch) / f"{version.model}-{version.version}"
+        )
+        shutil.rmtree(pulled, ignore_errors=True)
+        registry.pull(version.ref, root, pulled)  # raises unless every file matches its checksum
+    result = {
+        "model": version.model,
+        "version": version.version,
+        "ref": version.ref,
+        "uri": version.uri,
+        "student": student,
+        "pulled_to": str(pulled) if pulled_dir is not None else None,
+        "verified": True,
+    }
+    if promoted_out is not None:
+        _write_json(promoted_out, result)
+    return result
+
+
+def explain_rejection(
+    config: ConfigLike,
+    verdict_path: str | os.PathLike,
+    metrics_path: str | os.PathLike,
+    report_out: str | os.PathLike,
+) -> str:
+    """A Markdown report of why the gate refused promotion: its reasons, the policy, the per-student
+    checks and the evaluation table; written to ``report_out`` and returned."""
+    from twt.evaluate import metrics_table
+
+    run = load(config)
+    verdict = _read_json(verdict_path)
+    metrics = _read_json(_metrics_file(metrics_path))
+    state = "passed" if verdict["passed"] else "did not pass"
+    lines = [
+        f"# Not promoted: the gate {state}" if not verdict["passed"] else "# Promotion was possible",
+        "",
+        f"Run `{run.name}`; candidate student: {verdict['student'] or 'none qualified'}.",
+        "",
+        "## Why",
+        "",
+        *[f"- {reason}" for reason in verdict["reasons"]],
+        "",
+        "## The policy (configuration `gate`)",
+        "",
+        *[f"- `{key}`: {value}" for key, value in run.gate.model_dump().items()],
+    ]
+    checked = verdict.get("checked") or {}
+    if checked:
+        lines += ["", "## Each student", "", "| student | accuracy rules | token reduction | reasons |"]
+        lines += ["|---|---|---|---|"]
+        for name, check in checked.items():
+            reduction = {True: "pass", False: "fail"}.get(check.get("reduction_ok"), "not checked")
+            accuracy = "pass" if check.get("accuracy_ok") else "fail"
+            lines.append(f"| {name} | {accuracy} | {reduction} | {'; '.join(check.get('reasons', []))} |")
+    lines += ["", "## Evaluation", "", metrics_table(metrics["models"]), ""]
+    text = "\n".join(lines)
+    Path(report_out).parent.mkdir(parents=True, exist_ok=True)
+    Path(report_out).write_text(text, encoding="utf-8")
+    return text
