@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install demo test test-all lint tools tiny-models
+.PHONY: install demo test test-all lint tools tiny-models publish-pipeline
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,3 +35,12 @@ lint: install
 
 tiny-models: install
 	$(VENV)/bin/twt task build --out twt/data/tiny
+
+# Release builds (CI): compile, check the image tags, publish to $(TWT_PIPELINE_REGISTRY) (s3://bucket/prefix
+# or a directory; TWT_S3_* for s3://) and move the tags in TWT_PIPELINE_TAGS ("latest stable"; empty: none).
+# TWT_KFP_REGISTRY_HOST (+ TWT_KFP_REGISTRY_TOKEN) also uploads to a KFP template registry.
+TWT_PIPELINE_TAGS ?= latest
+comma := ,
+publish-pipeline: install
+	@test -n "$(TWT_PIPELINE_REGISTRY)" || { echo "set TWT_PIPELINE_REGISTRY (s3://bucket/prefix or a directory)" >&2; exit 2; }
+	$(PY) -m pipelines publish --root "$(TWT_PIPELINE_REGISTRY)" $(foreach t,$(subst $(comma), ,$(TWT_PIPELINE_TAGS)),--tag $(t))

@@ -5,8 +5,10 @@
     python -m pipelines upload --host URL       # create the pipeline, or add version <version>-<git sha>
     python -m pipelines run --host URL --config C.yaml [--set NAME=VALUE ...]
     python -m pipelines local --config configs/demo.yaml
+    python -m pipelines publish --root s3://bucket/prefix --tag latest   # immutable version in the registry
 
 Modules: ``distillation`` (the pipeline function and its placement, secrets, retries and caching),
-``release`` (compile, check, upload, run submission), ``local`` (``kfp.local`` runs). Built for the
+``release`` (compile, check, upload, run submission), ``local`` (``kfp.local`` runs), ``publish`` (compiled
+templates to the registry of ``twt.pipeline_registry``). Built for the
 Kubeflow Pipelines 2.17 backend (``kfp==2.17.0``, ``kfp-kubernetes==2.17.0``).
 """

@@ -69,13 +69,14 @@ def push_to_kfp_registry(
 ) -> dict[str, Any]:
     """Upload ``package`` to a KFP template registry with ``tags``; returns what the registry answered."""
     import requests
+    from google.auth.exceptions import GoogleAuthError
     from kfp.registry import ApiAuth, RegistryClient
 
-    tags = list(tags)
+    tags = [tags] if isinstance(tags, str) else list(tags)
     try:
         client = RegistryClient(host=host, auth=ApiAuth(token) if token else None)
         name, version = client.upload_pipeline(file_name=str(package), tags=tags or None)
-    except (requests.RequestException, ValueError) as err:  # HTTP errors, no host, a malformed answer
+    except (requests.RequestException, ValueError, GoogleAuthError) as err:  # HTTP, no host, bad answer
         raise ReleaseError(f"upload of {package} to the KFP registry {host} failed: {err}") from err
     digest = f"sha256:{store.sha256_file(package)}"
     return {"host": host, "package": name, "version": version, "tags": tags, "same_digest": version == digest}
@@ -99,6 +100,7 @@ def publish_release(
 
     if not root and not kfp_registry_host:
         raise ReleaseError(f"nowhere to publish: pass --root (or set {ENV_ROOT}) and/or --kfp-registry-host")
+    tags = [tags] if isinstance(tags, str) else list(tags)
     tags = [pipeline_registry.check_tag(tag) for tag in dict.fromkeys(tags)]  # fail before compiling
     sha = sha or release.git_sha()
     if sha.endswith("-dirty") and not allow_dirty:

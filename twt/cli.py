@@ -17,6 +17,7 @@
     twt gate --workdir W             the promotion gate's verdict on a run's evaluation
     twt registry publish|list|show|pull
                                      the model registry (s3://bucket/prefix or a directory)
+    twt pipeline list|pull|tag       published pipeline templates (python -m pipelines publish pushes them)
     twt --help, twt <command> --help
 
 Heavy libraries are imported inside the handlers, so ``twt --help`` starts fast. Bad input ends with a
@@ -252,6 +253,36 @@ def cmd_registry(args: argparse.Namespace) -> None:
         print(f"pulled {version.ref} into {args.to}; every checksum verified ({version.files} files)")
 
 
+def _pipeline_root(args: argparse.Namespace) -> str:
+    root = args.root or os.environ.get("TWT_PIPELINE_REGISTRY")
+    if not root:
+        raise ValueError("no registry root: pass --root or set TWT_PIPELINE_REGISTRY")
+    return root
+
+
+def cmd_pipeline(args: argparse.Namespace) -> None:
+    from twt import pipeline_registry
+
+    root = _pipeline_root(args)
+    if args.pipeline_command == "list":
+        names = [args.name] if args.name else pipeline_registry.list_pipelines(root)
+        for name in names:
+            for v in pipeline_registry.list_versions(root, name):
+                tags = f"  tags: {', '.join(v.tags)}" if v.tags else ""
+                print(
+                    f"{v.ref}  {v.created}  package {v.package_version or '?'}  git {v.git_sha or '?'}  "
+                    f"kfp {v.kfp_version or '?'}  sha256 {v.sha256[:12]}{tags}"
+                )
+    elif args.pipeline_command == "pull":
+        v = pipeline_registry.pull(args.ref, root, args.to, overwrite=args.force)
+        print(f"pulled {v.ref} (git {v.git_sha or '?'}) to {args.to}; sha256 {v.sha256} verified")
+    else:
+        v = pipeline_registry.get_version(root, args.ref)  # a tag may name the version: @latest -> stable
+        for tag in args.tags:
+            pipeline_registry.set_tag(root, v.name, tag, v.version)
+            print(f"{v.name}@{tag} -> {v.version}")
+
+
 # --- parser ------------------------------------------------------------------------------------------------
 
 
@@ -372,6 +403,23 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--root", required=True)
     pull.add_argument("--to", type=Path, required=True, help="a new or empty directory")
     reg.set_defaults(handler=cmd_registry)
+
+    pipe = sub.add_parser("pipeline", help="list, pull and tag published pipeline templates")
+    pipe_sub = pipe.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
+    root_help = "registry root: s3://bucket/prefix or a directory (default: $TWT_PIPELINE_REGISTRY)"
+    pipe_list = pipe_sub.add_parser("list", help="versions, tags, package version and git sha of each")
+    pipe_list.add_argument("name", nargs="?", help="one pipeline (default: all)")
+    pipe_list.add_argument("--root", help=root_help)
+    pipe_pull = pipe_sub.add_parser("pull", help="download NAME@VERSION|TAG, verifying its sha256")
+    pipe_pull.add_argument("ref", help="e.g. twt-distillation@0.1.0 or twt-distillation@stable")
+    pipe_pull.add_argument("--to", type=Path, required=True, help="file to write (refused if it exists)")
+    pipe_pull.add_argument("--root", help=root_help)
+    pipe_pull.add_argument("--force", action="store_true", help="replace an existing file")
+    pipe_tag = pipe_sub.add_parser("tag", help="point tags at NAME@VERSION (atomic: one object per tag)")
+    pipe_tag.add_argument("ref", help="the version: NAME@VERSION, or a tag that names it")
+    pipe_tag.add_argument("tags", nargs="+", help="tags to set or move, e.g. stable")
+    pipe_tag.add_argument("--root", help=root_help)
+    pipe.set_defaults(handler=cmd_pipeline)
     return parser
 
 
