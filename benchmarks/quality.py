@@ -1,0 +1,319 @@
+"""The results table: accuracy and output tokens of the TwT student against its baselines and ablations.
+
+    python benchmarks/quality.py                       # CPU scale, 3 seeds, 2 seeds at a time (< 60 min here)
+    python benchmarks/quality.py --scale smoke --seeds 0   # a minutes-long check of the whole script
+    python benchmarks/quality.py --scale gpu           # larger budget, for a GPU
+
+Everything starts from the embedded task and the tiny models of configs/demo.yaml. Shared by all seeds (the
+teachers are fixed, so their candidates are too): the questions, sampling, DCRS (all teachers, and
+teacher-large alone for the one-teacher ablation), the teachers' and the base student's evaluation. Per seed
+(the seed drives data order and mixing of every training run): stage 1 (full reasoning); answer-only SFT
+(the base student trained on the teachers' answers alone, same budget as stage 1); stage 2 on teacher-guided
+compression and on CTS at α ∈ {0.5, 0.7, 0.9} and on the unconditional baseline at α = 0.5 (stage-1 student
+as the scoring model); stage 3 from the teacher-guided stage 2 (the TwT final student); and the ablations —
+one teacher (teacher-large) through all three stages, no DCRS (every candidate with an answer, right or
+wrong, duplicates included) through all three stages, and stage 1 → stage 3 with no compressed stage.
+
+Writes ``benchmarks/results/quality.json`` (one object per row: name, accuracy_mean, accuracy_std,
+output_tokens_mean, tokens_per_correct_mean, seeds), ``benchmarks/results/quality.png`` and the quality
+section of ``benchmarks/RESULTS.md`` (between its markers), with the machine and the commit. Work files go to
+``--workdir`` (default ``runs/quality``); a rerun resumes. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SCALES = {
+    # train questions, eval questions, samples per teacher, epochs of stages 1 / 2 / 3
+    "smoke": {"train": 200, "eval": 100, "k": 2, "epochs": (2, 1, 1)},
+    "cpu": {"train": 2000, "eval": 300, "k": 2, "epochs": (12, 6, 6)},
+    "gpu": {"train": 20000, "eval": 1000, "k": 4, "epochs": (8, 6, 6)},
+}
+CTS_RATIOS = (0.5, 0.7, 0.9)
+MARK_START, MARK_END = "<!-- quality:start -->", "<!-- quality:end -->"
+
+
+def make_config(scale: str, seed: int):
+    import yaml
+
+    from twt.config import default_config_path, parse_config
+
+    s = SCALES[scale]
+    data = yaml.safe_load(default_config_path().read_text())
+    data["task"].update(train_questions=s["train"], eval_questions=s["eval"])
+    for teacher in data["teachers"]:
+        teacher["k"] = s["k"]
+    data["stages"]["common"].update(seed=seed, save_every=0)
+    for n, epochs in zip((1, 2, 3), s["epochs"], strict=True):
+        data["stages"][f"stage{n}"]["epochs"] = epochs
+    return parse_config(yaml.safe_dump(data), "quality", base_dir=default_config_path().parent)
+
+
+# --- shared work: questions, candidates, DCRS, fixed baselines ---------------------------------------------
+
+
+def shared_step(scale: str, work: Path) -> dict:
+    from twt import run as steps
+    from twt.dcrs import DCRSConfig, run_dcrs
+    from twt.records import Candidate, DistillRow, read_rows, write_rows
+
+    run = steps.RunDir(make_config(scale, 0), work / "shared")
+    steps.questions_step(run)
+    files = steps.sample_step(run, progress=False)
+    steps.dcrs_step(run)
+    one = run.path("dcrs-one", "distill.jsonl")
+    if not one.is_file():
+        config = DCRSConfig(**run.config.dcrs.model_dump())
+        run_dcrs(run.train_questions, files[:1], one, run.path("dcrs-one", "report.json"), config)
+    everything = run.path("no-dcrs", "distill.jsonl")
+    if not everything.is_file():
+        questions = {q["id"]: q["question"] for q in map(json.loads, run.train_questions.open())}
+        rows = [
+            DistillRow(
+                id=c.id,
+                question=questions[c.id],
+                reasoning=c.reasoning,
+                answer=c.answer,
+                source=f"{c.teacher}#{c.sample}",
+            )
+            for path in files
+            for c in read_rows(path, Candidate)
+            if c.answer is not None and c.reasoning
+        ]
+        write_rows(everything, rows)
+    fixed = [("base student (direct)", run.config.student.model, "direct")]
+    fixed += [(t.name, t.model, "solve") for t in run.config.teachers]
+    return {
+        name: evaluate(run, name, model, instruction, work / "shared") for name, model, instruction in fixed
+    }
+
+
+def evaluate(run, name: str, model: str, instruction: str, out: Path) -> dict:
+    from twt.evaluate import EvalTarget, evaluate_model
+    from twt.records import Question, read_rows
+
+    slug = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in name)
+    done = out / "eval" / f"{slug}.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    questions = list(read_rows(run.eval_questions, Question))
+    result = evaluate_model(EvalTarget(name, model, instruction), questions, max_new_tokens=96, batch_size=64)
+    done.parent.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+# --- one seed ----------------------------------------------------------------------------------------------
+
+
+def seed_step(scale: str, seed: int, work: Path) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from twt import run as steps
+    from twt.compress import run_compress
+    from twt.stages import run_stage
+    from twt.teachers import TeacherSpec
+    from twt.train import SFTConfig
+
+    config = make_config(scale, seed)
+    shared = work / "shared"
+    run = steps.RunDir(config, shared)  # questions and candidates come from the shared directory
+    out = work / f"seed-{seed}"
+    base = config.student.model
+
+    def train(
+        name: str, stage: int, rows: Path, parent: str | Path, *, mix: bool = True, scale: float = 1
+    ) -> Path:
+        """One training run; ``scale`` multiplies the epochs (equal example budgets across data sets)."""
+        model = out / name
+        if not (model / "model.safetensors").is_file():
+            settings = config.stage(stage)
+            sft = SFTConfig.from_stage(settings, epochs=settings.epochs * scale)
+            mix_previous = settings.mix_previous if mix else 0.0
+            run_stage(stage, rows, parent, model, sft, mix_previous=mix_previous, progress=False)
+        return model
+
+    def compress(name: str, rows: Path, stage1: Path, method: str, ratio: float = 0.5) -> Path:
+        target = out / "compress" / f"{name}.jsonl"
+        if target.is_file():
+            return target
+        kwargs: dict = {"method": method, "progress": False}
+        if method == "teacher":
+            from twt.records import DistillRow, read_rows
+
+            teacher = TeacherSpec.from_mapping(config.compression_teacher())
+            attempts = steps.student_attempts(
+                stage1, list(read_rows(rows, DistillRow)), teacher.max_new_tokens
+            )
+            kwargs |= {"teacher": teacher, "attempts": attempts}
+        else:
+            kwargs |= {"reference_model": str(stage1), "ratio": ratio, "window": config.compression.window}
+        run_compress(rows, target, target.with_suffix(".report.json"), **kwargs)
+        return target
+
+    results: dict[str, dict] = {}
+
+    def score(label: str, model: Path) -> None:
+        results[label] = evaluate(run, f"{label} (seed {seed})", str(model), "solve", out)
+
+    dcrs = shared / "dcrs" / "distill.jsonl"
+    n_dcrs = _count(dcrs)
+    stage1 = train("stage1", 1, dcrs, base)
+    score("full reasoning (stage 1)", stage1)
+    # the teachers' answers alone, one pair per question, with stage 1's number of examples seen
+    answers_scale = config.stage(1).epochs / config.stage(3).epochs * n_dcrs / _count_questions(dcrs)
+    score("answer-only SFT", train("answer-only", 3, dcrs, base, mix=False, scale=answers_scale))
+    score(
+        "ablation: stage 1 → stage 3 (reasoning deleted outright)",
+        train("s1-to-s3", 3, dcrs, stage1, mix=False),
+    )
+    teacher_rows = compress("teacher", dcrs, stage1, "teacher")
+    stage2 = train("stage2-teacher", 2, teacher_rows, stage1)
+    score("TwT stage 2 (teacher-guided)", stage2)
+    score("TwT final (stage 3)", train("stage3", 3, teacher_rows, stage2))
+    for ratio in CTS_RATIOS:
+        rows = compress(f"cts-{ratio}", dcrs, stage1, "cts", ratio)
+        score(f"TwT stage 2 (CTS α={ratio})", train(f"stage2-cts-{ratio}", 2, rows, stage1))
+    rows = compress("unconditional-0.5", dcrs, stage1, "unconditional", 0.5)
+    score("stage 2, unconditional selection (α=0.5)", train("stage2-unconditional", 2, rows, stage1))
+    for label, source in (("one teacher", "dcrs-one"), ("no DCRS", "no-dcrs")):
+        data = shared / source / "distill.jsonl"
+        scale = n_dcrs / _count(data)  # as many examples seen as with DCRS over all teachers
+        s1 = train(f"{source}-stage1", 1, data, base, scale=scale)
+        rows = compress(source, data, s1, "teacher")
+        s2 = train(f"{source}-stage2", 2, rows, s1, scale=scale)
+        score(f"ablation: {label} (stage 3)", train(f"{source}-stage3", 3, rows, s2, scale=scale))
+    return results
+
+
+def _count(path: Path) -> int:
+    with path.open() as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def _count_questions(path: Path) -> int:
+    with path.open() as handle:
+        return len({json.loads(line)["id"] for line in handle if line.strip()})
+
+
+# --- the table ---------------------------------------------------------------------------------------------
+
+
+def aggregate(fixed: dict, per_seed: dict[int, dict]) -> list[dict]:
+    rows = []
+    for name, r in fixed.items():
+        rows.append(_row(name, [r], seeds=[]))
+    labels = list(next(iter(per_seed.values())))
+    for label in labels:
+        rows.append(_row(label, [per_seed[s][label] for s in sorted(per_seed)], seeds=sorted(per_seed)))
+    return rows
+
+
+def _row(name: str, results: list[dict], seeds: list[int]) -> dict:
+    accuracy = [r["accuracy"] for r in results]
+    per_correct = [r["tokens_per_correct"] for r in results if r["tokens_per_correct"] is not None]
+    return {
+        "name": name,
+        "accuracy_mean": round(statistics.fmean(accuracy), 4),
+        "accuracy_std": round(statistics.stdev(accuracy), 4) if len(accuracy) > 1 else 0.0,
+        "output_tokens_mean": round(statistics.fmean(r["mean_output_tokens"] for r in results), 2),
+        "tokens_per_correct_mean": round(statistics.fmean(per_correct), 2) if per_correct else None,
+        "seeds": seeds,
+    }
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    lines = [
+        MARK_START,
+        "## Quality: accuracy against output tokens",
+        "",
+        f"`python benchmarks/quality.py --scale {meta['scale']}` — {meta['machine']}; "
+        f"commit {meta['commit']}; "
+        f"{meta['minutes']} minutes. {meta['eval']} held-out questions, greedy; seeds {meta['seeds']} "
+        "(mean ± standard deviation over seeds; rows without a spread are seed-independent).",
+        "",
+        "| model | accuracy | output tokens | tokens per correct |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        spread = f" ± {100 * r['accuracy_std']:.1f}" if r["seeds"] and len(r["seeds"]) > 1 else ""
+        per_correct = f"{r['tokens_per_correct_mean']:.1f}" if r["tokens_per_correct_mean"] else "–"
+        accuracy = f"{100 * r['accuracy_mean']:.1f}{spread}"
+        lines.append(f"| {r['name']} | {accuracy} | {r['output_tokens_mean']:.1f} | {per_correct} |")
+    lines += ["", "![accuracy against output tokens](results/quality.png)", MARK_END]
+    return "\n".join(lines)
+
+
+def write_results(rows: list[dict], meta: dict) -> None:
+    from twt.evaluate import plot_accuracy_vs_tokens
+
+    results = ROOT / "benchmarks" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "quality.json").write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+    plot = {
+        r["name"]: {
+            "accuracy": r["accuracy_mean"],
+            "mean_output_tokens": r["output_tokens_mean"],
+            "role": "student" if r["seeds"] else "baseline",
+        }
+        for r in rows
+    }
+    plot_accuracy_vs_tokens(plot, results / "quality.png")
+    path = ROOT / "benchmarks" / "RESULTS.md"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    section = markdown(rows, meta)
+    if MARK_START in text:
+        text = text[: text.index(MARK_START)] + section + text[text.index(MARK_END) + len(MARK_END) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scale", choices=tuple(SCALES), default="cpu")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=2, help="seeds trained at once (one torch thread each)")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "quality")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    started = time.perf_counter()
+    work = args.workdir / args.scale
+    fixed = shared_step(args.scale, work)
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {seed: pool.submit(seed_step, args.scale, seed, work) for seed in args.seeds}
+        per_seed = {seed: future.result() for seed, future in futures.items()}
+    rows = aggregate(fixed, per_seed)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    meta = {
+        "scale": args.scale,
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
+        "commit": commit.stdout.strip() or "unknown",
+        "minutes": round((time.perf_counter() - started) / 60, 1),
+        "eval": SCALES[args.scale]["eval"],
+        "seeds": args.seeds,
+    }
+    if not args.no_write:
+        write_results(rows, meta)
+    for r in rows:
+        print(f"{r['name']:<60} {100 * r['accuracy_mean']:6.1f}  {r['output_tokens_mean']:6.1f}")
+    print(json.dumps({"benchmark": "quality", **meta, "rows": rows}, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
