@@ -28,7 +28,7 @@ def test_a_final_stage_that_lost_accuracy_gives_way_to_the_best_compressed_stude
     verdict = decide(metrics, GatePolicy(max_accuracy_drop=0.05))
     assert verdict.passed and verdict.student == "stage2"
     assert verdict.reasons[0].startswith("stage3 did not pass the accuracy policy")
-    assert "promoting stage2" in verdict.reasons[0] and "too large a drop" in verdict.reasons[0]
+    assert "the candidate is stage2" in verdict.reasons[0] and "too large a drop" in verdict.reasons[0]
 
 
 @pytest.mark.parametrize(
@@ -100,5 +100,6 @@ def test_a_passing_final_stage_gives_way_only_to_a_shorter_student_and_says_so()
     verdict = decide({**BASE, "stage2": m(0.88, 3)}, GatePolicy())
     assert verdict.passed and verdict.student == "stage2"
     assert verdict.reasons[0] == (
-        "stage3 passes the accuracy policy but stage2 writes fewer tokens (3.0 against 4.0); promoting stage2"
+        "stage3 passes the accuracy policy but stage2 writes fewer tokens (3.0 against 4.0); "
+        "the candidate is stage2"
     )

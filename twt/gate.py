@@ -149,14 +149,14 @@ def decide(metrics: Mapping[str, Mapping], policy: GatePolicy | None = None) -> 
         reasons.insert(
             0,
             f"{final} did not pass the accuracy policy ({'; '.join(checked[final]['reasons'])}); "
-            f"promoting {chosen}, the student with the fewest output tokens that does",
+            f"the candidate is {chosen}, the student with the fewest output tokens that does",
         )
     elif chosen != final:
         reasons.insert(
             0,
             f"{final} passes the accuracy policy but {chosen} writes fewer tokens "
             f"({metrics[chosen]['mean_output_tokens']:.1f} against "
-            f"{metrics[final]['mean_output_tokens']:.1f}); promoting {chosen}",
+            f"{metrics[final]['mean_output_tokens']:.1f}); the candidate is {chosen}",
         )
     ok, reason = reduction_reason(chosen, metrics, policy)
     if reason:
