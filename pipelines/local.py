@@ -27,21 +27,31 @@ PROMOTE_TASK, REJECT_TASK = "promote-student", "explain-rejection"
 
 
 @contextlib.contextmanager
-def kfp_local_session():
+def kfp_local_session(log_file: str | os.PathLike | None = None):
     """What a ``kfp.local`` pipeline run leaves changed, put back afterwards.
 
     kfp 2.17 indents task logs by swapping ``builtins.print`` in and out; two ParallelFor iterations
     doing that at once can leave the indenting ``print`` installed for the rest of the process (every
     later ``print`` then starts with four spaces). The expected warnings about cluster-only settings are
-    silenced too (see the module docstring)."""
+    silenced too (see the module docstring). With ``log_file``, what the tasks print (their whole
+    executor input and logs) goes to that file; kfp's one-line task start/finish messages still show."""
     original = builtins.print
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
-            warnings.filterwarnings("ignore", message=".*custom or non-Python base image")
-            yield
-    finally:
-        builtins.print = original
+    with contextlib.ExitStack() as stack:
+        if log_file:
+            handle = stack.enter_context(Path(log_file).open("a", encoding="utf-8"))
+
+            def to_log(*args, **kwargs):
+                kwargs.setdefault("file", handle)
+                original(*args, **kwargs)
+
+            builtins.print = to_log
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
+                warnings.filterwarnings("ignore", message=".*custom or non-Python base image")
+                yield
+        finally:
+            builtins.print = original
 
 
 def latest_run_dir(root: str | os.PathLike, since: float = 0.0) -> Path | None:
@@ -57,9 +67,10 @@ def run_local(
     root: str | os.PathLike,
     registry_uri: str | None = None,
     overrides: Mapping[str, object] | None = None,
+    log_file: str | os.PathLike | None = None,
 ) -> dict:
     """Run the whole pipeline locally; returns the run directory, seconds, and the promotion record or the
-    rejection report's path."""
+    rejection report's path. ``log_file`` takes the tasks' own output (see ``kfp_local_session``)."""
     from kfp import local
 
     from pipelines.distillation import twt_distillation
@@ -79,7 +90,7 @@ def run_local(
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     started = time.time()
-    with kfp_local_session():
+    with kfp_local_session(log_file):
         twt_distillation(**arguments)
     seconds = round(time.time() - started, 1)
     run_dir = latest_run_dir(root, since=started - 1)

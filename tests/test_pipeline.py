@@ -524,3 +524,15 @@ def test_a_local_session_puts_print_back() -> None:
         assert builtins.print is original
     finally:
         builtins.print = original
+
+
+def test_a_local_session_can_send_task_output_to_a_log(tmp_path: Path, capsys) -> None:
+    from pipelines.local import kfp_local_session
+
+    original = builtins.print
+    with kfp_local_session(tmp_path / "tasks.log"):
+        print("executor input: {...}")
+    print("after")
+    assert builtins.print is original
+    assert (tmp_path / "tasks.log").read_text() == "executor input: {...}\n"
+    assert capsys.readouterr().out == "after\n"

@@ -46,7 +46,9 @@ def _print_json(data: object) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from twt.demo import run_demo
 
-    run_demo(config_path=args.config, workdir=args.workdir, eval_questions=args.eval_questions)
+    run_demo(
+        config_path=args.config, workdir=args.workdir, eval_questions=args.eval_questions, runner=args.runner
+    )
 
 
 def cmd_task_build(args: argparse.Namespace) -> None:
@@ -296,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", type=Path, default=None, help="run configuration (default: the demo's)")
     demo.add_argument("--workdir", type=Path, default=None, help="where artifacts go (default: runs/demo)")
     demo.add_argument("--eval-questions", type=int, default=None, help="held-out questions to score")
+    demo.add_argument(
+        "--runner",
+        choices=("direct", "kfp"),
+        default="direct",
+        help="direct: the steps in this process, resumable (default); kfp: the pipeline via kfp.local",
+    )
     demo.set_defaults(handler=cmd_demo)
 
     task = sub.add_parser("task", help="the embedded reasoning task and its tiny models")

@@ -88,23 +88,100 @@ def run_demo(
     workdir: str | os.PathLike | None = None,
     eval_questions: int | None = None,
     progress: bool = True,
+    runner: str = "direct",
 ) -> dict:
-    """Run the embedded default (see the module docstring); returns what ``demo.json`` holds."""
+    """Run the embedded default (see the module docstring); returns what ``demo.json`` holds.
+
+    ``runner`` "direct" calls the steps of ``twt.run`` in this process (resumable in ``workdir``); "kfp" runs
+    the ``twt-distillation`` pipeline itself through ``kfp.local`` (``pipelines.local``), artifacts under
+    ``<workdir>/kfp``. Both call the same ``twt.tasks`` functions.
+    """
     from twt import run as steps
 
-    config = load_config(config_path or default_config_path())
+    if runner not in ("direct", "kfp"):
+        raise ValueError(f"runner must be 'direct' or 'kfp', got {runner!r}")
+    config_path = Path(config_path or default_config_path())
+    config = load_config(config_path)
     run = steps.RunDir(config, Path(workdir or config.workdir))
     started = time.perf_counter()
-    summary: dict = {"config": str(config_path or default_config_path()), "workdir": str(run.root)}
+    summary: dict = {"config": str(config_path), "workdir": str(run.root), "runner": runner}
     summary["trained_tiny_models"] = ensure_tiny_models(config, progress)
     train_path, eval_path = steps.questions_step(run, eval_questions)
     evalq = list(read_rows(eval_path, Question))
     print(f"questions: {train_path} (train), {eval_path} ({len(evalq)} held out)")
-
     summary["teachers"] = teacher_scores(run, evalq)
+    if runner == "kfp":
+        summary |= _run_kfp(config_path, run)
+    else:
+        summary |= _run_direct(run, progress)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    (run.root / "demo.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print(f"\ndemo finished in {summary['seconds']} s; summary in {run.root / 'demo.json'}")
+    return summary
+
+
+def _run_direct(run, progress: bool) -> dict:
+    """Sampling through promotion with ``twt.run``'s steps, printing as it goes."""
+    from twt import run as steps
+
     steps.sample_step(run, progress)
     report = steps.dcrs_step(run)
-    summary["dcrs"] = {key: report[key] for key in ("candidates", "teachers", "questions", "pseudo_label")}
+    _print_dcrs(report)
+    summary: dict = {
+        "dcrs": {key: report[key] for key in ("candidates", "teachers", "questions", "pseudo_label")}
+    }
+    for stage in (1, 2, 3):
+        if stage == 2:
+            compression = steps.compress_step(run, progress)
+            summary["compression"] = {k: v for k, v in compression.items() if k != "details"}
+            print(f"\ncompression ({compression['method']}): {_compression_line(compression)}")
+        training = steps.stage_step(run, stage, progress).get("training", {})
+        print(
+            f"stage {stage}: {training.get('examples')} examples, {training.get('updates')} updates, "
+            f"loss {training.get('first_loss')} -> {training.get('final_loss')}"
+        )
+    metrics = steps.evaluate_step(run, progress)
+    verdict = steps.gate_step(run)
+    summary |= {"evaluation": metrics["models"], "gate": verdict}
+    _print_evaluation(metrics, verdict)
+    if verdict["passed"]:
+        summary["promoted"] = _print_promoted(steps.promote_step(run))
+    else:
+        steps.reject_step(run)
+        print(f"why not promoted: {run.path('rejected.md')}")
+    print(f"report: {run.path('eval', 'report.md')}")
+    return summary
+
+
+def _run_kfp(config_path: Path, run) -> dict:
+    """The pipeline through ``kfp.local``; the tables are read back from its artifacts."""
+    from pipelines.local import REJECT_TASK, run_local
+
+    log = run.path("kfp", "tasks.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"\nrunning the twt-distillation pipeline with kfp.local (each task's own log: {log})")
+    result = run_local(config_path, run.path("kfp"), registry_uri=str(run.path("registry")), log_file=log)
+    run_dir = Path(result["run_dir"])
+    report = json.loads((run_dir / "select-candidates" / "report").read_text())
+    metrics = json.loads((run_dir / "evaluate-students" / "evaluation" / "metrics.json").read_text())
+    verdict = json.loads((run_dir / "gate" / "verdict").read_text())
+    _print_dcrs(report)
+    _print_evaluation(metrics, verdict)
+    summary = {
+        "kfp_run": str(run_dir),
+        "dcrs": {key: report[key] for key in ("candidates", "teachers", "questions", "pseudo_label")},
+        "evaluation": metrics["models"],
+        "gate": verdict,
+    }
+    if "promoted" in result:
+        summary["promoted"] = _print_promoted(result["promoted"])
+    else:
+        print(f"why not promoted: {run_dir / REJECT_TASK / 'report'}")
+    print(f"pipeline run: {run_dir} ({result['seconds']} s)")
+    return summary
+
+
+def _print_dcrs(report: dict) -> None:
     print("\nDCRS (every candidate accounted for):")
     print(_dcrs_table(report))
     questions = report["questions"]
@@ -114,21 +191,8 @@ def run_demo(
         f"{report['pseudo_label']['accuracy']}"
     )
 
-    for stage in (1, 2, 3):
-        if stage == 2:
-            compression = steps.compress_step(run, progress)
-            summary["compression"] = {k: v for k, v in compression.items() if k != "details"}
-            print(f"\ncompression ({compression['method']}): {_compression_line(compression)}")
-        result = steps.stage_step(run, stage, progress)
-        training = result.get("training", {})
-        print(
-            f"stage {stage}: {training.get('examples')} examples, {training.get('updates')} updates, "
-            f"loss {training.get('first_loss')} -> {training.get('final_loss')}"
-        )
-    metrics = steps.evaluate_step(run, progress)
-    verdict = steps.gate_step(run)
-    summary["evaluation"] = metrics["models"]
-    summary["gate"] = verdict
+
+def _print_evaluation(metrics: dict, verdict: dict) -> None:
     print(f"\nheld-out evaluation ({metrics['questions']} questions, greedy):")
     print(_eval_table(metrics["models"]))
     print(
@@ -137,17 +201,13 @@ def run_demo(
     )
     for reason in verdict["reasons"]:
         print(f"  - {reason}")
-    if verdict["passed"]:
-        promoted = steps.promote_step(run)
-        summary["promoted"] = promoted
-        print(f"\npromoted {promoted['model']}@{promoted['version']} to {promoted['uri']}")
-        print(f"pulled back and verified every checksum: {promoted['pulled_to']}")
-    print(f"report: {run.path('eval', 'report.md')}")
 
-    summary["seconds"] = round(time.perf_counter() - started, 1)
-    (run.root / "demo.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    print(f"\ndemo finished in {summary['seconds']} s; summary in {run.root / 'demo.json'}")
-    return summary
+
+def _print_promoted(promoted: dict) -> dict:
+    print(f"\npromoted {promoted['model']}@{promoted['version']} to {promoted['uri']}")
+    if promoted.get("pulled_to"):
+        print(f"pulled back and verified every checksum: {promoted['pulled_to']}")
+    return promoted
 
 
 def teacher_scores(run, evalq: list[Question]) -> dict:
