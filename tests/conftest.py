@@ -1,13 +1,49 @@
-"""Fixtures shared by the end-to-end tests (tests/test_demo.py, tests/test_pipeline.py)."""
+"""Fixtures shared by several test modules: the S3 server (store, registries) and the small end-to-end
+configuration (tests/test_demo.py, tests/test_pipeline.py)."""
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from pathlib import Path
 
 import pytest
 import yaml
+from minio import Minio
+from s3_server import FAST, KEY, S3, Root, start_server
 
 from twt.config import default_config_path
+from twt.store import S3Settings
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    server, endpoint = start_server()
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint, monkeypatch) -> S3:
+    """A fresh bucket per test, with the environment set the way a Kubernetes secret would."""
+    for name in ("TWT_S3_SECURE", "TWT_S3_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TWT_S3_ENDPOINT", f"http://{s3_endpoint}")
+    monkeypatch.setenv("TWT_S3_ACCESS_KEY", KEY)
+    monkeypatch.setenv("TWT_S3_SECRET_KEY", KEY)
+    client = Minio(s3_endpoint, KEY, KEY, secure=False)
+    bucket = f"twt-{uuid.uuid4().hex[:12]}"
+    client.make_bucket(bucket)
+    return S3(bucket, dataclasses.replace(S3Settings.from_env(), **FAST), client)
+
+
+@pytest.fixture(params=["local", "s3"])
+def root(request, tmp_path) -> Root:
+    """A registry root, once local and once on S3."""
+    if request.param == "local":
+        return Root(str(tmp_path / "registry"), None, None)
+    s3 = request.getfixturevalue("s3")
+    return Root(f"s3://{s3.bucket}/registry", s3.settings, s3)
 
 
 @pytest.fixture(scope="module")

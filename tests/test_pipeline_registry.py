@@ -9,7 +9,6 @@ One real compile per module (``compiled``, ~3 s); the rest publishes small synth
 
 from __future__ import annotations
 
-import dataclasses
 import email.parser
 import email.policy
 import hashlib
@@ -20,13 +19,11 @@ import shutil
 import subprocess
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import requests
-from minio import Minio
-from moto.server import ThreadedMotoServer
+from s3_server import Root
 
 import pipelines.__main__ as pipelines_cli
 from components.images import VERSION
@@ -37,11 +34,9 @@ from twt import pipeline_registry as preg
 from twt import store
 from twt.cli import main as twt_main
 from twt.registry import InvalidNameError, VersionExistsError, VersionNotFoundError
-from twt.store import ChecksumError, S3Settings
+from twt.store import ChecksumError
 
 ROOT = Path(__file__).resolve().parents[1]
-KEY = "testing"  # moto accepts any credentials
-FAST = {"attempts": 3, "backoff_s": 0.05, "connect_timeout_s": 1.0, "read_timeout_s": 5.0}
 NAME = "twt-distillation"
 ENV = ("TWT_PIPELINE_REGISTRY", "TWT_PIPELINE_TAGS", "TWT_KFP_REGISTRY_HOST", "TWT_KFP_REGISTRY_TOKEN")
 
@@ -50,51 +45,6 @@ ENV = ("TWT_PIPELINE_REGISTRY", "TWT_PIPELINE_TAGS", "TWT_KFP_REGISTRY_HOST", "T
 def clean_env(monkeypatch):
     for name in ENV:
         monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"{host}:{port}"
-    server.stop()
-
-
-@dataclasses.dataclass
-class S3:
-    bucket: str
-    settings: S3Settings
-    client: Minio  # a plain SDK client, to tamper with objects behind the registry's back
-
-
-@pytest.fixture
-def s3(s3_endpoint, monkeypatch) -> S3:
-    """A fresh bucket per test, the environment set the way a Kubernetes secret would."""
-    for name in ("TWT_S3_SECURE", "TWT_S3_REGION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TWT_S3_ENDPOINT", f"http://{s3_endpoint}")
-    monkeypatch.setenv("TWT_S3_ACCESS_KEY", KEY)
-    monkeypatch.setenv("TWT_S3_SECRET_KEY", KEY)
-    client = Minio(s3_endpoint, KEY, KEY, secure=False)
-    bucket = f"twt-{uuid.uuid4().hex[:12]}"
-    client.make_bucket(bucket)
-    return S3(bucket, dataclasses.replace(S3Settings.from_env(), **FAST), client)
-
-
-@dataclasses.dataclass
-class Root:
-    uri: str
-    settings: S3Settings | None
-    s3: S3 | None
-
-
-@pytest.fixture(params=["local", "s3"])
-def root(request, tmp_path) -> Root:
-    if request.param == "local":
-        return Root(str(tmp_path / "registry"), None, None)
-    s3 = request.getfixturevalue("s3")
-    return Root(f"s3://{s3.bucket}/registry", s3.settings, s3)
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,10 @@ import random
 import sys
 import threading
 import types
-import uuid
 from pathlib import Path
 
 import pytest
-from minio import Minio
-from moto.server import ThreadedMotoServer
+from s3_server import start_server
 
 from twt import registry, store
 from twt.registry import (
@@ -27,10 +25,7 @@ from twt.registry import (
     VersionExistsError,
     VersionNotFoundError,
 )
-from twt.store import ChecksumError, S3Settings, StoreError
-
-KEY = "testing"  # moto accepts any credentials
-FAST = {"attempts": 3, "backoff_s": 0.05, "connect_timeout_s": 1.0, "read_timeout_s": 5.0}
+from twt.store import ChecksumError, StoreError
 
 METRICS = {
     "student-base": {"accuracy": 0.25, "mean_output_tokens": 4.0},
@@ -52,56 +47,6 @@ LINEAGE = {
     ],
     "pipeline_run_id": "run-7f3a",
 }
-
-
-def start_server(port: int = 0) -> tuple[ThreadedMotoServer, str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    return server, f"{host}:{port}"
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint():
-    server, endpoint = start_server()
-    yield endpoint
-    server.stop()
-
-
-@dataclasses.dataclass
-class S3:
-    bucket: str
-    settings: S3Settings
-    client: Minio  # a plain SDK client, to look at or tamper with objects behind the registry's back
-
-
-@pytest.fixture
-def s3(s3_endpoint, monkeypatch) -> S3:
-    """A fresh bucket per test, with the environment set the way a Kubernetes secret would."""
-    for name in ("TWT_S3_SECURE", "TWT_S3_REGION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TWT_S3_ENDPOINT", f"http://{s3_endpoint}")
-    monkeypatch.setenv("TWT_S3_ACCESS_KEY", KEY)
-    monkeypatch.setenv("TWT_S3_SECRET_KEY", KEY)
-    client = Minio(s3_endpoint, KEY, KEY, secure=False)
-    bucket = f"twt-{uuid.uuid4().hex[:12]}"
-    client.make_bucket(bucket)
-    return S3(bucket, dataclasses.replace(S3Settings.from_env(), **FAST), client)
-
-
-@dataclasses.dataclass
-class Root:
-    uri: str
-    settings: S3Settings | None
-    s3: S3 | None
-
-
-@pytest.fixture(params=["local", "s3"])
-def root(request, tmp_path) -> Root:
-    if request.param == "local":
-        return Root(str(tmp_path / "registry"), None, None)
-    s3 = request.getfixturevalue("s3")
-    return Root(f"s3://{s3.bucket}/registry", s3.settings, s3)
 
 
 def make_model(path: Path, seed: int = 0) -> dict[str, bytes]:

@@ -12,14 +12,13 @@ import json
 import random
 import time
 import types
-import uuid
 from pathlib import Path
 
 import pytest
 import urllib3
 from minio import Minio
 from minio.error import ServerError
-from moto.server import ThreadedMotoServer
+from s3_server import start_server
 
 from twt import store
 from twt.store import (
@@ -30,47 +29,6 @@ from twt.store import (
     StoreError,
     UnreachableError,
 )
-
-KEY = "testing"  # moto accepts any credentials
-FAST = {"attempts": 3, "backoff_s": 0.05, "connect_timeout_s": 1.0, "read_timeout_s": 5.0}
-
-
-def start_server(port: int = 0) -> tuple[ThreadedMotoServer, str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    return server, f"{host}:{port}"
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint():
-    server, endpoint = start_server()
-    yield endpoint
-    server.stop()
-
-
-@dataclasses.dataclass
-class S3:
-    bucket: str
-    settings: S3Settings  # what the environment gives, with fast retries
-    client: Minio  # a plain SDK client, to look at or tamper with objects behind the store's back
-
-    def uri(self, key: str) -> str:
-        return f"s3://{self.bucket}/{key}"
-
-
-@pytest.fixture
-def s3(s3_endpoint, monkeypatch) -> S3:
-    """A fresh bucket per test, with the environment set the way a Kubernetes secret would."""
-    for name in ("TWT_S3_SECURE", "TWT_S3_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TWT_S3_ENDPOINT", f"http://{s3_endpoint}")
-    monkeypatch.setenv("TWT_S3_ACCESS_KEY", KEY)
-    monkeypatch.setenv("TWT_S3_SECRET_KEY", KEY)
-    client = Minio(s3_endpoint, KEY, KEY, secure=False)
-    bucket = f"twt-{uuid.uuid4().hex[:12]}"
-    client.make_bucket(bucket)
-    return S3(bucket, dataclasses.replace(S3Settings.from_env(), **FAST), client)
 
 
 @pytest.fixture

@@ -1,0 +1,44 @@
+"""A real S3 HTTP server for the tests (moto, in-process, on 127.0.0.1) and what the fixtures hand out.
+
+The fixtures ``s3_endpoint``, ``s3`` and ``root`` live in ``tests/conftest.py``; tests that stop a server
+halfway start one of their own with ``start_server`` (moto's stored objects are shared by every server in
+the process, so a restarted server on the same port sees what the stopped one had).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from minio import Minio
+from moto.server import ThreadedMotoServer
+
+from twt.store import S3Settings
+
+KEY = "testing"  # moto accepts any credentials
+FAST = {"attempts": 3, "backoff_s": 0.05, "connect_timeout_s": 1.0, "read_timeout_s": 5.0}
+
+
+def start_server(port: int = 0) -> tuple[ThreadedMotoServer, str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    return server, f"{host}:{port}"
+
+
+@dataclasses.dataclass
+class S3:
+    bucket: str
+    settings: S3Settings  # what the environment gives, with fast retries
+    client: Minio  # a plain SDK client, to look at or tamper with objects behind the store's back
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+
+@dataclasses.dataclass
+class Root:
+    """A registry root: a local directory (no settings, no S3) or a prefix in a fresh bucket."""
+
+    uri: str
+    settings: S3Settings | None
+    s3: S3 | None
