@@ -22,9 +22,9 @@ one level deeper. Names and versions follow the model registry's rules (``check_
 letter and never reads as a version. ``name@latest`` is the ``latest`` tag when one is set, else the
 highest published version.
 
-Immutability and concurrency come from the model registry: a publisher claims ``<name>@<version>`` first
-(``twt.registry._claim``: exactly one of two concurrent publishers gets it), the manifest is written with
-``If-None-Match: *``, and publishing an existing version raises ``VersionExistsError``.
+Immutability and concurrency come from the model registry: a publisher claims ``<name>@<version>``
+(``twt.registry.publish_claimed``: exactly one of two concurrent publishers gets it), the manifest is
+written with ``If-None-Match: *``, and publishing an existing version raises ``VersionExistsError``.
 
 Tags move atomically because a tag is a single small object replaced by a single write: on S3 one PUT
 (well below the multipart size, and S3 replaces an object atomically: a GET returns the whole old or the
@@ -55,10 +55,9 @@ from twt.registry import (
     RegistryError,
     VersionExistsError,
     VersionNotFoundError,
-    _claim,
-    _release,
     check_model_name,
     check_version,
+    publish_claimed,
     version_key,
 )
 from twt.store import MANIFEST_NAME, S3Settings, StoreError
@@ -376,25 +375,16 @@ def publish(
         raise VersionExistsError(
             f"{name}@{version} is already published at {uri}; versions are immutable (bump the version)"
         )
-    claim = _claim(store.parse_uri(root).child(PREFIX).uri, name, version, settings)
-    try:
-        with tempfile.TemporaryDirectory(prefix="twt-pipeline-") as tmp:
-            stage = Path(tmp)
-            fname = template_name(name, version)
-            shutil.copyfile(src, stage / fname)  # hashed and sent from this copy: what is recorded goes up
-            sha, size = store.sha256_file(stage / fname), (stage / fname).stat().st_size
-            meta = {k: v for k, v in dict(metadata or {}).items() if k not in RESERVED}
-            meta |= {"kind": KIND, "pipeline": name, "version": version, "template": fname}
-            meta |= {"sha256": sha, "size": size, "created": _now()}
-            try:
-                manifest = store.publish_dir(stage, uri, metadata=meta, settings=settings)
-            except store.AlreadyPublishedError as err:
-                raise VersionExistsError(f"{name}@{version} already exists at {uri}: {err}") from err
-    except BaseException as err:
-        if (note := _release(claim, settings)) and isinstance(err, StoreError):
-            raise type(err)(f"{err}{note}") from err
-        raise
-    _release(claim, settings)
+    with tempfile.TemporaryDirectory(prefix="twt-pipeline-") as tmp:
+        stage = Path(tmp)
+        fname = template_name(name, version)
+        shutil.copyfile(src, stage / fname)  # hashed and sent from this copy: what is recorded goes up
+        sha, size = store.sha256_file(stage / fname), (stage / fname).stat().st_size
+        meta = {k: v for k, v in dict(metadata or {}).items() if k not in RESERVED}
+        meta |= {"kind": KIND, "pipeline": name, "version": version, "template": fname}
+        meta |= {"sha256": sha, "size": size, "created": _now()}
+        claims_root = store.parse_uri(root).child(PREFIX).uri  # versions live at <root>/pipelines/<name>/
+        manifest = publish_claimed(stage, claims_root, name, version, meta, settings)
     found = _from_manifest(name, version, uri, manifest)
     for done, tag in enumerate(tags):
         try:

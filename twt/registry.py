@@ -259,6 +259,30 @@ def _release(claim: str, settings: S3Settings | None) -> str:
     return ""
 
 
+def publish_claimed(
+    stage: Path, root: store.PathLike, name: str, version: str, meta: dict, settings: S3Settings | None
+) -> Manifest:
+    """Publish the directory ``stage`` as ``<root>/<name>/<version>`` while holding that version's claim.
+
+    Of two concurrent publishers exactly one gets the claim; the other fails with ``VersionExistsError``
+    before writing a byte. The claim is released whatever happens; a failure to release it is added to
+    the error (after success a claim left behind is harmless: the manifest decides).
+    """
+    uri = version_uri(root, name, version)
+    claim = _claim(root, name, version, settings)
+    try:
+        try:  # checks for a manifest before uploading anything
+            manifest = store.publish_dir(stage, uri, metadata=meta, settings=settings)
+        except store.AlreadyPublishedError as err:
+            raise VersionExistsError(f"{name}@{version} already exists at {uri}: {err}") from err
+    except BaseException as err:
+        if (note := _release(claim, settings)) and isinstance(err, StoreError):
+            raise type(err)(f"{err}{note}") from err
+        raise
+    _release(claim, settings)
+    return manifest
+
+
 def publish(
     model_dir: store.PathLike,
     root: store.PathLike,
@@ -299,23 +323,13 @@ def publish(
         uri = version_uri(root, model, version)
         meta = {"kind": KIND, "model": model, "version": version, "created": created}
         meta.update({k: None if v is None else dict(v) for k, v in extra_meta.items()})
-        claim = _claim(root, model, version, settings)
-        try:
-            with tempfile.TemporaryDirectory(prefix="twt-publish-") as tmp:
-                stage = Path(tmp)  # links to the model files plus the card: nothing big is copied here
-                for rel, path in files:
-                    (stage / rel).parent.mkdir(parents=True, exist_ok=True)
-                    (stage / rel).symlink_to(path)
-                (stage / CARD_NAME).write_text(render_card(meta, sums, uri, card_extra))
-                try:  # checks for a manifest before uploading anything
-                    manifest = store.publish_dir(stage, uri, metadata=meta, settings=settings)
-                except store.AlreadyPublishedError as err:
-                    raise VersionExistsError(f"{model}@{version} already exists at {uri}: {err}") from err
-        except BaseException as err:
-            if (note := _release(claim, settings)) and isinstance(err, StoreError):
-                raise type(err)(f"{err}{note}") from err
-            raise
-        _release(claim, settings)  # after success a claim left behind is harmless: the manifest decides
+        with tempfile.TemporaryDirectory(prefix="twt-publish-") as tmp:
+            stage = Path(tmp)  # links to the model files plus the card: nothing big is copied here
+            for rel, path in files:
+                (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+                (stage / rel).symlink_to(path)
+            (stage / CARD_NAME).write_text(render_card(meta, sums, uri, card_extra))
+            manifest = publish_claimed(stage, root, model, version, meta, settings)
         return RegistryVersion.from_manifest(model, version, uri, manifest)
 
     if version != "auto":
