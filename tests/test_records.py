@@ -217,3 +217,21 @@ def test_rows_arrive_before_the_writer_has_finished(tmp_path):
         first_row_seen.set()
         thread.join()
     assert released_by_reader == [True]
+
+
+def test_write_json_is_atomic_and_keeps_the_old_file_on_failure(tmp_path):
+    from twt.records import write_json
+
+    path = tmp_path / "out" / "report.json"
+    assert write_json(path, {"kept": 3, "where": tmp_path, "name": "Zoë"}) == path
+    assert json.loads(path.read_text()) == {"kept": 3, "where": str(tmp_path), "name": "Zoë"}
+    with pytest.raises(ValueError, match="Circular reference"):
+        write_json(path, _circular())
+    assert json.loads(path.read_text())["kept"] == 3
+    assert [p.name for p in path.parent.iterdir()] == ["report.json"]
+
+
+def _circular() -> dict:
+    data: dict = {}
+    data["self"] = data
+    return data

@@ -50,7 +50,6 @@ tokenizer when the backend has one — else in characters). A rejected row keeps
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -60,7 +59,7 @@ from typing import Any
 
 import numpy as np
 
-from twt.records import Candidate, DistillRow, read_rows, write_rows
+from twt.records import Candidate, DistillRow, read_rows, write_json, write_rows
 from twt.task import ANSWER_PREFIX, PromptTemplates, completion, extract_answer, normalize_answer
 
 METHODS = ("teacher", "cts", "unconditional")
@@ -493,13 +492,6 @@ def load_attempts(path: str | os.PathLike) -> dict[str, str]:
     }
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def run_compress(
     distill_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -574,5 +566,5 @@ def run_compress(
     if method != "teacher" and not isinstance(reference_model, tuple):
         result["inputs"]["reference_model"] = str(reference_model)
     result["outputs"] = {"compressed": str(out_path), "rows": len(out)}
-    _write_json(Path(report_path), result)
+    write_json(Path(report_path), result)
     return result

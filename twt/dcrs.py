@@ -34,9 +34,7 @@ Embedding is the slow part; it is timed apart and, with ``cache_dir``, resumable
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -45,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from twt.records import Candidate, DistillRow, Question, read_rows, write_rows
+from twt.records import Candidate, DistillRow, Question, read_rows, write_json, write_rows
 from twt.task import normalize_answer
 
 QUALITY_REASONS = ("passed", "no_answer", "empty_reasoning", "disagrees", "low_score")
@@ -521,16 +519,6 @@ def _read_inputs(
     return questions, candidates
 
 
-def _write_json(path: str | os.PathLike, data: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=2, ensure_ascii=False)
-        out.write("\n")
-    os.replace(tmp, path)
-
-
 def run_dcrs(
     questions_path: str | os.PathLike,
     candidate_paths: Sequence[str | os.PathLike],
@@ -620,5 +608,5 @@ def run_dcrs(
             "total_s": time.perf_counter() - started,
         }.items()
     }
-    _write_json(report_path, report)
+    write_json(report_path, report)
     return report

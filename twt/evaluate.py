@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from twt.records import Question
+from twt.records import Question, write_json
 from twt.task import PromptTemplates
 
 METRIC_DIR = Path(__file__).parent / "metrics" / "answer_accuracy"
@@ -176,19 +176,13 @@ def evaluate_models(
             batch_size=batch_size,
             answers_path=out / "answers" / f"{target.name}.jsonl",
         )
-        _write_json(done, result)
+        write_json(done, result)
         results[target.name] = result
     metrics = {"questions": len(questions), "max_new_tokens": max_new_tokens, "models": results}
-    _write_json(out / METRICS_NAME, metrics)
+    write_json(out / METRICS_NAME, metrics)
     plot_accuracy_vs_tokens(results, out / PLOT_NAME)
     (out / REPORT_NAME).write_text(render_report(metrics, plot=PLOT_NAME), encoding="utf-8")
     return metrics
-
-
-def _write_json(path: Path, data: Mapping) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # --- the report --------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from twt.records import Candidate, Question, RecordError, read_rows, write_rows
+from twt.records import Candidate, Question, RecordError, read_rows, write_json, write_rows
 from twt.task import PromptTemplates, extract_answer
 from twt.teachers import Generation, TeacherBackend, TeacherSpec, load_teacher, stream_seed
 
@@ -105,7 +105,7 @@ def sample_teacher(
             write_rows(shard_path(teacher_dir, index), candidates)
             bar.update(len(shards[index]))
     summary = summarize(teacher_dir, len(shards), plan)
-    _write_json(teacher_dir / DONE_FILE, summary)
+    write_json(teacher_dir / DONE_FILE, summary)
     return teacher_dir
 
 
@@ -269,14 +269,7 @@ def _claim(teacher_dir: Path, plan: dict[str, Any]) -> None:
                 f"use another out_dir or remove it"
             )
         return
-    _write_json(path, plan)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_json(path, plan)
 
 
 # --- evaluation-style answering ----------------------------------------------------------------------------

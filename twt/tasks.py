@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from twt.config import RunConfig, parse_config
-from twt.records import DistillRow, Question, read_rows, write_rows
+from twt.records import DistillRow, Question, read_rows, write_json, write_rows
 
 ConfigLike = str | RunConfig
 LogMetric = Callable[[str, float], None] | None
@@ -49,15 +49,6 @@ def load(config: ConfigLike) -> RunConfig:
     if isinstance(config, RunConfig):
         return config
     return parse_config(config, source="config_yaml", base_dir=os.getcwd())
-
-
-def _write_json(path: str | os.PathLike, data: Mapping) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def _read_json(path: str | os.PathLike) -> dict:
@@ -315,7 +306,7 @@ def compress(
                 stage1_model, list(read_rows(rows, DistillRow)), teacher.max_new_tokens
             )
             if attempts_path is not None:
-                _write_json(attempts_path, attempts)
+                write_json(attempts_path, attempts)
         kwargs |= {"teacher": teacher, "attempts": attempts}
     else:
         kwargs |= {
@@ -433,7 +424,7 @@ def gate(
     metrics_file = _metrics_file(metrics_path)
     metrics = _read_json(metrics_file)
     verdict = decide(metrics["models"], GatePolicy(**run.gate.model_dump())).to_dict()
-    _write_json(verdict_out, verdict)
+    write_json(verdict_out, verdict)
     if report_out is not None:
         text = _report(metrics, metrics_file.parent, verdict, embed_plot)
         Path(report_out).write_text(text, encoding="utf-8")
@@ -507,7 +498,7 @@ def promote(
         "verified": True,
     }
     if promoted_out is not None:
-        _write_json(promoted_out, result)
+        write_json(promoted_out, result)
     return result
 
 
