@@ -495,10 +495,12 @@ def test_kfp_registry_failure_after_the_store_publish_says_how_to_retry(kfp_tran
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_publish_pipeline_takes_root_and_tags_from_the_environment():
     def dry_run(**env: str) -> str:
-        full = {k: v for k, v in os.environ.items() if k not in ENV} | env
-        done = subprocess.run(
-            ["make", "-n", "publish-pipeline"], cwd=ROOT, env=full, capture_output=True, text=True, check=True
-        )
+        # a run under `make test` (CI) passes MAKELEVEL/MAKEFLAGS down: the inner make then adds
+        # "Entering/Leaving directory" lines unless told not to
+        outer = {"MAKELEVEL", "MAKEFLAGS", "MFLAGS", *ENV}
+        full = {k: v for k, v in os.environ.items() if k not in outer} | env
+        command = ["make", "--no-print-directory", "-n", "publish-pipeline"]
+        done = subprocess.run(command, cwd=ROOT, env=full, capture_output=True, text=True, check=True)
         return done.stdout.strip().splitlines()[-1]
 
     assert dry_run(TWT_PIPELINE_REGISTRY="s3://twt/registry").endswith(
