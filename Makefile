@@ -1,5 +1,6 @@
 # The two set-up commands of the README:
-#   make demo   install, then run the main job on the embedded default (tiny local models, local store)
+#   make demo   install, then run the main job on the embedded default: the twt-distillation pipeline through
+#               kfp.local on the tiny local models and a local store
 #   make test   install, then run the tests
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -19,8 +19,9 @@ def demo_run(small_config: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
 
     work = tmp_path_factory.mktemp("demo") / "run"
     printed = io.StringIO()
+    args = ["demo", "--runner", "direct", "--config", str(small_config), "--workdir", str(work)]
     with contextlib.redirect_stdout(printed):
-        assert main(["demo", "--config", str(small_config), "--workdir", str(work)]) == 0
+        assert main(args) == 0
     return work, printed.getvalue()
 
 
@@ -59,7 +60,7 @@ def test_demo_end_to_end_and_resumes(small_config: Path, demo_run: tuple[Path, s
     outputs = [*(work / "candidates").rglob("shard-*.jsonl"), *work.glob("stage*/model.safetensors")]
     before = {p: p.stat().st_mtime_ns for p in [*outputs, *(work / "eval" / "models").iterdir()]}
     assert len(before) > 6
-    assert main(["demo", "--config", str(small_config), "--workdir", str(work)]) == 0
+    assert main(["demo", "--runner", "direct", "--config", str(small_config), "--workdir", str(work)]) == 0
     assert before == {p: p.stat().st_mtime_ns for p in before}
 
 

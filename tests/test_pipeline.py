@@ -3,10 +3,10 @@ run end to end with kfp.local on the tiny models.
 
     python -m pytest tests/test_pipeline.py -q
 
-The local run (module fixture ``local_run``) uses tests/test_demo.py's small settings: 40 training
-questions, 2 samples per teacher, one epoch per stage, a gate that lets any student through. It takes
-about 100 s on 2 cores (OMP_NUM_THREADS=1), so it is not marked slow. (No ``from __future__ import
-annotations`` here: KFP reads the test pipeline's annotations as types.)
+The local run (module fixture ``local_run``: ``twt demo``, the README's first command) uses the small
+settings: 40 training questions, 2 samples per teacher, one epoch per stage, a gate that lets any student
+through. It takes about 100 s on 2 cores (OMP_NUM_THREADS=1), so it is not marked slow. (No
+``from __future__ import annotations`` here: KFP reads the test pipeline's annotations as types.)
 """
 
 import builtins
@@ -408,19 +408,45 @@ def test_run_arguments_refuse_unknown_parameters_and_unpassed_keys(tmp_path: Pat
 
 @pytest.fixture(scope="module")
 def local_run(small_config: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from pipelines.local import run_local
+    """``twt demo`` (what ``make demo`` runs: the pipeline through kfp.local) on the small configuration."""
+    import contextlib
+    import io
 
-    root = tmp_path_factory.mktemp("kfp-local")
-    print_before = builtins.print
-    with pytest.MonkeyPatch.context() as env:
+    from twt.cli import main
+
+    work = tmp_path_factory.mktemp("kfp-local") / "demo"
+    print_before, printed = builtins.print, io.StringIO()
+    with pytest.MonkeyPatch.context() as env, contextlib.redirect_stdout(printed):
         env.setenv("OMP_NUM_THREADS", "1")  # the subprocesses share 2 cores with other work
         env.setenv("TOKENIZERS_PARALLELISM", "false")
         started = time.perf_counter()
-        result = run_local(small_config, root / "pipeline-root", str(root / "registry"))
-    result["wall_s"] = round(time.perf_counter() - started, 1)
-    result["print_restored"] = builtins.print is print_before
-    print(f"kfp.local run of twt-distillation: {result['wall_s']} s")
+        assert main(["demo", "--config", str(small_config), "--workdir", str(work)]) == 0
+    summary = json.loads((work / "demo.json").read_text())
+    result = {
+        "work": work,
+        "summary": summary,
+        "printed": printed.getvalue(),
+        "run_dir": summary["kfp_run"],
+        "promoted": summary["promoted"],
+        "registry_uri": str(work / "registry"),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "print_restored": builtins.print is print_before,
+    }
+    print(f"twt demo through kfp.local: {result['wall_s']} s")
     return result
+
+
+def test_the_demo_runs_the_pipeline_by_default(local_run: dict) -> None:
+    summary, printed = local_run["summary"], local_run["printed"]
+    assert summary["runner"] == "kfp" and summary["trained_tiny_models"] == []
+    assert Path(summary["kfp_run"]).is_relative_to(local_run["work"] / "kfp")
+    for expected in ("acc. reasoning", "DCRS", "held-out evaluation", "gate: PASSED", "twt-student@1"):
+        assert expected in printed, expected
+    assert "pulled back and verified every checksum" in printed
+    # the tasks' own chatter goes to the log, not to the console
+    log = (local_run["work"] / "kfp" / "tasks.log").read_text()
+    assert "executor" in log.lower() and "executor" not in printed.lower()
+    assert set(summary["evaluation"]) >= {"stage1", "stage2", "stage3", "student-base"}
 
 
 def test_local_run_promotes_and_the_model_pulls_back_verified(local_run: dict, tmp_path: Path) -> None:

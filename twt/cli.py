@@ -300,9 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--eval-questions", type=int, default=None, help="held-out questions to score")
     demo.add_argument(
         "--runner",
-        choices=("direct", "kfp"),
-        default="direct",
-        help="direct: the steps in this process, resumable (default); kfp: the pipeline via kfp.local",
+        choices=("kfp", "direct"),
+        default="kfp",
+        help="kfp: the twt-distillation pipeline itself via kfp.local (default); direct: the same steps in "
+        "this process, resuming where a stopped run left off",
     )
     demo.set_defaults(handler=cmd_demo)
 

@@ -1,21 +1,28 @@
 """The embedded default, end to end, on a 2-core CPU with no download: ``twt demo`` (or ``make demo``).
 
-    twt demo                                   # configs/demo.yaml, artifacts under runs/demo
+    twt demo                            # configs/demo.yaml through kfp.local, artifacts under runs/demo
+    twt demo --runner direct            # the same steps in this process, resumable
     twt demo --workdir /tmp/d --eval-questions 200
 
-Steps (each writes files under the work directory; a rerun reuses what a finished step left, so an
-interrupted demo resumes):
+Steps:
   1. the tiny models: the committed package data, or trained now by ``twt.tiny`` when missing;
   2. the questions: ``questions/train.jsonl`` (what the teachers solve) and ``questions/eval.jsonl``
      (held out from every model's training data);
   3. how much the teachers need their reasoning: greedy accuracy on the held-out questions with
      reasoning ("solve") and without ("direct"), and their mean output tokens;
-  4. the rest of the method through ``twt.run``: multi-teacher sampling, DCRS, stage 1, compression,
-     stages 2 and 3, evaluation of every stage against the baselines, the gate, and — when it passes —
-     promotion into a local registry (``<workdir>/registry``) and a verified pull.
+  4. the rest of the method: multi-teacher sampling, DCRS, stage 1, compression, stages 2 and 3, evaluation
+     of every stage against the baselines, the gate, and — when it passes — promotion into a local registry
+     (``<workdir>/registry``) and a verified pull; otherwise the report of why not.
 
-Everything the demo measured goes to ``demo.json`` in the work directory and is printed as tables;
-``eval/report.md`` holds the evaluation table, the accuracy-versus-tokens picture and the gate's verdict.
+Step 4 runs, by default (``runner="kfp"``), as the ``twt-distillation`` Kubeflow pipeline itself through
+``kfp.local`` (``pipelines.local``): the DAG a cluster runs, its artifacts under ``<workdir>/kfp`` and each
+task's own output in ``<workdir>/kfp/tasks.log``. kfp.local does not cache, so a rerun runs the DAG again.
+``runner="direct"`` calls the same ``twt.tasks`` functions through ``twt.run`` in this process; each step
+writes its files under the work directory and a rerun reuses what a finished step left, so an interrupted
+run resumes (steps 1–3 resume with either runner).
+
+Everything the demo measured goes to ``demo.json`` in the work directory and is printed as tables; the
+evaluation report holds the table, the accuracy-versus-tokens picture and the gate's verdict.
 """
 
 from __future__ import annotations
@@ -88,7 +95,7 @@ def run_demo(
     workdir: str | os.PathLike | None = None,
     eval_questions: int | None = None,
     progress: bool = True,
-    runner: str = "direct",
+    runner: str = "kfp",
 ) -> dict:
     """Run the embedded default (see the module docstring); returns what ``demo.json`` holds.
 
@@ -205,8 +212,9 @@ def _print_evaluation(metrics: dict, verdict: dict) -> None:
 
 def _print_promoted(promoted: dict) -> dict:
     print(f"\npromoted {promoted['model']}@{promoted['version']} to {promoted['uri']}")
-    if promoted.get("pulled_to"):
-        print(f"pulled back and verified every checksum: {promoted['pulled_to']}")
+    if promoted.get("verified"):
+        where = f": {promoted['pulled_to']}" if promoted.get("pulled_to") else " (into a scratch directory)"
+        print(f"pulled back and verified every checksum{where}")
     return promoted
 
 
