@@ -1,6 +1,6 @@
 """The results table: accuracy and output tokens of the TwT student against its baselines and ablations.
 
-    python benchmarks/quality.py                       # CPU scale, 3 seeds, 2 seeds at a time (< 60 min here)
+    python benchmarks/quality.py                       # CPU scale, 3 seeds at once (< 60 min here)
     python benchmarks/quality.py --scale smoke --seeds 0   # a minutes-long check of the whole script
     python benchmarks/quality.py --scale gpu           # larger budget, for a GPU
 
@@ -8,11 +8,18 @@ Everything starts from the embedded task and the tiny models of configs/demo.yam
 teachers are fixed, so their candidates are too): the questions, sampling, DCRS (all teachers, and
 teacher-large alone for the one-teacher ablation), the teachers' and the base student's evaluation. Per seed
 (the seed drives data order and mixing of every training run): stage 1 (full reasoning); answer-only SFT
-(the base student trained on the teachers' answers alone, same budget as stage 1); stage 2 on teacher-guided
-compression and on CTS at α ∈ {0.5, 0.7, 0.9} and on the unconditional baseline at α = 0.5 (stage-1 student
-as the scoring model); stage 3 from the teacher-guided stage 2 (the TwT final student); and the ablations —
-one teacher (teacher-large) through all three stages, no DCRS (every candidate with an answer, right or
-wrong, duplicates included) through all three stages, and stage 1 → stage 3 with no compressed stage.
+(the base student trained on the teachers' answers alone); stage 2 on teacher-guided compression and on CTS
+at α ∈ {0.5, 0.7, 0.9} and on the unconditional baseline at α = 0.5 (stage-1 student as the scoring model);
+stage 3 from the teacher-guided stage 2 (the TwT final student); and the ablations — one teacher
+(teacher-large) through all three stages, no DCRS (every candidate with an answer, right or wrong,
+duplicates included) through all three stages, and stage 1 → stage 3 with no compressed stage.
+
+Budgets are optimiser updates, not epochs (``SCALES[...]["updates"]``: stages 1 / 2 / 3): answer-only pairs
+pack a dozen to a row, so an epoch of them is a handful of updates, and equal epochs left stage 3 and the
+answer-only baseline under-trained. Every stage of every path gets the same updates as the same stage of
+TwT; answer-only SFT gets stage 1's (it had levelled off: 28.4% after 456 updates, 27.0% after 1,900 on
+seed 0 of an earlier run); stage 1 → stage 3 gets stages 2 + 3's for its stage 3. Every row also reports
+accuracy by chain length (1–4 operations): what a reasoning-free student can and cannot internalise.
 
 Writes ``benchmarks/results/quality.json`` (one object per row: name, accuracy_mean, accuracy_std,
 output_tokens_mean, tokens_per_correct_mean, seeds), ``benchmarks/results/quality.png`` and the quality
@@ -37,10 +44,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SCALES = {
-    # train questions, eval questions, samples per teacher, epochs of stages 1 / 2 / 3
-    "smoke": {"train": 200, "eval": 100, "k": 2, "epochs": (2, 1, 1)},
-    "cpu": {"train": 2000, "eval": 300, "k": 2, "epochs": (12, 6, 6)},
-    "gpu": {"train": 20000, "eval": 1000, "k": 4, "epochs": (8, 6, 6)},
+    # train questions, eval questions, samples per teacher, optimiser updates of stages 1 / 2 / 3
+    # (cpu: 12 epochs of stage 1, ~900 updates, left seeds at 31-78%; 2,000 updates gave 93-100% by length)
+    "smoke": {"train": 200, "eval": 100, "k": 2, "updates": (40, 20, 20)},
+    "cpu": {"train": 2000, "eval": 300, "k": 2, "updates": (2000, 500, 500)},
+    "gpu": {"train": 20000, "eval": 1000, "k": 4, "updates": (8000, 3000, 3000)},
 }
 CTS_RATIOS = (0.5, 0.7, 0.9)
 MARK_START, MARK_END = "<!-- quality:start -->", "<!-- quality:end -->"
@@ -57,8 +65,8 @@ def make_config(scale: str, seed: int):
     for teacher in data["teachers"]:
         teacher["k"] = s["k"]
     data["stages"]["common"].update(seed=seed, save_every=0)
-    for n, epochs in zip((1, 2, 3), s["epochs"], strict=True):
-        data["stages"][f"stage{n}"]["epochs"] = epochs
+    for n, updates in zip((1, 2, 3), s["updates"], strict=True):
+        data["stages"][f"stage{n}"]["updates"] = updates
     return parse_config(yaml.safe_dump(data), "quality", base_dir=default_config_path().parent)
 
 
@@ -102,15 +110,24 @@ def shared_step(scale: str, work: Path) -> dict:
 
 
 def evaluate(run, name: str, model: str, instruction: str, out: Path) -> dict:
+    """Greedy evaluation on the held-out questions, with accuracy by chain length (``accuracy_by_ops``)."""
     from twt.evaluate import EvalTarget, evaluate_model
     from twt.records import Question, read_rows
+    from twt.task import parse_question
 
     slug = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in name)
     done = out / "eval" / f"{slug}.json"
     if done.is_file():
         return json.loads(done.read_text())
     questions = list(read_rows(run.eval_questions, Question))
-    result = evaluate_model(EvalTarget(name, model, instruction), questions, max_new_tokens=96, batch_size=64)
+    answers = done.with_suffix(".answers.jsonl")
+    target = EvalTarget(name, model, instruction)
+    result = evaluate_model(target, questions, max_new_tokens=96, batch_size=64, answers_path=answers)
+    ops = {q.id: len(parse_question(q.question)[1]) for q in questions}
+    by_ops: dict[int, list[bool]] = {}
+    for row in map(json.loads, answers.open()):
+        by_ops.setdefault(ops[row["id"]], []).append(row["correct"])
+    result["accuracy_by_ops"] = {str(n): sum(c) / len(c) for n, c in sorted(by_ops.items())}
     done.parent.mkdir(parents=True, exist_ok=True)
     done.write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -136,13 +153,13 @@ def seed_step(scale: str, seed: int, work: Path) -> dict:
     base = config.student.model
 
     def train(
-        name: str, stage: int, rows: Path, parent: str | Path, *, mix: bool = True, scale: float = 1
+        name: str, stage: int, rows: Path, parent: str | Path, *, mix: bool = True, updates: int | None = None
     ) -> Path:
-        """One training run; ``scale`` multiplies the epochs (equal example budgets across data sets)."""
+        """One training run of the scale's budget for ``stage`` (or ``updates``)."""
         model = out / name
         if not (model / "model.safetensors").is_file():
             settings = config.stage(stage)
-            sft = SFTConfig.from_stage(settings, epochs=settings.epochs * scale)
+            sft = SFTConfig.from_stage(settings, updates=updates or settings.updates)
             mix_previous = settings.mix_previous if mix else 0.0
             run_stage(stage, rows, parent, model, sft, mix_previous=mix_previous, progress=False)
         return model
@@ -171,15 +188,14 @@ def seed_step(scale: str, seed: int, work: Path) -> dict:
         results[label] = evaluate(run, f"{label} (seed {seed})", str(model), "solve", out)
 
     dcrs = shared / "dcrs" / "distill.jsonl"
-    n_dcrs = _count(dcrs)
     stage1 = train("stage1", 1, dcrs, base)
     score("full reasoning (stage 1)", stage1)
-    # the teachers' answers alone, one pair per question, with stage 1's number of examples seen
-    answers_scale = config.stage(1).epochs / config.stage(3).epochs * n_dcrs / _count_questions(dcrs)
-    score("answer-only SFT", train("answer-only", 3, dcrs, base, mix=False, scale=answers_scale))
+    # the teachers' answers alone, one pair per question, with stage 1's updates
+    score("answer-only SFT", train("answer-only", 3, dcrs, base, mix=False, updates=config.stage(1).updates))
+    later = config.stage(2).updates + config.stage(3).updates  # what stages 2 and 3 get on the staged path
     score(
         "ablation: stage 1 → stage 3 (reasoning deleted outright)",
-        train("s1-to-s3", 3, dcrs, stage1, mix=False),
+        train("s1-to-s3", 3, dcrs, stage1, mix=False, updates=later),
     )
     teacher_rows = compress("teacher", dcrs, stage1, "teacher")
     stage2 = train("stage2-teacher", 2, teacher_rows, stage1)
@@ -191,23 +207,12 @@ def seed_step(scale: str, seed: int, work: Path) -> dict:
     rows = compress("unconditional-0.5", dcrs, stage1, "unconditional", 0.5)
     score("stage 2, unconditional selection (α=0.5)", train("stage2-unconditional", 2, rows, stage1))
     for label, source in (("one teacher", "dcrs-one"), ("no DCRS", "no-dcrs")):
-        data = shared / source / "distill.jsonl"
-        scale = n_dcrs / _count(data)  # as many examples seen as with DCRS over all teachers
-        s1 = train(f"{source}-stage1", 1, data, base, scale=scale)
+        data = shared / source / "distill.jsonl"  # the same updates per stage as the DCRS path
+        s1 = train(f"{source}-stage1", 1, data, base)
         rows = compress(source, data, s1, "teacher")
-        s2 = train(f"{source}-stage2", 2, rows, s1, scale=scale)
-        score(f"ablation: {label} (stage 3)", train(f"{source}-stage3", 3, rows, s2, scale=scale))
+        s2 = train(f"{source}-stage2", 2, rows, s1)
+        score(f"ablation: {label} (stage 3)", train(f"{source}-stage3", 3, rows, s2))
     return results
-
-
-def _count(path: Path) -> int:
-    with path.open() as handle:
-        return sum(1 for line in handle if line.strip())
-
-
-def _count_questions(path: Path) -> int:
-    with path.open() as handle:
-        return len({json.loads(line)["id"] for line in handle if line.strip()})
 
 
 # --- the table ---------------------------------------------------------------------------------------------
@@ -226,9 +231,13 @@ def aggregate(fixed: dict, per_seed: dict[int, dict]) -> list[dict]:
 def _row(name: str, results: list[dict], seeds: list[int]) -> dict:
     accuracy = [r["accuracy"] for r in results]
     per_correct = [r["tokens_per_correct"] for r in results if r["tokens_per_correct"] is not None]
+    lengths = sorted({n for r in results for n in r.get("accuracy_by_ops", {})}, key=int)
     return {
         "name": name,
         "accuracy_mean": round(statistics.fmean(accuracy), 4),
+        "accuracy_by_ops": {
+            n: round(statistics.fmean(r["accuracy_by_ops"][n] for r in results), 4) for n in lengths
+        },
         "accuracy_std": round(statistics.stdev(accuracy), 4) if len(accuracy) > 1 else 0.0,
         "output_tokens_mean": round(statistics.fmean(r["mean_output_tokens"] for r in results), 2),
         "tokens_per_correct_mean": round(statistics.fmean(per_correct), 2) if per_correct else None,
@@ -246,14 +255,17 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f"{meta['minutes']} minutes. {meta['eval']} held-out questions, greedy; seeds {meta['seeds']} "
         "(mean ± standard deviation over seeds; rows without a spread are seed-independent).",
         "",
-        "| model | accuracy | output tokens | tokens per correct |",
-        "|---|---:|---:|---:|",
+        "| model | accuracy | output tokens | tokens per correct | by chain length: 1 / 2 / 3 / 4 ops |",
+        "|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         spread = f" ± {100 * r['accuracy_std']:.1f}" if r["seeds"] and len(r["seeds"]) > 1 else ""
         per_correct = f"{r['tokens_per_correct_mean']:.1f}" if r["tokens_per_correct_mean"] else "–"
         accuracy = f"{100 * r['accuracy_mean']:.1f}{spread}"
-        lines.append(f"| {r['name']} | {accuracy} | {r['output_tokens_mean']:.1f} | {per_correct} |")
+        by_ops = " / ".join(f"{100 * v:.0f}" for v in r.get("accuracy_by_ops", {}).values()) or "–"
+        lines.append(
+            f"| {r['name']} | {accuracy} | {r['output_tokens_mean']:.1f} | {per_correct} | {by_ops} |"
+        )
     lines += ["", "![accuracy against output tokens](results/quality.png)", MARK_END]
     return "\n".join(lines)
 
@@ -287,7 +299,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", choices=tuple(SCALES), default="cpu")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--jobs", type=int, default=2, help="seeds trained at once (one torch thread each)")
+    parser.add_argument(
+        "--jobs", type=int, default=3, help="seeds trained at once, one torch thread each (default 3: all)"
+    )
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "quality")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()

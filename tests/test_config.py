@@ -21,6 +21,7 @@ from twt.config import (
     parse_config,
 )
 from twt.task import PromptTemplates, TaskSpec
+from twt.train import SFTConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo.yaml"
@@ -87,7 +88,7 @@ def test_stage_merging_common_then_overrides(tmp_path):
         "common": {"epochs": 3, "learning_rate": 0.01, "lora": True},
         "stage1": {},
         "stage2": {"learning_rate": 0.002, "mix_previous": 0.5},
-        "stage3": {"epochs": 1},
+        "stage3": {"epochs": 1, "updates": 500},
     }
     config = load_config(write(tmp_path, minimal(stages=stages)))
     one, two, three = (config.stage(n) for n in (1, 2, 3))
@@ -100,6 +101,8 @@ def test_stage_merging_common_then_overrides(tmp_path):
         0,
     )  # stage3 replaced, not merged
     assert one.batch_size == StageConfig().batch_size  # untouched settings keep their defaults
+    assert (one.updates, three.updates) == (None, 500)
+    assert SFTConfig.from_stage(three).updates == 500  # the trainer gets the budget
     with pytest.raises(ValueError, match="no stage 4"):
         config.stage(4)
 

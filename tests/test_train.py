@@ -61,6 +61,19 @@ def test_pack_rows_and_plan() -> None:
     assert sorted(i for b in first_epoch for row in b for i in row) == list(range(6))
 
 
+def test_a_budget_in_updates_cycles_the_examples() -> None:
+    lengths = [5, 4, 3, 2, 6, 1]
+    one_epoch = plan_batches(lengths, SFTConfig(epochs=1, batch_size=2, max_length=8, seed=3))
+    n = 2 * len(one_epoch) + 1
+    plan = plan_batches(lengths, SFTConfig(epochs=1, updates=n, batch_size=2, max_length=8, seed=3))
+    assert len(plan) == n and plan[: len(one_epoch)] == one_epoch
+    assert plan == plan_batches(lengths, SFTConfig(epochs=3, batch_size=2, max_length=8, seed=3))[:n]
+    accumulated = SFTConfig(updates=4, grad_accum=3, batch_size=1, max_length=8)
+    assert len(plan_batches(lengths, accumulated)) == 12
+    with pytest.raises(TrainError, match="updates"):
+        plan_batches(lengths, SFTConfig(updates=0))
+
+
 def test_packed_loss_equals_the_loss_of_examples_run_alone(base_model: Path, pairs) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -261,6 +261,12 @@ class StageConfig(_Section):
     """Training settings of one stage (the merge of ``stages.common`` and ``stages.stageN``)."""
 
     epochs: float = Field(2, gt=0, description="Passes over the stage's training rows.")
+    updates: int | None = Field(
+        None,
+        ge=1,
+        description="Budget in optimiser updates instead of epochs (the rows are cycled until then); "
+        "answer-only pairs pack many to a row, so an epoch of stage 3 is a few updates.",
+    )
     learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW, cosine decay).")
     batch_size: int = Field(32, ge=1, description="Sequences per device step.")
     grad_accum: int = Field(1, ge=1, description="Steps accumulated per optimiser update.")

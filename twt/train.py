@@ -63,6 +63,10 @@ class SFTConfig:
         save_every: checkpoint every this many updates; 0 = none (default 0).
         weight_decay: AdamW weight decay (default 0.01).
         log_every: log every this many updates (default 10).
+        updates: a budget in optimiser updates instead of epochs: the examples are cycled, reshuffled each
+            pass, until this many updates (``epochs`` is then ignored). Short examples pack many to a row,
+            so an epoch of answer-only pairs is a few updates: budgets in updates keep stages comparable.
+            None = ``epochs`` decides (default None).
         max_updates: stop after this many updates; None = the whole plan (default None).
         device: "cpu", "cuda", ...; None = what accelerate picks (default None).
     """
@@ -81,6 +85,7 @@ class SFTConfig:
     save_every: int = 0
     weight_decay: float = 0.01
     log_every: int = 10
+    updates: int | None = None
     max_updates: int | None = None
     device: str | None = None
 
@@ -133,21 +138,35 @@ def plan_batches(lengths: Sequence[int], config: SFTConfig) -> list[list[list[in
     """Every micro-batch of the run: a list of rows, each a list of example indices.
 
     Epoch ``e`` shuffles with ``Random(seed * 1000 + e)``; a fractional last epoch takes the first part of
-    that epoch's micro-batches. The plan is a pure function of (lengths, config).
+    that epoch's micro-batches. With ``config.updates`` set, epochs follow one another until there are
+    ``updates × grad_accum`` micro-batches. The plan is a pure function of (lengths, config).
     """
     batches: list[list[list[int]]] = []
+    if config.updates is not None:
+        if config.updates < 1:
+            raise TrainError(f"updates must be at least 1, got {config.updates}")
+        wanted, epoch = config.updates * config.grad_accum, 0
+        while len(batches) < wanted:
+            batches += _epoch_batches(lengths, config, epoch)
+            epoch += 1
+        return batches[:wanted]
     for epoch in range(math.ceil(config.epochs)):
-        order = list(range(len(lengths)))
-        random.Random(config.seed * 1000 + epoch).shuffle(order)
-        if config.pack:
-            rows = pack_rows(lengths, order, config.max_length)
-            random.Random(config.seed * 1000 + epoch + 500).shuffle(rows)  # first fit fills early rows first
-        else:
-            rows = [[i] for i in order]
-        epoch_batches = [rows[i : i + config.batch_size] for i in range(0, len(rows), config.batch_size)]
+        epoch_batches = _epoch_batches(lengths, config, epoch)
         share = min(1.0, config.epochs - epoch)
         batches += epoch_batches[: max(1, round(share * len(epoch_batches)))]
     return batches
+
+
+def _epoch_batches(lengths: Sequence[int], config: SFTConfig, epoch: int) -> list[list[list[int]]]:
+    """The micro-batches of one pass over the examples."""
+    order = list(range(len(lengths)))
+    random.Random(config.seed * 1000 + epoch).shuffle(order)
+    if config.pack:
+        rows = pack_rows(lengths, order, config.max_length)
+        random.Random(config.seed * 1000 + epoch + 500).shuffle(rows)  # first fit fills early rows first
+    else:
+        rows = [[i] for i in order]
+    return [rows[i : i + config.batch_size] for i in range(0, len(rows), config.batch_size)]
 
 
 def collate(batch: list[list[int]], ids: list[list[int]], labels: list[list[int]], pad_id: int) -> dict:
