@@ -57,6 +57,7 @@ def small_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data["stages"]["common"].update(epochs=1, batch_size=4, max_length=128)
     for stage in ("stage1", "stage2", "stage3"):
         data["stages"][stage].pop("epochs", None)
+        data["stages"][stage].pop("updates", None)
     data["gate"] = {"min_accuracy": 0.0, "max_accuracy_drop": None, "min_token_reduction": None}
     path = tmp_path_factory.mktemp("config") / "small.yaml"
     path.write_text(yaml.safe_dump(data))

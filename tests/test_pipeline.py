@@ -436,6 +436,17 @@ def local_run(small_config: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     return result
 
 
+def test_the_installed_twt_command_finds_the_pipeline_outside_the_source_tree(tmp_path: Path) -> None:
+    """``make demo`` runs the console script from anywhere: pipelines/ and components/ are installed too."""
+    code = "import components.gate, pipelines.local, twt.demo; print(pipelines.local.__name__)"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "pipelines.local"
+
+
 def test_the_demo_runs_the_pipeline_by_default(local_run: dict) -> None:
     summary, printed = local_run["summary"], local_run["printed"]
     assert summary["runner"] == "kfp" and summary["trained_tiny_models"] == []
