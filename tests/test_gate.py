@@ -31,6 +31,22 @@ def test_a_final_stage_that_lost_accuracy_gives_way_to_the_best_compressed_stude
     assert "the candidate is stage2" in verdict.reasons[0] and "too large a drop" in verdict.reasons[0]
 
 
+def test_every_student_passed_over_says_why() -> None:
+    metrics = {**BASE, "stage3": m(0.40, 5), "stage2": m(0.55, 16), "stage1": m(1.0, 26)}
+    verdict = decide(metrics, GatePolicy(min_accuracy=0.5, max_accuracy_drop=0.05, min_token_reduction=0.5))
+    assert not verdict.passed and verdict.student == "stage1"
+    assert verdict.reasons[0].startswith("stage3 did not pass the accuracy policy (stage3 accuracy 40.0% <")
+    assert verdict.reasons[1].startswith("stage2 did not pass the accuracy policy (stage2 accuracy 55.0% ≥")
+    assert "45.0 points below stage1" in verdict.reasons[1]
+    assert verdict.reasons[1].endswith(
+        "the candidate is stage1, the student with the fewest output tokens that does"
+    )
+    assert (
+        verdict.reasons[-1].startswith("stage1 writes 26.0 tokens")
+        and "below the required 50.0%" in verdict.reasons[-1]
+    )
+
+
 @pytest.mark.parametrize(
     ("policy", "field"),
     [

@@ -145,12 +145,15 @@ def decide(metrics: Mapping[str, Mapping], policy: GatePolicy | None = None) -> 
     _, _, chosen = min(passing)
     reasons = list(checked[chosen]["reasons"])
     final = present[0]
+    failed = [name for name in present if not checked[name]["accuracy_ok"]]
     if chosen != final and not checked[final]["accuracy_ok"]:
-        reasons.insert(
-            0,
-            f"{final} did not pass the accuracy policy ({'; '.join(checked[final]['reasons'])}); "
-            f"the candidate is {chosen}, the student with the fewest output tokens that does",
-        )
+        # every student passed over says why, not only the final one
+        passed_over = [
+            f"{name} did not pass the accuracy policy ({'; '.join(checked[name]['reasons'])})"
+            for name in failed
+        ]
+        passed_over[-1] += f"; the candidate is {chosen}, the student with the fewest output tokens that does"
+        reasons[:0] = passed_over
     elif chosen != final:
         reasons.insert(
             0,
