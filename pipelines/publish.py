@@ -64,6 +64,11 @@ def _kfp_version() -> str | None:
         return None
 
 
+def _tag_list(tags: str | Iterable[str]) -> list[str]:
+    """``tags`` as a list; one tag given as a string is one tag, not its letters."""
+    return [tags] if isinstance(tags, str) else list(tags)
+
+
 def push_to_kfp_registry(
     package: str | os.PathLike, host: str, tags: Iterable[str] = (), *, token: str | None = None
 ) -> dict[str, Any]:
@@ -72,7 +77,7 @@ def push_to_kfp_registry(
     from google.auth.exceptions import GoogleAuthError
     from kfp.registry import ApiAuth, RegistryClient
 
-    tags = [tags] if isinstance(tags, str) else list(tags)
+    tags = _tag_list(tags)
     try:
         client = RegistryClient(host=host, auth=ApiAuth(token) if token else None)
         name, version = client.upload_pipeline(file_name=str(package), tags=tags or None)
@@ -100,8 +105,8 @@ def publish_release(
 
     if not root and not kfp_registry_host:
         raise ReleaseError(f"nowhere to publish: pass --root (or set {ENV_ROOT}) and/or --kfp-registry-host")
-    tags = [tags] if isinstance(tags, str) else list(tags)
-    tags = [pipeline_registry.check_tag(tag) for tag in dict.fromkeys(tags)]  # fail before compiling
+    # checked before compiling, so a bad tag fails fast
+    tags = [pipeline_registry.check_tag(tag) for tag in dict.fromkeys(_tag_list(tags))]
     sha = sha or release.git_sha()
     if sha.endswith("-dirty") and not allow_dirty:
         raise ReleaseError(

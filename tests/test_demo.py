@@ -11,6 +11,11 @@ from twt.cli import main
 from twt.records import Candidate, DistillRow, read_rows
 
 
+def demo_args(config: Path, work: Path) -> list[str]:
+    """``twt demo`` in this process (the resumable runner) on ``config``, artifacts in ``work``."""
+    return ["demo", "--runner", "direct", "--config", str(config), "--workdir", str(work)]
+
+
 @pytest.fixture(scope="module")
 def demo_run(small_config: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """The demo run once on the small configuration: (work directory, what it printed)."""
@@ -19,9 +24,8 @@ def demo_run(small_config: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
 
     work = tmp_path_factory.mktemp("demo") / "run"
     printed = io.StringIO()
-    args = ["demo", "--runner", "direct", "--config", str(small_config), "--workdir", str(work)]
     with contextlib.redirect_stdout(printed):
-        assert main(args) == 0
+        assert main(demo_args(small_config, work)) == 0
     return work, printed.getvalue()
 
 
@@ -60,7 +64,7 @@ def test_demo_end_to_end_and_resumes(small_config: Path, demo_run: tuple[Path, s
     outputs = [*(work / "candidates").rglob("shard-*.jsonl"), *work.glob("stage*/model.safetensors")]
     before = {p: p.stat().st_mtime_ns for p in [*outputs, *(work / "eval" / "models").iterdir()]}
     assert len(before) > 6
-    assert main(["demo", "--runner", "direct", "--config", str(small_config), "--workdir", str(work)]) == 0
+    assert main(demo_args(small_config, work)) == 0
     assert before == {p: p.stat().st_mtime_ns for p in before}
 
 

@@ -133,10 +133,7 @@ def _run_direct(run, progress: bool) -> dict:
 
     steps.sample_step(run, progress)
     report = steps.dcrs_step(run)
-    _print_dcrs(report)
-    summary: dict = {
-        "dcrs": {key: report[key] for key in ("candidates", "teachers", "questions", "pseudo_label")}
-    }
+    summary: dict = {"dcrs": _print_dcrs(report)}
     for stage in (1, 2, 3):
         if stage == 2:
             compression = steps.compress_step(run, progress)
@@ -172,11 +169,9 @@ def _run_kfp(config_path: Path, run) -> dict:
     report = json.loads((run_dir / "select-candidates" / "report").read_text())
     metrics = json.loads((run_dir / "evaluate-students" / "evaluation" / "metrics.json").read_text())
     verdict = json.loads((run_dir / "gate" / "verdict").read_text())
-    _print_dcrs(report)
+    summary = {"kfp_run": str(run_dir), "dcrs": _print_dcrs(report)}
     _print_evaluation(metrics, verdict)
-    summary = {
-        "kfp_run": str(run_dir),
-        "dcrs": {key: report[key] for key in ("candidates", "teachers", "questions", "pseudo_label")},
+    summary |= {
         "evaluation": metrics["models"],
         "gate": verdict,
     }
@@ -188,7 +183,8 @@ def _run_kfp(config_path: Path, run) -> dict:
     return summary
 
 
-def _print_dcrs(report: dict) -> None:
+def _print_dcrs(report: dict) -> dict:
+    """Print the DCRS counts; returns the part of the report that ``demo.json`` keeps."""
     print("\nDCRS (every candidate accounted for):")
     print(_dcrs_table(report))
     questions = report["questions"]
@@ -197,6 +193,7 @@ def _print_dcrs(report: dict) -> None:
         f"keep at least one, {questions['left_with_nothing']} keep none; pseudo-label accuracy "
         f"{report['pseudo_label']['accuracy']}"
     )
+    return {key: report[key] for key in ("candidates", "teachers", "questions", "pseudo_label")}
 
 
 def _print_evaluation(metrics: dict, verdict: dict) -> None:

@@ -145,12 +145,12 @@ def decide(metrics: Mapping[str, Mapping], policy: GatePolicy | None = None) -> 
     _, _, chosen = min(passing)
     reasons = list(checked[chosen]["reasons"])
     final = present[0]
-    failed = [name for name in present if not checked[name]["accuracy_ok"]]
     if chosen != final and not checked[final]["accuracy_ok"]:
         # every student passed over says why, not only the final one
         passed_over = [
             f"{name} did not pass the accuracy policy ({'; '.join(checked[name]['reasons'])})"
-            for name in failed
+            for name in present
+            if not checked[name]["accuracy_ok"]
         ]
         passed_over[-1] += f"; the candidate is {chosen}, the student with the fewest output tokens that does"
         reasons[:0] = passed_over
