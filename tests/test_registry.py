@@ -254,7 +254,9 @@ def test_server_gone_mid_publish_leaves_an_invisible_version_and_a_named_claim(s
         with pytest.raises(VersionNotFoundError, match="student@1 does not exist"):
             registry.pull("student@1", root, tmp_path / "out", settings=settings)
         claim = f"s3://{s3.bucket}/reg/student/.publishing/1"
-        with pytest.raises(VersionExistsError, match=f"being published by another process \\(claim {claim};"):
+        with pytest.raises(
+            VersionExistsError, match=f"being published by another process \\(claim {claim}, held by process"
+        ):
             registry.publish(tmp_path / "model", root, "student", "1", settings=settings)
         assert registry.publish(tmp_path / "model", root, "student", settings=settings).version == "2"
         store.delete(claim, settings=settings)  # what the message says to do

@@ -15,7 +15,7 @@
                                      every step of a configuration (or one step) in a work directory
     twt eval --workdir W             evaluate every stage's student and the baselines of a run
     twt gate --workdir W             the promotion gate's verdict on a run's evaluation
-    twt registry publish|list|show|pull
+    twt registry publish|list|show|pull|gc
                                      the model registry (s3://bucket/prefix or a directory)
     twt pipeline list|pull|tag       published pipeline templates (python -m pipelines publish pushes them)
     twt --help, twt <command> --help
@@ -230,12 +230,31 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return 0 if verdict["passed"] else 1
 
 
+def _check_names(args: argparse.Namespace) -> None:
+    """The shared name rules (``twt.names``), before anything is read or written."""
+    from twt import names
+
+    if getattr(args, "name", None) is not None:
+        names.check_model_name(args.name)
+    if getattr(args, "version", "auto") != "auto":
+        names.check_version(args.version)
+    if getattr(args, "ref", None) is not None:
+        names.split_ref(args.ref, args.command)
+    for tag in getattr(args, "tags", None) or ():
+        names.check_tag(tag)
+
+
 def cmd_registry(args: argparse.Namespace) -> None:
     from twt import registry
+    from twt.records import read_json
 
+    _check_names(args)
     if args.registry_command == "publish":
-        metrics = json.loads(args.metrics.read_text())["models"] if args.metrics else None
-        gate = json.loads(args.gate.read_text()) if args.gate else None
+        metrics = read_json(args.metrics, "--metrics", dict) if args.metrics else None
+        if metrics is not None and not isinstance(metrics.get("models"), dict):
+            raise ValueError(f"{args.metrics}: --metrics: no 'models' mapping (expected eval/metrics.json)")
+        metrics = metrics["models"] if metrics is not None else None
+        gate = read_json(args.gate, "--gate", dict) if args.gate else None
         version = registry.publish(
             args.model_dir, args.root, args.name, args.version, metrics=metrics, gate=gate
         )
@@ -250,6 +269,11 @@ def cmd_registry(args: argparse.Namespace) -> None:
                 print(f"{item.ref}  {item.created}  {json.dumps(item.headline)}")
     elif args.registry_command == "show":
         _print_json(registry.show(args.root, args.ref))
+    elif args.registry_command == "gc":
+        found = registry.gc(args.root, args.name, older_than_s=args.older_than, dry_run=args.dry_run)
+        for item in found:
+            print(f"{'would remove' if args.dry_run else 'removed'} {item.kind} {item.uri}: {item.reason}")
+        print(f"{len(found)} leftover(s) {'found' if args.dry_run else 'removed'} under {args.root}")
     else:
         version = registry.pull(args.ref, args.root, args.to)
         print(f"pulled {version.ref} into {args.to}; every checksum verified ({version.files} files)")
@@ -265,6 +289,7 @@ def _pipeline_root(args: argparse.Namespace) -> str:
 def cmd_pipeline(args: argparse.Namespace) -> None:
     from twt import pipeline_registry
 
+    _check_names(args)
     root = _pipeline_root(args)
     if args.pipeline_command == "list":
         names = [args.name] if args.name else pipeline_registry.list_pipelines(root)
@@ -411,6 +436,20 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("ref")
     pull.add_argument("--root", required=True)
     pull.add_argument("--to", type=Path, required=True, help="a new or empty directory")
+    gc = reg_sub.add_parser(
+        "gc", help="remove what killed publishes left (claims, staging, uploads without a manifest)"
+    )
+    gc.add_argument("name", nargs="?", help="one model (default: all)")
+    gc.add_argument("--root", required=True)
+    gc.add_argument(
+        "--older-than",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="also what is older than this (default: $TWT_REGISTRY_STALE_AFTER_S or 6 hours); leftovers of "
+        "a process that is gone (same host) go at once",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     reg.set_defaults(handler=cmd_registry)
 
     pipe = sub.add_parser("pipeline", help="list, pull and tag published pipeline templates")
@@ -434,13 +473,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by input; they end with one line instead of a traceback."""
-    errors: list[type[BaseException]] = [ValueError, FileNotFoundError, PermissionError, KeyError]
-    try:
-        from twt.store import StoreError
+    from twt.store import StoreError
+    from twt.teachers import TeacherBackendError, TeacherRequestError
 
-        errors.append(StoreError)
-    except ImportError:  # pragma: no cover - store is part of the package
-        pass
+    errors: list[type[BaseException]] = [ValueError, FileNotFoundError, PermissionError, KeyError]
+    errors += [IsADirectoryError, NotADirectoryError, StoreError, TeacherBackendError, TeacherRequestError]
     return tuple(errors)
 
 

@@ -59,7 +59,7 @@ from typing import Any
 
 import numpy as np
 
-from twt.records import Candidate, DistillRow, read_rows, write_json, write_rows
+from twt.records import Candidate, DistillRow, read_nonempty, read_rows, write_json, write_rows
 from twt.task import ANSWER_PREFIX, PromptTemplates, completion, extract_answer, normalize_answer
 
 METHODS = ("teacher", "cts", "unconditional")
@@ -520,7 +520,7 @@ def run_compress(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    rows = list(read_rows(distill_path, DistillRow))
+    rows = read_nonempty(distill_path, DistillRow, "distillation rows")
     if method == "teacher":
         from twt.teachers import TeacherSpec, load_teacher
 

@@ -43,6 +43,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from twt import names
+from twt.safe_yaml import YAMLLimitError, load_yaml
 from twt.task import PromptTemplates, TaskSpec
 
 
@@ -64,7 +66,33 @@ def _problem(field: str | tuple[str | int, ...], problem: str) -> PydanticCustom
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Every section: unknown keys refused, numbers strict (no bool for a number, no NaN or infinity)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, data: Any) -> Any:
+        """YAML ``true`` is not ``1``: a bool where an int or float belongs is an error naming the field."""
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key) if isinstance(key, str) else None
+                if field is not None and (where := _bool_in_number(field.annotation, value)) is not None:
+                    raise _problem((key, *where), "expected a number, got a boolean (true/false)")
+        return data
+
+
+def _bool_in_number(annotation: Any, value: Any) -> tuple[int, ...] | None:
+    """The position of a bool in ``value`` where ``annotation`` (int, float, their optionals and lists)
+    wants a number: ``()`` for the value itself, ``(i,)`` for a list item; None when there is none."""
+    args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+    if annotation in (int, float) or (args and all(a in (int, float) for a in args)):
+        return () if isinstance(value, bool) else None
+    if getattr(annotation, "__origin__", None) in (list, tuple) and isinstance(value, list):
+        for i, item in enumerate(value):
+            if args and _bool_in_number(args[0], item) is not None:
+                return (i,)
+    return None
 
 
 # --- data ------------------------------------------------------------------------------------------------
@@ -374,6 +402,11 @@ class RegistryConfig(_Section):
         description="Also register in Kubeflow Model Registry at this host:port (extra 'kubeflow-registry').",
     )
 
+    @field_validator("model_name")
+    @classmethod
+    def _model_name(cls, name: str) -> str:
+        return names.check_model_name(name)  # the registry's own rule (also: no '..')
+
 
 # --- the run ----------------------------------------------------------------------------------------------
 
@@ -555,16 +588,10 @@ def load_config(path: str | os.PathLike, base_dir: str | os.PathLike | None = No
 
 def parse_config(text: str, source: str = "<config>", base_dir: str | os.PathLike = ".") -> RunConfig:
     """Validate and resolve a configuration given as YAML text; ``source`` names it in errors."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        _check_duplicate_keys(root, source)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise ConfigError(f"{where}: invalid YAML: {err.problem or err.context}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{source}: invalid YAML: {err}") from None
+    try:  # bounded: depth, alias expansion and size are capped; duplicate keys refused
+        data, root = load_yaml(text, source)
+    except YAMLLimitError as err:
+        raise ConfigError(str(err)) from None
     if data is None:
         raise ConfigError(f"{source}: empty configuration")
     if not isinstance(data, dict):
@@ -577,21 +604,6 @@ def parse_config(text: str, source: str = "<config>", base_dir: str | os.PathLik
         return config.resolve(base_dir)
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
-
-
-def _check_duplicate_keys(node: yaml.Node | None, source: str) -> None:
-    """PyYAML keeps the last of two equal keys silently; a repeated key is a typo, so refuse it."""
-    if isinstance(node, yaml.MappingNode):
-        seen = set()
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                if key.value in seen:
-                    raise ConfigError(f"{source}:{key.start_mark.line + 1}: duplicate key {key.value!r}")
-                seen.add(key.value)
-            _check_duplicate_keys(value, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _check_duplicate_keys(item, source)
 
 
 def _dotted(loc: tuple) -> str:

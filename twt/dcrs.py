@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from twt.records import Candidate, DistillRow, Question, read_rows, write_json, write_rows
+from twt.records import Candidate, DistillRow, Question, read_nonempty, read_rows, write_json, write_rows
 from twt.task import normalize_answer
 
 QUALITY_REASONS = ("passed", "no_answer", "empty_reasoning", "disagrees", "low_score")
@@ -494,7 +494,7 @@ def _read_inputs(
 ) -> tuple[list[Question], list[Candidate]]:
     from tqdm.auto import tqdm
 
-    questions = list(read_rows(questions_path, Question))
+    questions = read_nonempty(questions_path, Question, "questions")
     known: set[str] = set()
     for q in questions:
         if q.id in known:
@@ -516,6 +516,9 @@ def _read_inputs(
                 )
             seen[key] = str(path)
             candidates.append(c)
+    if not candidates:
+        files = ", ".join(str(p) for p in candidate_paths)
+        raise DCRSError(f"{files}: no candidates (empty); refusing to go on with nothing")
     return questions, candidates
 
 

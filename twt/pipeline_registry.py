@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -47,10 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from twt import names as name_rules
 from twt import store
 from twt.registry import (
-    MODEL_NAME,
-    VERSION,
     InvalidNameError,
     RegistryError,
     VersionExistsError,
@@ -64,7 +62,7 @@ from twt.store import MANIFEST_NAME, S3Settings, StoreError
 
 PREFIX = "pipelines"  # <root>/pipelines/<name>/...
 TAGS = "tags"  # <root>/pipelines/<name>/tags/<tag>.json
-TAG = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+TAG = name_rules.TAG  # fullmatch (name_rules.is_tag)
 KIND = "twt-pipeline-version"
 TAG_KIND = "twt-pipeline-tag"
 # manifest keys that publish sets (a caller's metadata cannot override them)
@@ -125,7 +123,7 @@ class Tag:
         try:
             raw = json.loads(text)
             found = cls(raw["pipeline"], raw["tag"], raw["version"], raw["sha256"], raw.get("updated", ""))
-            if raw.get("kind") != TAG_KIND or not VERSION.match(found.version):
+            if raw.get("kind") != TAG_KIND or not name_rules.is_version(found.version):
                 raise ValueError(f"kind {raw.get('kind')!r}, version {found.version!r}")
             return found
         except (ValueError, KeyError, TypeError) as err:
@@ -136,11 +134,7 @@ class Tag:
 
 
 def check_tag(tag: str) -> str:
-    if not isinstance(tag, str) or not TAG.match(tag):
-        raise InvalidNameError(
-            f"invalid tag {tag!r}: use a-z 0-9 - (a letter first, at most 63), e.g. stable"
-        )
-    return tag
+    return name_rules.check_tag(tag, InvalidNameError)
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
@@ -153,7 +147,7 @@ def parse_ref(ref: str) -> tuple[str, str]:
 
 
 def is_tag(text: str) -> bool:
-    return bool(TAG.match(text))
+    return name_rules.is_tag(text)
 
 
 def template_name(name: str, version: str) -> str:
@@ -194,7 +188,7 @@ def _published(root: store.PathLike, name: str, settings: S3Settings | None) -> 
     found = set()
     for rel in _files_under(pipeline_uri(root, name), settings):
         parts = rel.split("/")
-        if len(parts) == 2 and parts[1] == MANIFEST_NAME and VERSION.match(parts[0]):
+        if len(parts) == 2 and parts[1] == MANIFEST_NAME and name_rules.is_version(parts[0]):
             found.add(parts[0])
     return sorted(found, key=version_key)
 
@@ -204,9 +198,9 @@ def list_pipelines(root: store.PathLike, *, settings: S3Settings | None = None) 
     names = set()
     for rel in _files_under(store.parse_uri(root).child(PREFIX).uri, settings):
         parts = rel.split("/")
-        if len(parts) == 3 and parts[2] == MANIFEST_NAME and VERSION.match(parts[1]):
+        if len(parts) == 3 and parts[2] == MANIFEST_NAME and name_rules.is_version(parts[1]):
             names.add(parts[0])
-    return sorted(n for n in names if MODEL_NAME.match(n))
+    return sorted(n for n in names if name_rules.is_model_name(n))
 
 
 # ---- tags -----------------------------------------------------------------------------------------------
@@ -241,7 +235,7 @@ def list_tags(root: store.PathLike, name: str, *, settings: S3Settings | None = 
     base = store.parse_uri(pipeline_uri(root, name)).child(TAGS).uri
     rels = [r for r in _files_under(base, settings) if "/" not in r and r.endswith(".json")]
     names = [r.removesuffix(".json") for r in rels]  # temporary files of a writer end in .part
-    return {t: get_tag(root, name, t, settings=settings) for t in sorted(names) if TAG.match(t)}
+    return {t: get_tag(root, name, t, settings=settings) for t in sorted(names) if name_rules.is_tag(t)}
 
 
 def set_tag(

@@ -15,7 +15,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -71,10 +71,7 @@ Row = TypeVar("Row", bound=_Row)
 def read_rows(path: str | os.PathLike, schema: type[Row]) -> Iterator[Row]:
     """Stream the rows of a JSONL file, validating each; blank lines are skipped."""
     path = Path(path)
-    try:
-        handle = path.open("rb")  # bytes, decoded line by line, so a bad byte is reported on its own line
-    except FileNotFoundError:
-        raise RecordError(f"{path}: no such file") from None
+    handle = _open(path)  # bytes, decoded line by line, so a bad byte is reported on its own line
     with handle:
         for number, raw in enumerate(handle, start=1):
             try:
@@ -87,6 +84,53 @@ def read_rows(path: str | os.PathLike, schema: type[Row]) -> Iterator[Row]:
                 yield schema.model_validate_json(line)
             except ValidationError as err:
                 raise RecordError(f"{path}:{number}: {_describe(err)}") from None
+
+
+def _open(path: Path) -> BinaryIO:
+    """Open an input file for reading; a missing, unreadable or directory path is one ``RecordError``."""
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        raise RecordError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise RecordError(f"{path}: is a directory, not a file") from None
+    except PermissionError:
+        raise RecordError(f"{path}: permission denied (cannot read it)") from None
+    except OSError as err:
+        raise RecordError(f"{path}: cannot read ({err.strerror or err})") from None
+
+
+def read_nonempty(path: str | os.PathLike, schema: type[Row], what: str = "rows") -> list[Row]:
+    """All rows of a JSONL file (``read_rows``); a file without any is a ``RecordError``, raised before the
+    caller writes anything."""
+    rows = list(read_rows(path, schema))
+    if not rows:
+        raise RecordError(f"{path}: no {what} (the file is empty); refusing to go on with nothing")
+    return rows
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file", kind: type | None = None) -> Any:
+    """One JSON document; a missing/unreadable file or bad JSON is a ``RecordError`` naming ``what``, the
+    file and the line (``kind``: the type the top level must have, e.g. ``dict``)."""
+    path = Path(path)
+    with _open(path) as handle:
+        raw = handle.read()
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise RecordError(f"{path}: {what}: not UTF-8 ({err.reason})") from None
+    except json.JSONDecodeError as err:
+        raise RecordError(
+            f"{path}:{err.lineno}: {what}: not valid JSON ({err.msg}, column {err.colno})"
+        ) from None
+    except RecursionError:
+        raise RecordError(f"{path}: {what}: nested too deeply") from None
+    if kind is not None and not isinstance(data, kind):
+        raise RecordError(f"{path}:1: {what}: expected a JSON {_KIND_NAMES.get(kind, kind.__name__)}")
+    return data
+
+
+_KIND_NAMES = {dict: "object", list: "array"}
 
 
 def _describe(err: ValidationError) -> str:

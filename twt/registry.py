@@ -29,22 +29,26 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import re
-import socket
+import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from twt import names as name_rules
 from twt import store
 from twt.store import MANIFEST_NAME, Manifest, S3Settings, StoreError
 
-MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-VERSION = re.compile(r"^(0|[1-9][0-9]{0,8})(\.(0|[1-9][0-9]{0,8})){0,2}$")
-AUTO_ATTEMPTS = 5  # versions an "auto" publish tries when others publish at the same time
+MODEL_NAME = name_rules.MODEL_NAME  # match with fullmatch (name_rules.is_model_name), never re.match
+VERSION = name_rules.VERSION
+AUTO_ATTEMPTS = 50  # versions an "auto" publish tries when others publish at the same time
+STALE_AFTER_S = 6 * 3600  # a claim or staging directory this old is abandoned (TWT_REGISTRY_STALE_AFTER_S)
 CARD_NAME = "README.md"
 CLAIMS = ".publishing"  # <root>/<model>/.publishing/<version>/ exists while a publish of it runs
 KIND = "twt-registry-version"
@@ -55,7 +59,7 @@ class RegistryError(StoreError):
     """A registry operation failed; one line naming the model, version or root."""
 
 
-class InvalidNameError(RegistryError, ValueError):
+class InvalidNameError(RegistryError, name_rules.InvalidNameError):
     """A model name, version or reference that the registry does not accept."""
 
 
@@ -107,19 +111,11 @@ class RegistryVersion:
 
 
 def check_model_name(name: str) -> str:
-    if not isinstance(name, str) or not MODEL_NAME.match(name) or ".." in name:
-        raise InvalidNameError(
-            f"invalid model name {name!r}: use 1-63 of a-z 0-9 . _ - (a letter or digit first, no '..')"
-        )
-    return name
+    return name_rules.check_model_name(name, InvalidNameError)
 
 
 def check_version(version: str) -> str:
-    if not isinstance(version, str) or not VERSION.match(version):
-        raise InvalidNameError(
-            f"invalid version {version!r}: use 1 to 3 dot-separated numbers without leading zeros (3, 1.2.3)"
-        )
-    return version
+    return name_rules.check_version(version, InvalidNameError)
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -157,7 +153,7 @@ def _published(root: store.PathLike, model: str | None, settings: S3Settings | N
     out = []
     for rel in rels:
         parts = rel.split("/")
-        if len(parts) == 3 and MODEL_NAME.match(parts[0]) and VERSION.match(parts[1]):
+        if len(parts) == 3 and name_rules.is_model_name(parts[0]) and name_rules.is_version(parts[1]):
             out.append((parts[0], parts[1]))  # anything else (claims, staging, strays) is not a version
     return out
 
@@ -227,36 +223,282 @@ def _model_files(model_dir: Path) -> list[tuple[str, Path]]:
     return files
 
 
+def _claimed(root: store.PathLike, model: str, settings: S3Settings | None) -> list[str]:
+    """Versions of ``model`` with a claim (a publish running, or a killed one's leftover)."""
+    base = store.parse_uri(root).child(f"{model}/{CLAIMS}")
+    if base.scheme == "file":
+        found = Path(base.key).glob(f"*/{MANIFEST_NAME}") if Path(base.key).is_dir() else []
+        return [p.parent.name for p in found if name_rules.is_version(p.parent.name)]
+    prefix = base.child("").uri
+    rels = [u[len(prefix) :].split("/") for u in store.list_uris(prefix, settings=settings)]
+    return [r[0] for r in rels if len(r) == 2 and r[1] == MANIFEST_NAME and name_rules.is_version(r[0])]
+
+
 def _next_version(root: store.PathLike, model: str, after: int, settings: S3Settings | None) -> str:
-    majors = [version_key(v)[0] for _, v in _published(root, model, settings)]
-    return str(max([after, *majors]) + 1)
+    taken = [*(v for _, v in _published(root, model, settings)), *_claimed(root, model, settings)]
+    return str(max([after, *(version_key(v)[0] for v in taken)]) + 1)
+
+
+# ---- claims and leftovers ----------------------------------------------------------------------------------
+
+
+def stale_after_s() -> float:
+    """Age after which a claim or staging directory counts as abandoned: ``TWT_REGISTRY_STALE_AFTER_S``,
+    default ``STALE_AFTER_S`` (6 hours). A leftover whose owner process is gone (same host) is stale at
+    once."""
+    raw = os.environ.get("TWT_REGISTRY_STALE_AFTER_S", "")
+    try:
+        value = float(raw) if raw.strip() else STALE_AFTER_S
+    except ValueError:
+        raise RegistryError(f"TWT_REGISTRY_STALE_AFTER_S={raw!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise RegistryError(f"TWT_REGISTRY_STALE_AFTER_S={raw!r} must be a finite number >= 0")
+    return value
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who holds ``uri`` (a claim directory) and since when."""
+
+    uri: str
+    host: str
+    pid: int
+    id: str
+    started: float  # epoch seconds
+
+    @classmethod
+    def read(cls, uri: str, settings: S3Settings | None) -> Claim | None:
+        """The claim at ``uri``; None when there is none. A claim we cannot parse has an unknown owner."""
+        try:
+            manifest = store.read_manifest(uri, settings=settings)
+        except store.NotFoundError:
+            return None
+        except StoreError:
+            return cls(uri, "?", 0, "?", 0.0)
+        who = manifest.metadata.get("publisher")
+        who = who if isinstance(who, Mapping) else {}
+        try:
+            started = dt.datetime.fromisoformat(str(manifest.created)).timestamp()
+        except ValueError:
+            started = 0.0
+        pid = who.get("pid")
+        pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else 0
+        return cls(uri, str(who.get("host", "?")), pid, str(who.get("id", "?")), started)
+
+    @property
+    def owner(self) -> str:
+        return f"process {self.pid} on {self.host}"
+
+    def stale(self, max_age_s: float, now: float | None = None) -> str | None:
+        """Why this claim is abandoned (its owner is gone, or it is too old), or None while it may be live."""
+        if store.owner_alive(self.pid, self.host) is False:
+            return f"its owner, {self.owner}, is gone"
+        age = (time.time() if now is None else now) - self.started
+        if age > max_age_s:
+            return f"it is {age:.0f} s old (older than {max_age_s:.0f} s)"
+        return None
+
+
+def _claim_uri(root: store.PathLike, model: str, version: str) -> str:
+    return store.parse_uri(root).child(f"{model}/{CLAIMS}/{version}").uri
+
+
+def _publish_empty(uri: str, meta: dict, settings: S3Settings | None) -> None:
+    with tempfile.TemporaryDirectory(prefix="twt-claim-") as empty:
+        store.publish_dir(empty, uri, metadata=meta, settings=settings)
+
+
+def _publisher() -> dict[str, Any]:
+    return {"host": store.this_host(), "pid": os.getpid(), "id": uuid.uuid4().hex}
+
+
+def _reclaim(
+    root: store.PathLike, model: str, version: str, claim: Claim, settings: S3Settings | None
+) -> list[str]:
+    """Remove an abandoned claim and what its publish left under ``<model>/<version>/``; returns the URIs.
+
+    Of several processes reclaiming the same claim one does it: each first publishes a reclaim lock named
+    after the claim's id (exclusive, like a claim); the others get ``VersionExistsError``. While the old
+    claim exists nobody else can publish the version, so the files under it are the dead publisher's."""
+    lock = f"{claim.uri}.reclaim-{claim.id}" if name_rules.is_model_name(claim.id) else f"{claim.uri}.reclaim"
+    try:
+        _publish_empty(lock, {"publisher": _publisher()}, settings)
+    except store.AlreadyPublishedError:
+        raise VersionExistsError(
+            f"{model}@{version}: another process is removing the abandoned claim {claim.uri}"
+        ) from None
+    removed = []
+    try:
+        current = Claim.read(claim.uri, settings)
+        if current is not None and current.id == claim.id:
+            target = store.parse_uri(version_uri(root, model, version)).child("")
+            unpublished = not store.exists(target.uri, settings=settings)
+            if unpublished and target.scheme == "s3" and store.list_uris(target.uri, settings=settings):
+                store.delete(target.uri, settings=settings)  # half-uploaded files of the dead publish
+                removed.append(target.uri)
+            store.delete(claim.uri, settings=settings)
+            removed.append(claim.uri)
+    finally:
+        store.delete(lock, settings=settings)
+    return removed
 
 
 def _claim(root: store.PathLike, model: str, version: str, settings: S3Settings | None) -> str:
-    """Publish the empty claim directory for ``model@version``; exactly one concurrent caller succeeds."""
-    claim = store.parse_uri(root).child(f"{model}/{CLAIMS}/{version}").uri
-    who = {"host": socket.gethostname(), "pid": os.getpid(), "id": uuid.uuid4().hex}
-    with tempfile.TemporaryDirectory(prefix="twt-claim-") as empty:
+    """Publish the empty claim directory for ``model@version``; exactly one concurrent caller succeeds.
+
+    A claim left by a publish that was killed (its owner gone, or older than ``stale_after_s()``) is
+    reclaimed once; a live one is reported with its owner."""
+    claim = _claim_uri(root, model, version)
+    for attempt in (1, 2):
         try:
-            store.publish_dir(empty, claim, metadata={"publisher": who}, settings=settings)
-        except store.AlreadyPublishedError as err:
-            raise VersionExistsError(
-                f"{model}@{version} is being published by another process (claim {claim}; if no publish "
-                "is running, one was killed: delete that claim to publish this version)"
-            ) from err
-    return claim
+            _publish_empty(claim, {"publisher": _publisher()}, settings)
+            return claim
+        except store.AlreadyPublishedError:
+            held = Claim.read(claim, settings)
+            why = held.stale(stale_after_s()) if held is not None else "it is gone"
+            if why is None or attempt == 2:
+                owner = held.owner if held is not None else "another process"
+                raise VersionExistsError(
+                    f"{model}@{version} is being published by another process (claim {claim}, held by "
+                    f"{owner}; if no publish is running, one was killed: `twt registry gc --root "
+                    f"{store.parse_uri(root).uri}` removes it, and a publish reclaims it after "
+                    f"{stale_after_s():.0f} s)"
+                ) from None
+            if held is not None:
+                _reclaim(root, model, version, held, settings)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _release(claim: str, settings: S3Settings | None) -> str:
-    """Remove a claim; returns '' or a note for an error message when it stays behind."""
+    """Remove our own claim; returns '' or a note for an error message when it stays behind."""
     try:
         store.delete(claim, settings=settings)
     except StoreError:
-        return f"; the claim {claim} is left behind: delete it before publishing this version again"
+        return f"; the claim {claim} is left behind: `twt registry gc` removes it"
     if store.parse_uri(claim).scheme == "file":
         with contextlib.suppress(OSError):
             Path(store.parse_uri(claim).key).parent.rmdir()  # <model>/.publishing/, when empty
     return ""
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """Something a killed publish left in the registry, and why it may go."""
+
+    uri: str
+    kind: str  # "claim", "staging" (a local half-copied directory) or "upload" (S3 objects, no manifest)
+    reason: str
+
+
+def _local_leftovers(model_dir: Path, max_age_s: float, now: float) -> list[Leftover]:
+    found = []
+    for folder in (model_dir, model_dir / CLAIMS):
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            parsed = store.parse_staging(path.name)
+            if parsed is None or not path.is_dir():
+                continue
+            try:
+                age = now - path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # its owner just renamed it into place
+            if store.owner_alive(parsed[1], parsed[2]) is False:
+                found.append(Leftover(str(path), "staging", f"its owner, process {parsed[1]}, is gone"))
+            elif age > max_age_s:
+                found.append(Leftover(str(path), "staging", f"it is {age:.0f} s old"))
+    return found
+
+
+def _s3_uploads(
+    root: store.PathLike, model: str, claimed: set[str], max_age_s: float, settings: S3Settings | None
+) -> list[Leftover]:
+    """Objects under ``<model>/<version>/`` without a manifest or a claim, all older than ``max_age_s``."""
+    base = store.parse_uri(root).child(f"{model}/").uri
+    versions: dict[str, list[float]] = {}
+    for uri, modified in store.list_modified(base, settings=settings):
+        parts = uri[len(base) :].split("/")
+        if len(parts) >= 2 and name_rules.is_version(parts[0]):
+            versions.setdefault(parts[0], []).append(modified)
+    now, found = time.time(), []
+    for version, times in sorted(versions.items()):
+        if version in claimed or store.exists(version_uri(root, model, version), settings=settings):
+            continue
+        if now - max(times) > max_age_s:
+            reason = f"{len(times)} object(s) without a manifest, the newest {now - max(times):.0f} s old"
+            found.append(Leftover(version_uri(root, model, version), "upload", reason))
+    return found
+
+
+def gc(
+    root: store.PathLike,
+    model: str | None = None,
+    *,
+    older_than_s: float | None = None,
+    dry_run: bool = False,
+    settings: S3Settings | None = None,
+) -> list[Leftover]:
+    """Remove what killed publishes left: claims and staging whose owner is gone (same host) or that are
+    older than ``older_than_s`` (default ``stale_after_s()``), and, on S3, uploads without a manifest or a
+    claim that old. Returns what was (``dry_run``: would be) removed. Live publishes are never touched."""
+    max_age = stale_after_s() if older_than_s is None else older_than_s
+    loc, now = store.parse_uri(root), time.time()
+    models = [check_model_name(model)] if model else _model_dirs(root, settings)
+    out: list[Leftover] = []
+    for name in models:
+        claims_base = loc.child(f"{name}/{CLAIMS}")
+        if loc.scheme == "file":
+            out += _local_leftovers(Path(loc.child(name).key), max_age, now)
+            base = Path(claims_base.key)
+            entries = (
+                sorted(p.name for p in base.iterdir() if (p / MANIFEST_NAME).is_file())
+                if base.is_dir()
+                else []
+            )
+        else:
+            prefix = claims_base.child("").uri
+            rels = [u[len(prefix) :].split("/") for u in store.list_uris(prefix, settings=settings)]
+            entries = sorted({r[0] for r in rels if len(r) == 2 and r[1] == MANIFEST_NAME})
+        live = set()
+        for entry in entries:
+            claim = Claim.read(claims_base.child(entry).uri, settings)
+            why = claim.stale(max_age, now) if claim is not None else None
+            if claim is None:
+                continue
+            if why is None:
+                live.add(entry)
+                continue
+            out.append(Leftover(claim.uri, "claim", why))
+            if not dry_run and name_rules.is_version(entry):
+                with contextlib.suppress(VersionExistsError):
+                    _reclaim(root, name, entry, claim, settings)
+            elif not dry_run:
+                store.delete(claim.uri, settings=settings)  # a reclaim lock left by a killed reclaim
+        if loc.scheme == "s3":
+            out += _s3_uploads(
+                root, name, live | {e for e in entries if name_rules.is_version(e)}, max_age, settings
+            )
+    if not dry_run:
+        for item in out:
+            if item.kind != "claim":
+                store.delete(
+                    store.parse_uri(item.uri).child("").uri if item.kind == "upload" else item.uri,
+                    settings=settings,
+                )
+    return out
+
+
+def _model_dirs(root: store.PathLike, settings: S3Settings | None) -> list[str]:
+    """Every model folder under ``root``, published or not (a killed first publish has no version yet)."""
+    loc = store.parse_uri(root)
+    if loc.scheme == "file":
+        base = Path(loc.key)
+        return (
+            sorted(p.name for p in base.iterdir() if p.is_dir() and name_rules.is_model_name(p.name))
+            if base.is_dir()
+            else []
+        )
+    prefix = loc.child("").uri
+    firsts = {u[len(prefix) :].split("/")[0] for u in store.list_uris(prefix, settings=settings)}
+    return sorted(n for n in firsts if name_rules.is_model_name(n))
 
 
 def publish_claimed(
@@ -309,6 +551,10 @@ def publish(
     if not src.is_dir():
         raise store.NotFoundError(f"no such model directory: {src}")
     files = _model_files(src)
+    model_loc = store.parse_uri(root).child(model)
+    if model_loc.scheme == "file":  # what killed publishes of this model left behind (owner gone, or old)
+        for item in _local_leftovers(Path(model_loc.key), stale_after_s(), time.time()):
+            shutil.rmtree(item.uri, ignore_errors=True)
     if version != "auto" and store.exists(uri := version_uri(root, model, version), settings=settings):
         raise VersionExistsError(f"{model}@{version} already exists at {uri}; versions are immutable")
     if lineage is None and (src / "twt.json").is_file():

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from twt.records import Candidate, Question, RecordError, read_rows, write_json, write_rows
+from twt.records import Candidate, Question, RecordError, read_nonempty, read_rows, write_json, write_rows
 from twt.task import PromptTemplates, extract_answer
 from twt.teachers import Generation, TeacherBackend, TeacherSpec, load_teacher, stream_seed
 
@@ -110,7 +110,7 @@ def sample_teacher(
 
 
 def read_questions(path: str | Path) -> list[Question]:
-    questions = list(read_rows(path, Question))
+    questions = read_nonempty(path, Question, "questions")
     seen: set[str] = set()
     for number, question in enumerate(questions, start=1):
         if question.id in seen:

@@ -32,7 +32,9 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 import urllib.parse
@@ -189,15 +191,66 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str, uri: str) -> Manifest:
+        """Parse and check a manifest: every entry a normalised relative POSIX path (see ``check_entry``),
+        listed once, with a 64-hex sha256 and a non-negative integer size; else one-line ``StoreError``."""
         try:
-            raw = json.loads(text)
-            files = {str(rel): FileEntry(str(e["sha256"]), int(e["size"])) for rel, e in raw["files"].items()}
-            for rel in files:  # a manifest from elsewhere must not write outside the destination
-                if PurePosixPath(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
-                    raise ValueError(f"path {rel!r} leaves the directory")
+            raw = json.loads(text, object_pairs_hook=_unique_keys)
+            if not isinstance(raw, dict) or not isinstance(raw.get("files"), dict):
+                raise ValueError("no 'files' mapping")
+            files = {check_entry(rel): _file_entry(rel, e) for rel, e in raw["files"].items()}
+            _check_no_nesting(files)
             return cls(files, dict(raw.get("metadata") or {}), str(raw.get("created", "")))
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
-            raise StoreError(f"malformed manifest {uri}: {err}") from err
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
+            raise StoreError(f"malformed manifest {uri}: {err}") from None
+
+
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"entry {key!r} is listed twice")
+        seen[key] = value
+    return seen
+
+
+def check_entry(rel: object) -> str:
+    """A manifest entry must be a normalised relative POSIX path inside the directory: not empty, not ``.``
+    or ``..``, no ``..`` part, not absolute, no NUL, backslash, empty or ``.`` part, not the manifest
+    itself."""
+    if not isinstance(rel, str) or not rel:
+        raise ValueError(f"entry {rel!r} is not a file path")
+    parts = rel.split("/")
+    bad = (
+        "\0" in rel
+        or "\\" in rel
+        or rel.startswith("/")
+        or any(p in ("", ".", "..") for p in parts)
+        or rel == MANIFEST_NAME
+    )
+    if bad or PurePosixPath(rel).as_posix() != rel:
+        raise ValueError(f"entry {rel!r} is not a normalised relative path inside the directory")
+    return rel
+
+
+def _file_entry(rel: str, entry: Any) -> FileEntry:
+    if not isinstance(entry, dict):
+        raise ValueError(f"entry {rel!r}: expected {{sha256, size}}")
+    digest, size = entry.get("sha256"), entry.get("size")
+    if not isinstance(digest, str) or not SHA256_HEX.fullmatch(digest):
+        raise ValueError(f"entry {rel!r}: sha256 {digest!r} is not 64 lower-case hex digits")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ValueError(f"entry {rel!r}: size {size!r} is not a non-negative integer")
+    return FileEntry(digest, size)
+
+
+def _check_no_nesting(files: Mapping[str, FileEntry]) -> None:
+    """``a`` and ``a/b`` cannot both be files."""
+    dirs = {"/".join(rel.split("/")[:i]) for rel in files for i in range(1, rel.count("/") + 1)}
+    if clash := sorted(dirs & files.keys()):
+        raise ValueError(f"entry {clash[0]!r} is both a file and a directory")
 
 
 def _chunks(path: PathLike) -> Iterator[bytes]:
@@ -390,6 +443,56 @@ def _put_manifest(settings: S3Settings, loc: Location, text: str, exclusive: boo
             raise AlreadyPublishedError(f"{loc.uri} was published by someone else meanwhile") from err
 
 
+STAGING_SUFFIX = ".tmp"  # hidden staging directories: .<name>.<pid>@<host>.<random>.tmp beside the target
+_STAGING = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)@(?P<host>[A-Za-z0-9-]*)\.[A-Za-z0-9_]+\.tmp")
+
+
+def this_host() -> str:
+    """The host name as it appears in staging names (letters, digits and '-')."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
+
+
+def owner_tag() -> str:
+    """``<pid>@<host>``: who owns a staging directory, so that a leftover can be traced to a dead process."""
+    return f"{os.getpid()}@{this_host()}"
+
+
+def owner_alive(pid: int, host: str) -> bool | None:
+    """Whether process ``pid`` on ``host`` runs: True/False on this host, None (unknown) elsewhere."""
+    if host != this_host():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def parse_staging(name: str) -> tuple[str, int, str] | None:
+    """(target name, pid, host) of a staging directory's name, or None when it is not one."""
+    match = _STAGING.fullmatch(name)
+    return (match["name"], int(match["pid"]), match["host"]) if match else None
+
+
+def _mkdtemp_beside(dst: Path) -> Path:
+    """A new hidden staging directory next to ``dst``, named after its owner (see ``parse_staging``).
+
+    The parent is created if needed; another process may remove an empty parent between that and the
+    ``mkdtemp`` (claims do), so that is retried."""
+    for attempt in range(8):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return Path(
+                tempfile.mkdtemp(prefix=f".{dst.name}.{owner_tag()}.", suffix=STAGING_SUFFIX, dir=dst.parent)
+            )
+        except FileNotFoundError:
+            if attempt == 7:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _settings(settings: S3Settings | None) -> S3Settings:
     return settings if settings is not None else S3Settings.from_env()
 
@@ -449,6 +552,11 @@ def publish_dir(
         raise NotFoundError(f"no such directory: {src_path}")
     files = sorted((p.relative_to(src_path).as_posix(), p) for p in src_path.rglob("*") if p.is_file())
     files = [(rel, p) for rel, p in files if rel != MANIFEST_NAME]
+    for rel, _ in files:
+        try:
+            check_entry(rel)
+        except ValueError as err:
+            raise StoreError(f"cannot publish {src_path}: {err}") from None
     entries = {rel: FileEntry(sha256_file(p), p.stat().st_size) for rel, p in files}
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
     manifest = Manifest(entries, dict(metadata or {}), created)
@@ -464,8 +572,7 @@ def publish_dir(
         if (dst / MANIFEST_NAME).is_file():
             raise AlreadyPublishedError(f"{dst} is already published ({MANIFEST_NAME} exists)")
         raise StoreError(f"{dst} exists and is not an empty directory; refusing to publish over it")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    tmp = _mkdtemp_beside(dst)
     try:
         for rel, path in files:  # the copy must still match the hash in the manifest
             _copy_verified(path, tmp / rel, entries[rel].sha256, str(path))
@@ -560,8 +667,7 @@ def get_dir(uri: PathLike, dst: PathLike, *, settings: S3Settings | None = None)
     manifest = read_manifest(uri, settings=s3)
     if not _is_new_dir(dst_path):
         raise StoreError(f"{dst_path} exists and is not an empty directory; get_dir needs a new or empty one")
-    dst_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst_path.name}.", suffix=".tmp", dir=dst_path.parent))
+    tmp = _mkdtemp_beside(dst_path)
     try:
         for rel, entry in sorted(manifest.files.items()):
             src = loc.child(rel)
@@ -573,9 +679,15 @@ def get_dir(uri: PathLike, dst: PathLike, *, settings: S3Settings | None = None)
                 raise NotFoundError(f"{src.uri} is listed in the manifest of {loc.uri} but missing")
         (tmp / MANIFEST_NAME).write_text(manifest.to_json())
         os.chmod(tmp, 0o755)
-        if dst_path.exists():
-            dst_path.rmdir()
-        os.rename(tmp, dst_path)
+        try:
+            os.rename(tmp, dst_path)  # atomic; replaces an empty directory, fails on a filled one
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise
+            raise StoreError(
+                f"{dst_path} was filled by another process meanwhile (a concurrent pull?); "
+                "nothing of this one was kept"
+            ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -602,6 +714,26 @@ def list_uris(prefix: PathLike, *, settings: S3Settings | None = None) -> list[s
     s3 = _settings(settings)
     listing = functools.partial(_client(s3).list_objects, loc.bucket, loc.key, recursive=True)
     return sorted(f"s3://{loc.bucket}/{o.object_name}" for o in _call(s3, loc, lambda: list(listing())))
+
+
+def list_modified(prefix: PathLike, *, settings: S3Settings | None = None) -> list[tuple[str, float]]:
+    """``list_uris`` with each file's modification time (epoch seconds)."""
+    loc = parse_uri(prefix)
+    if loc.scheme == "file":
+        out = []
+        for uri in list_uris(prefix):
+            try:
+                out.append((uri, Path(uri).stat().st_mtime))
+            except FileNotFoundError:
+                continue  # removed while we looked
+        return out
+    s3 = _settings(settings)
+    listing = functools.partial(_client(s3).list_objects, loc.bucket, loc.key, recursive=True)
+    objects = _call(s3, loc, lambda: list(listing()))
+    return sorted(
+        (f"s3://{loc.bucket}/{o.object_name}", o.last_modified.timestamp() if o.last_modified else 0.0)
+        for o in objects
+    )
 
 
 def delete(uri: PathLike, *, settings: S3Settings | None = None) -> int:

@@ -27,7 +27,6 @@ No ``kfp`` here: the library never imports it (DESIGN.md).
 from __future__ import annotations
 
 import base64
-import json
 import os
 import shutil
 import tempfile
@@ -35,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from twt.config import RunConfig, parse_config
-from twt.records import DistillRow, Question, read_rows, write_json, write_rows
+from twt.records import DistillRow, Question, read_json, read_nonempty, read_rows, write_json, write_rows
 
 ConfigLike = str | RunConfig
 LogMetric = Callable[[str, float], None] | None
@@ -52,7 +51,7 @@ def load(config: ConfigLike) -> RunConfig:
 
 
 def _read_json(path: str | os.PathLike) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    return read_json(path, "task input", dict)
 
 
 def _log(log_metric: LogMetric, values: Mapping[str, float | int | None]) -> None:
@@ -89,7 +88,7 @@ def _local_rows(src: str, schema, scratch: Path) -> list:
         target = scratch / Path(src.rstrip("/")).name
         store.get_file(src, target)
         src = str(target)
-    return list(read_rows(src, schema))  # validates: a bad row names the file and line
+    return read_nonempty(src, schema)  # validates: a bad row names the file and line; empty is refused
 
 
 def prepare_questions(
@@ -389,7 +388,7 @@ def evaluate(
     settings = run.evaluation
     metrics = evaluate_models(
         eval_targets(run, stage_models),
-        list(read_rows(eval_questions, Question)),
+        read_nonempty(eval_questions, Question, "questions"),
         out_dir,
         max_new_tokens=settings.max_new_tokens,
         batch_size=settings.batch_size,

@@ -214,7 +214,20 @@ class TeacherBackend(Protocol):
 
 
 def load_teacher(spec: TeacherSpec) -> TeacherBackend:
-    """The backend named by ``spec.backend``, loaded and ready to generate."""
+    """The backend named by ``spec.backend``, loaded and ready to generate; any failure to load it is a
+    ``TeacherBackendError`` naming the teacher and the cause."""
+    try:
+        return _load(spec)
+    except (TeacherBackendError, TeacherRequestError):
+        raise
+    except Exception as err:
+        cause = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise TeacherBackendError(
+            f"teacher {spec.name!r} ({spec.backend}, {spec.model!r}): {type(err).__name__}: {cause}"
+        ) from err
+
+
+def _load(spec: TeacherSpec) -> TeacherBackend:
     if spec.backend == "transformers":
         from twt.teachers.transformers_backend import TransformersTeacher
 
