@@ -86,12 +86,11 @@ def _bool_in_number(annotation: Any, value: Any) -> tuple[int, ...] | None:
     """The position of a bool in ``value`` where ``annotation`` (int, float, their optionals and lists)
     wants a number: ``()`` for the value itself, ``(i,)`` for a list item; None when there is none."""
     args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+    if getattr(annotation, "__origin__", None) in (list, tuple):
+        items = value if isinstance(value, list) and args else []
+        return next(((i,) for i, item in enumerate(items) if _bool_in_number(args[0], item) is not None), None)
     if annotation in (int, float) or (args and all(a in (int, float) for a in args)):
         return () if isinstance(value, bool) else None
-    if getattr(annotation, "__origin__", None) in (list, tuple) and isinstance(value, list):
-        for i, item in enumerate(value):
-            if args and _bool_in_number(args[0], item) is not None:
-                return (i,)
     return None
 
 

@@ -19,7 +19,7 @@ import yaml
 
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 64
-MAX_NODES = 100_000
+MAX_NODES = 10_000
 
 
 class YAMLLimitError(ValueError):
@@ -32,19 +32,41 @@ class _Limit(Exception):
         self.line = line
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """A SafeLoader whose composer stops at ``MAX_DEPTH`` before Python's recursion limit does."""
+try:  # libyaml's parser (C) for the events; composing stays in Python, where it can be bounded
+    from yaml._yaml import CParser as _Parser
+
+    _PARSER_BASES: tuple[type, ...] = (_Parser,)
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    _PARSER_BASES = (yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser)
+
+
+class _BoundedLoader(
+    yaml.composer.Composer, yaml.constructor.SafeConstructor, yaml.resolver.Resolver, *_PARSER_BASES
+):
+    """Safe loading whose composer stops at ``MAX_DEPTH`` levels and ``MAX_NODES`` nodes, before Python's
+    recursion limit or the clock does."""
 
     def __init__(self, stream: str) -> None:
-        super().__init__(stream)
+        if _PARSER_BASES[0] is yaml.reader.Reader:  # pragma: no cover
+            yaml.reader.Reader.__init__(self, stream)
+            yaml.scanner.Scanner.__init__(self)
+            yaml.parser.Parser.__init__(self)
+        else:
+            _PARSER_BASES[0].__init__(self, stream)
+        yaml.composer.Composer.__init__(self)
+        yaml.constructor.SafeConstructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
         self._depth = 0
+        self._nodes = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         self._depth += 1
+        self._nodes += 1
         try:
-            if self._depth > MAX_DEPTH:
+            if self._depth > MAX_DEPTH or self._nodes > MAX_NODES:
                 mark = self.peek_event().start_mark
-                raise _Limit(mark.line + 1, f"nested deeper than {MAX_DEPTH} levels")
+                what = f"nested deeper than {MAX_DEPTH} levels" if self._depth > MAX_DEPTH else None
+                raise _Limit(mark.line + 1, what or f"more than {MAX_NODES} nodes")
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -117,4 +139,5 @@ def load_yaml(text: str, source: str = "<yaml>") -> tuple[Any, yaml.Node | None]
     except RecursionError:
         raise YAMLLimitError(f"{source}: nested too deeply") from None
     finally:
-        loader.dispose()
+        if hasattr(loader, "dispose"):
+            loader.dispose()
