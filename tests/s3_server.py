@@ -8,8 +8,10 @@ the process, so a restarted server on the same port sees what the stopped one ha
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 from minio import Minio
+from moto.s3.responses import S3Response
 from moto.server import ThreadedMotoServer
 
 from twt.store import S3Settings
@@ -18,7 +20,29 @@ KEY = "testing"  # moto accepts any credentials
 FAST = {"attempts": 3, "backoff_s": 0.05, "connect_timeout_s": 1.0, "read_timeout_s": 5.0}
 
 
+_PUT_LOCK = threading.Lock()
+
+
+def _atomic_conditional_puts() -> None:
+    """Make moto's ``If-None-Match: *`` PUT atomic, as on S3 and MinIO: moto checks for the key and then
+    stores it in two steps, so two threads of the server could both pass the check (seen under the
+    registry stress test). One lock around PUTs closes that window; nothing else changes."""
+    put = S3Response.put_object
+    if getattr(put, "_twt_atomic", False):
+        return
+
+    def locked_put(self: S3Response, *args: object, **kwargs: object) -> object:
+        if self.headers.get("If-None-Match") != "*":
+            return put(self, *args, **kwargs)
+        with _PUT_LOCK:
+            return put(self, *args, **kwargs)
+
+    locked_put._twt_atomic = True  # type: ignore[attr-defined]
+    S3Response.put_object = locked_put  # type: ignore[method-assign]
+
+
 def start_server(port: int = 0) -> tuple[ThreadedMotoServer, str]:
+    _atomic_conditional_puts()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

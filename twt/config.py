@@ -88,7 +88,9 @@ def _bool_in_number(annotation: Any, value: Any) -> tuple[int, ...] | None:
     args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
     if getattr(annotation, "__origin__", None) in (list, tuple):
         items = value if isinstance(value, list) and args else []
-        return next(((i,) for i, item in enumerate(items) if _bool_in_number(args[0], item) is not None), None)
+        return next(
+            ((i,) for i, item in enumerate(items) if _bool_in_number(args[0], item) is not None), None
+        )
     if annotation in (int, float) or (args and all(a in (int, float) for a in args)):
         return () if isinstance(value, bool) else None
     return None

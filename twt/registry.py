@@ -223,12 +223,21 @@ def _model_files(model_dir: Path) -> list[tuple[str, Path]]:
     return files
 
 
+def _listdir(path: Path) -> list[Path]:
+    """The entries of a directory, sorted; none when it does not exist (another process may remove an
+    empty ``.publishing/`` at any moment)."""
+    try:
+        return sorted(path.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 def _claimed(root: store.PathLike, model: str, settings: S3Settings | None) -> list[str]:
     """Versions of ``model`` with a claim (a publish running, or a killed one's leftover)."""
     base = store.parse_uri(root).child(f"{model}/{CLAIMS}")
     if base.scheme == "file":
-        found = Path(base.key).glob(f"*/{MANIFEST_NAME}") if Path(base.key).is_dir() else []
-        return [p.parent.name for p in found if name_rules.is_version(p.parent.name)]
+        found = _listdir(Path(base.key))
+        return [p.name for p in found if name_rules.is_version(p.name) and (p / MANIFEST_NAME).is_file()]
     prefix = base.child("").uri
     rels = [u[len(prefix) :].split("/") for u in store.list_uris(prefix, settings=settings)]
     return [r[0] for r in rels if len(r) == 2 and r[1] == MANIFEST_NAME and name_rules.is_version(r[0])]
@@ -393,7 +402,7 @@ class Leftover:
 def _local_leftovers(model_dir: Path, max_age_s: float, now: float) -> list[Leftover]:
     found = []
     for folder in (model_dir, model_dir / CLAIMS):
-        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        for path in _listdir(folder):
             parsed = store.parse_staging(path.name)
             if parsed is None or not path.is_dir():
                 continue
@@ -447,12 +456,7 @@ def gc(
         claims_base = loc.child(f"{name}/{CLAIMS}")
         if loc.scheme == "file":
             out += _local_leftovers(Path(loc.child(name).key), max_age, now)
-            base = Path(claims_base.key)
-            entries = (
-                sorted(p.name for p in base.iterdir() if (p / MANIFEST_NAME).is_file())
-                if base.is_dir()
-                else []
-            )
+            entries = [p.name for p in _listdir(Path(claims_base.key)) if (p / MANIFEST_NAME).is_file()]
         else:
             prefix = claims_base.child("").uri
             rels = [u[len(prefix) :].split("/") for u in store.list_uris(prefix, settings=settings)]
@@ -492,7 +496,7 @@ def _model_dirs(root: store.PathLike, settings: S3Settings | None) -> list[str]:
     if loc.scheme == "file":
         base = Path(loc.key)
         return (
-            sorted(p.name for p in base.iterdir() if p.is_dir() and name_rules.is_model_name(p.name))
+            sorted(p.name for p in _listdir(base) if p.is_dir() and name_rules.is_model_name(p.name))
             if base.is_dir()
             else []
         )
@@ -604,7 +608,7 @@ def pull(
     or missing file raises ``ChecksumError``/``NotFoundError`` and leaves nothing at ``to_dir``.
     """
     dst = Path(to_dir)
-    if dst.exists() and not (dst.is_dir() and not any(dst.iterdir())):
+    if not store.is_new_dir(dst):
         raise RegistryError(f"{dst} exists and is not an empty directory; pull needs a new or empty one")
     found = get_version(root, ref, settings=settings)
     try:

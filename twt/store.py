@@ -497,8 +497,13 @@ def _settings(settings: S3Settings | None) -> S3Settings:
     return settings if settings is not None else S3Settings.from_env()
 
 
-def _is_new_dir(path: Path) -> bool:
-    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+def is_new_dir(path: Path) -> bool:
+    """True for a path that does not exist or is an empty directory (another process may remove it while
+    we look: then it is new)."""
+    try:
+        return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+    except FileNotFoundError:
+        return True
 
 
 # ---- public API -----------------------------------------------------------------------------------------
@@ -568,7 +573,7 @@ def publish_dir(
         _publish_s3(files, manifest, text, loc, overwrite, _settings(settings))
         return manifest
     dst = Path(loc.key)
-    if not overwrite and not _is_new_dir(dst):  # an empty directory (KFP pre-creates outputs) is fine
+    if not overwrite and not is_new_dir(dst):  # an empty directory (KFP pre-creates outputs) is fine
         if (dst / MANIFEST_NAME).is_file():
             raise AlreadyPublishedError(f"{dst} is already published ({MANIFEST_NAME} exists)")
         raise StoreError(f"{dst} exists and is not an empty directory; refusing to publish over it")
@@ -665,7 +670,7 @@ def get_dir(uri: PathLike, dst: PathLike, *, settings: S3Settings | None = None)
     loc, dst_path = parse_uri(uri), Path(dst)
     s3 = _settings(settings) if loc.scheme == "s3" else None
     manifest = read_manifest(uri, settings=s3)
-    if not _is_new_dir(dst_path):
+    if not is_new_dir(dst_path):
         raise StoreError(f"{dst_path} exists and is not an empty directory; get_dir needs a new or empty one")
     tmp = _mkdtemp_beside(dst_path)
     try:
