@@ -4,6 +4,7 @@ Behaviours are scripted per request, in order (``server.script = ["429", "ok"]``
 every request gets ``"ok"``:
   "ok"         200 with ``n`` choices whose text comes from ``server.reply(prompt, index)``
   "429", "500" that status with an OpenAI-style error body (and ``retry-after-ms: 1`` so retries are quick)
+  "401"        401 whose message echoes the API key it was sent (as careless servers do)
   "sleep:S"    sleep S seconds, then answer "ok" (for timeouts)
   "garbage"    200 with a body that is not JSON
   "wrong"      200 with JSON of the wrong shape (no choices)
@@ -85,6 +86,11 @@ class FakeOpenAIServer:
                 if behaviour.startswith("sleep:"):
                     time.sleep(float(behaviour.split(":", 1)[1]))
                     behaviour = "ok"
+                if behaviour == "401":  # like a server that echoes the key it refuses
+                    key = self.headers.get("authorization", "").removeprefix("Bearer ")
+                    message = f"Incorrect API key provided: {key}"
+                    error = {"error": {"message": message, "type": "invalid_request_error", "code": "401"}}
+                    return self._send(401, json.dumps(error).encode(), {})
                 if behaviour in ("429", "500"):
                     error = {"error": {"message": f"scripted {behaviour}", "type": "test", "code": behaviour}}
                     return self._send(int(behaviour), json.dumps(error).encode(), {"retry-after-ms": "1"})

@@ -336,15 +336,14 @@ def test_config_and_input_errors(tmp_path: Path):
     assert not (tmp_path / "out.jsonl").exists()
 
 
-def test_no_candidates_at_all(tmp_path: Path):
+def test_no_candidates_at_all_is_refused_before_anything_is_written(tmp_path: Path):
     write_rows(tmp_path / "questions.jsonl", QUESTIONS)
     write_rows(tmp_path / "empty.jsonl", [])
-    report = run_dcrs(
-        tmp_path / "questions.jsonl", [tmp_path / "empty.jsonl"], tmp_path / "out.jsonl", tmp_path / "r.json"
-    )
-    assert (tmp_path / "out.jsonl").read_text() == ""
-    assert report["questions"]["left_with_nothing_ids"] == ["q0", "q1"]
-    assert report["candidates"]["in"] == 0 and report["embedding"]["texts_embedded"] == 0
+    with pytest.raises(DCRSError, match=r"empty\.jsonl: no candidates \(empty\); refusing"):
+        run_dcrs(
+            tmp_path / "questions.jsonl", [tmp_path / "empty.jsonl"], tmp_path / "out.jsonl", tmp_path / "r.json"
+        )
+    assert not (tmp_path / "out.jsonl").exists() and not (tmp_path / "r.json").exists()
 
 
 # --- files and the real embedding model --------------------------------------------------------------------

@@ -44,7 +44,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from twt import names
-from twt.safe_yaml import YAMLLimitError, load_yaml
+from twt.safe_yaml import YAMLLimitError, load_yaml, read_bounded
 from twt.task import PromptTemplates, TaskSpec
 
 
@@ -579,7 +579,9 @@ def load_config(path: str | os.PathLike, base_dir: str | os.PathLike | None = No
     """Read, validate and resolve a run configuration (see the module docstring); raises ``ConfigError``."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path)
+    except YAMLLimitError as err:
+        raise ConfigError(str(err)) from None
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as err:

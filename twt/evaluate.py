@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from twt.records import Question, write_json
+from twt.records import Question, write_json, write_rows, write_text
 from twt.task import PromptTemplates
 
 METRIC_DIR = Path(__file__).parent / "metrics" / "answer_accuracy"
@@ -113,20 +113,19 @@ def evaluate_model(
     if answers_path is not None:
         from twt.task import normalize_answer
 
-        path = Path(answers_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", encoding="utf-8") as handle:
-            for q, a in zip(questions, answers, strict=True):
-                row = {
-                    "id": q.id,
-                    "answer": a.answer,
-                    "gold": q.answer,
-                    "correct": a.answer is not None and a.answer == normalize_answer(q.answer),
-                    "tokens": a.tokens,
-                    "finish_reason": a.finish_reason,
-                    "text": a.text,
-                }
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        rows = [
+            {
+                "id": q.id,
+                "answer": a.answer,
+                "gold": q.answer,
+                "correct": a.answer is not None and a.answer == normalize_answer(q.answer),
+                "tokens": a.tokens,
+                "finish_reason": a.finish_reason,
+                "text": a.text,
+            }
+            for q, a in zip(questions, answers, strict=True)
+        ]
+        write_rows(answers_path, rows)  # atomic: a crash leaves the previous answers file whole
     return {
         "name": target.name,
         "model": target.model,
@@ -181,7 +180,7 @@ def evaluate_models(
     metrics = {"questions": len(questions), "max_new_tokens": max_new_tokens, "models": results}
     write_json(out / METRICS_NAME, metrics)
     plot_accuracy_vs_tokens(results, out / PLOT_NAME)
-    (out / REPORT_NAME).write_text(render_report(metrics, plot=PLOT_NAME), encoding="utf-8")
+    write_text(out / REPORT_NAME, render_report(metrics, plot=PLOT_NAME))
     return metrics
 
 

@@ -166,12 +166,17 @@ def write_rows(path: str | os.PathLike, rows: Iterable[_Row | dict]) -> int:
 def write_json(path: str | os.PathLike, data: object) -> Path:
     """Write one JSON document atomically (temporary file in the same directory, then rename); returns
     the path. Values JSON cannot hold (paths, dates) are written as strings."""
+    return write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file atomically: a reader (or a crash) sees the old file or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+            out.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

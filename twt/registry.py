@@ -11,17 +11,25 @@ a ``README.md`` model card and ``MANIFEST.json`` (sha256 and size of every file,
 a manifest does not exist, and listing, ``show`` and ``pull`` ignore it. ``root`` is ``s3://bucket/prefix``,
 ``file://`` or a local directory.
 
-Names: a model is ``[a-z0-9][a-z0-9._-]{0,62}`` without ``..``. A version is 1 to 3 dot-separated numbers
-without leading zeros (``3``, ``1.2``, ``1.2.3``); versions sort numerically (``1.10`` > ``1.9`` > ``1``).
-``auto`` = one more than the largest leading number published (``1`` first), so it is always ``latest``.
+Names (``twt.names``, whole-string matches): a model is ``[a-z0-9][a-z0-9._-]{0,62}`` without ``..``. A
+version is 1 to 3 dot-separated numbers without leading zeros (``3``, ``1.2``, ``1.2.3``); versions sort
+numerically (``1.10`` > ``1.9`` > ``1``). ``auto`` = one more than the largest leading number published or
+claimed (``1`` first), so it is always ``latest``.
 
 Concurrency: before uploading, a publisher *claims* the version by publishing an empty directory at
-``<root>/<model>/.publishing/<version>/`` (the store's ``If-None-Match: *`` manifest on S3, an atomic
-rename locally). Of two publishers of one version exactly one gets the claim; the other fails with
-``VersionExistsError`` before writing a byte, so it can never overwrite the winner's files. ``auto`` retries
-with the next number (``AUTO_ATTEMPTS`` times). The claim is removed after the publish, failed or not; a
-killed process or a server gone mid-publish leaves it behind, and the error for that version then names the
-claim to delete (``store.delete(claim)``). A failed publish leaves no version: no manifest, no listing.
+``<root>/<model>/.publishing/<version>/`` whose manifest names its owner (host, pid, a random id) and time
+(the store's ``If-None-Match: *`` manifest on S3, an atomic rename locally). Of two publishers of one version
+exactly one gets the claim; the other fails with ``VersionExistsError`` naming the claim and its owner
+before writing a byte, so it can never overwrite the winner's files. ``auto`` moves on to the next number.
+A live process's claim and staging directories (``.<version>.<pid>@<host>.<random>.tmp``) are removed
+by that process only.
+
+Leftovers: a killed publish leaves its claim (and a local staging directory, or S3 uploads without a
+manifest); no version appears. A claim is *abandoned* when its owner is gone (same host) or it is older
+than ``stale_after_s()`` (6 hours; ``TWT_REGISTRY_STALE_AFTER_S``). The next publish of that version
+reclaims an abandoned claim itself (one reclaimer at a time: it first publishes a lock named after the
+claim's id), and removes abandoned local staging of the model; ``gc`` (``twt registry gc``) removes every
+abandoned claim, staging directory and S3 upload and says what it removed.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ Duplicate keys are refused too (PyYAML would keep the last one silently). Errors
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import yaml
@@ -113,6 +114,16 @@ def _check_tree(root: yaml.Node) -> None:
         return sizes[key]
 
     visit(root)
+
+
+def read_bounded(path: str | os.PathLike) -> str:
+    """The text of a YAML file, refused unread when it is larger than ``MAX_BYTES`` (``OSError`` and
+    ``UnicodeDecodeError`` are the caller's to report)."""
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise YAMLLimitError(f"{path}: larger than {MAX_BYTES} bytes; not a configuration")
+    return data.decode("utf-8")
 
 
 def load_yaml(text: str, source: str = "<yaml>") -> tuple[Any, yaml.Node | None]:

@@ -34,7 +34,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from twt.config import RunConfig, parse_config
-from twt.records import DistillRow, Question, read_json, read_nonempty, read_rows, write_json, write_rows
+from twt.records import (
+    DistillRow,
+    Question,
+    read_json,
+    read_nonempty,
+    read_rows,
+    write_json,
+    write_rows,
+    write_text,
+)
 
 ConfigLike = str | RunConfig
 LogMetric = Callable[[str, float], None] | None
@@ -395,7 +404,7 @@ def evaluate(
         progress=progress,
     )
     if markdown_out is not None:
-        Path(markdown_out).write_text(_report(metrics, Path(out_dir), None, True), encoding="utf-8")
+        write_text(markdown_out, _report(metrics, Path(out_dir), None, True))
     _log(
         log_metric,
         {
@@ -426,7 +435,7 @@ def gate(
     write_json(verdict_out, verdict)
     if report_out is not None:
         text = _report(metrics, metrics_file.parent, verdict, embed_plot)
-        Path(report_out).write_text(text, encoding="utf-8")
+        write_text(report_out, text)
     return bool(verdict["passed"]), verdict["student"] or ""
 
 
@@ -538,6 +547,5 @@ def explain_rejection(
             lines.append(f"| {name} | {accuracy} | {reduction} | {'; '.join(check.get('reasons', []))} |")
     lines += ["", "## Evaluation", "", metrics_table(metrics["models"]), ""]
     text = "\n".join(lines)
-    Path(report_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(report_out).write_text(text, encoding="utf-8")
+    write_text(report_out, text)
     return text

@@ -120,7 +120,7 @@ class OpenAITeacher:
         except openai.APIStatusError as err:
             raise TeacherRequestError(
                 f"teacher {self.spec.name!r}: {self.endpoint} failed after "
-                f"{self.spec.max_retries} retries: HTTP {err.status_code}: {err.message}"
+                f"{self.spec.max_retries} retries: HTTP {err.status_code}: {self._masked(err.message)}"
             ) from None
         except openai.APITimeoutError:
             raise TeacherRequestError(
@@ -138,6 +138,10 @@ class OpenAITeacher:
                 f"not valid JSON of the expected shape: {err}"
             ) from None
         return self._to_generations(response, n)
+
+    def _masked(self, text: str) -> str:
+        """``text`` with the API key blanked out (some servers echo the key they refuse)."""
+        return text.replace(self.api_key, "***") if self.api_key and self.api_key != "EMPTY" else text
 
     def _to_generations(self, response: Any, n: int) -> list[Generation]:
         choices = getattr(response, "choices", None)
