@@ -341,7 +341,10 @@ def test_no_candidates_at_all_is_refused_before_anything_is_written(tmp_path: Pa
     write_rows(tmp_path / "empty.jsonl", [])
     with pytest.raises(DCRSError, match=r"empty\.jsonl: no candidates \(empty\); refusing"):
         run_dcrs(
-            tmp_path / "questions.jsonl", [tmp_path / "empty.jsonl"], tmp_path / "out.jsonl", tmp_path / "r.json"
+            tmp_path / "questions.jsonl",
+            [tmp_path / "empty.jsonl"],
+            tmp_path / "out.jsonl",
+            tmp_path / "r.json",
         )
     assert not (tmp_path / "out.jsonl").exists() and not (tmp_path / "r.json").exists()
 
