@@ -597,3 +597,22 @@ def test_nobody_listening_is_one_line(tmp_path):
         port = s.getsockname()[1]
     teacher = {"model": "m", "backend": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "timeout_s": 2}
     assert_one_line_error(_sample(tmp_path, teacher), "teacher 'remote'", "cannot reach", f"127.0.0.1:{port}")
+
+
+def test_a_damaged_state_file_names_itself_and_its_line(tmp_path):
+    (tmp_path / "q.jsonl").write_text("\n".join(GOOD_Q) + "\n")
+    plan = tmp_path / "out" / "teacher-large" / "PLAN.json"
+    plan.parent.mkdir(parents=True)
+    plan.write_text('{\n  "k": 4,\n  oops\n}')
+    result = run_cli(
+        "sample",
+        "--questions",
+        str(tmp_path / "q.jsonl"),
+        "--out",
+        str(tmp_path / "out"),
+        "--teacher",
+        "teacher-large",
+        "--quiet",
+    )
+    assert_one_line_error(result, f"{plan}:3: PLAN.json: not valid JSON", "start over")
+    assert sorted(p.name for p in plan.parent.iterdir()) == ["PLAN.json"]

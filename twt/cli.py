@@ -73,6 +73,7 @@ def cmd_task_questions(args: argparse.Namespace) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from twt.config import default_config_path, load_config
+    from twt.records import read_json
     from twt.sampling import DONE_FILE, merge_candidates, sample_teacher
     from twt.teachers import TeacherSpec
 
@@ -84,7 +85,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
             spec, args.questions, args.out, shard_size=args.shard_size, progress=not args.quiet
         )
         merged = merge_candidates(args.out, spec.name)
-        done = json.loads((teacher_dir / DONE_FILE).read_text())
+        done = read_json(teacher_dir / DONE_FILE)
         print(
             f"{spec.name}: {done['candidates']} candidates, {done['without_answer']} without an answer, "
             f"{done['mean_tokens']} tokens on average -> {merged}"

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from twt.config import RunConfig, data_dir, default_config_path, load_config
-from twt.records import Question, read_rows
+from twt.records import Question, read_json, read_rows
 from twt.teachers import TeacherSpec
 
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
@@ -166,9 +166,9 @@ def _run_kfp(config_path: Path, run) -> dict:
     print(f"\nrunning the twt-distillation pipeline with kfp.local (each task's own log: {log})")
     result = run_local(config_path, run.path("kfp"), registry_uri=str(run.path("registry")), log_file=log)
     run_dir = Path(result["run_dir"])
-    report = json.loads((run_dir / "select-candidates" / "report").read_text())
-    metrics = json.loads((run_dir / "evaluate-students" / "evaluation" / "metrics.json").read_text())
-    verdict = json.loads((run_dir / "gate" / "verdict").read_text())
+    report = read_json(run_dir / "select-candidates" / "report")
+    metrics = read_json(run_dir / "evaluate-students" / "evaluation" / "metrics.json")
+    verdict = read_json(run_dir / "gate" / "verdict")
     summary = {"kfp_run": str(run_dir), "dcrs": _print_dcrs(report)}
     _print_evaluation(metrics, verdict)
     summary |= {

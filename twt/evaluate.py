@@ -16,14 +16,13 @@ is already there is not evaluated again, so an interrupted evaluation resumes.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from twt.records import Question, write_json, write_rows, write_text
+from twt.records import Question, read_json, write_json, write_rows, write_text
 from twt.task import PromptTemplates
 
 METRIC_DIR = Path(__file__).parent / "metrics" / "answer_accuracy"
@@ -166,7 +165,7 @@ def evaluate_models(
     for target in tqdm(targets, desc="evaluate", disable=not progress):
         done = out / "models" / f"{target.name}.json"
         if done.is_file():
-            results[target.name] = json.loads(done.read_text())
+            results[target.name] = read_json(done)
             continue
         result = evaluate_model(
             target,

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import math
 import os
 import re
@@ -51,6 +50,7 @@ from typing import Any
 
 from twt import names as name_rules
 from twt import store
+from twt.records import read_json
 from twt.store import MANIFEST_NAME, Manifest, S3Settings, StoreError
 
 MODEL_NAME = name_rules.MODEL_NAME  # match with fullmatch (name_rules.is_model_name), never re.match
@@ -570,7 +570,7 @@ def publish(
     if version != "auto" and store.exists(uri := version_uri(root, model, version), settings=settings):
         raise VersionExistsError(f"{model}@{version} already exists at {uri}; versions are immutable")
     if lineage is None and (src / "twt.json").is_file():
-        lineage = json.loads((src / "twt.json").read_text())
+        lineage = read_json(src / "twt.json")
     if gate is not None and hasattr(gate, "to_dict"):
         gate = gate.to_dict()  # a twt.gate.Verdict
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

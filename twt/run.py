@@ -22,14 +22,13 @@ call on their artifacts, so ``twt run`` and a pipeline run write the same files.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from twt import tasks
 from twt.config import RunConfig
-from twt.records import DistillRow
+from twt.records import DistillRow, read_json
 from twt.teachers import TeacherSpec
 
 
@@ -91,7 +90,7 @@ def dcrs_step(run: RunDir) -> dict:
     """DCRS over every teacher's candidates: ``dcrs/distill.jsonl`` and ``dcrs/report.json``."""
     report_path = run.path("dcrs", "report.json")
     if report_path.is_file() and run.path("dcrs", "distill.jsonl").is_file():
-        return json.loads(report_path.read_text())
+        return read_json(report_path)
     return tasks.select(
         run.config,
         run.train_questions,
@@ -106,7 +105,7 @@ def stage_step(run: RunDir, stage: int, progress: bool = True) -> dict:
     """Train stage ``stage`` from the base student (stage 1) or the previous stage's model."""
     out = run.stage_dir(stage)
     if _done(out):
-        return json.loads((out / "twt.json").read_text())
+        return read_json(out / "twt.json")
     if stage == 1:
         return tasks.distill_stage(
             run.config, 1, run.path("dcrs", "distill.jsonl"), None, out, None, progress
@@ -131,7 +130,7 @@ def compress_step(run: RunDir, progress: bool = True) -> dict:
     """Stage-2 data: every kept reasoning compressed by the configured method."""
     report_path, out = run.path("compress", "report.json"), run.path("compress", "rows.jsonl")
     if report_path.is_file() and out.is_file():
-        return json.loads(report_path.read_text())
+        return read_json(report_path)
     return tasks.compress(
         run.config,
         run.path("dcrs", "distill.jsonl"),
@@ -165,16 +164,16 @@ def gate_step(run: RunDir) -> dict:
     tasks.gate(
         run.config, run.path("eval", "metrics.json"), run.path("gate.json"), run.path("eval", "report.md")
     )
-    return json.loads(run.path("gate.json").read_text())
+    return read_json(run.path("gate.json"))
 
 
 def promote_step(run: RunDir) -> dict:
     """Publish the gate's student to the registry, then pull it back verified (``promoted.json``)."""
-    verdict = json.loads(run.path("gate.json").read_text())
+    verdict = read_json(run.path("gate.json"))
     if not verdict["passed"]:
         raise ValueError(f"the gate did not pass; nothing to promote ({'; '.join(verdict['reasons'])})")
     if run.path("promoted.json").is_file():
-        return json.loads(run.path("promoted.json").read_text())
+        return read_json(run.path("promoted.json"))
     return tasks.promote(
         run.config,
         run.path("gate.json"),

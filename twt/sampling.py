@@ -36,7 +36,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from twt.records import Candidate, Question, RecordError, read_nonempty, read_rows, write_json, write_rows
+from twt.records import (
+    Candidate,
+    Question,
+    RecordError,
+    read_json,
+    read_nonempty,
+    read_rows,
+    write_json,
+    write_rows,
+)
 from twt.task import PromptTemplates, extract_answer
 from twt.teachers import Generation, TeacherBackend, TeacherSpec, load_teacher, stream_seed
 
@@ -238,7 +247,7 @@ def merge_candidates(out_dir: str | Path, teacher: str) -> Path:
     done = teacher_dir / DONE_FILE
     if not done.exists():
         raise SamplingError(f"{done}: missing; sampling of teacher {teacher!r} has not finished")
-    shards = json.loads(done.read_text(encoding="utf-8"))["shards"]
+    shards = read_json(done)["shards"]
     rows = (row for index in range(shards) for row in read_rows(shard_path(teacher_dir, index), Candidate))
     target = teacher_dir / MERGED_FILE
     write_rows(target, rows)
@@ -257,11 +266,9 @@ def _claim(teacher_dir: Path, plan: dict[str, Any]) -> None:
     path = teacher_dir / PLAN_FILE
     if path.exists():
         try:
-            existing = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise SamplingError(
-                f"{path}: not valid JSON ({err}); remove the directory to start over"
-            ) from None
+            existing = read_json(path, PLAN_FILE, dict)
+        except RecordError as err:
+            raise SamplingError(f"{err}; remove the directory to start over") from None
         if existing != json.loads(json.dumps(plan)):
             changed = sorted(k for k in plan if existing.get(k) != json.loads(json.dumps(plan[k])))
             raise SamplingError(

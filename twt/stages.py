@@ -18,13 +18,12 @@ example, not several copies.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from twt.records import DistillRow, read_rows
+from twt.records import DistillRow, read_json, read_rows
 from twt.task import PromptTemplates, completion
 from twt.train import SFTConfig, train_sft
 
@@ -88,7 +87,7 @@ def parent_stages(model_dir: str | os.PathLike) -> list[dict]:
     record = Path(model_dir) / "twt.json"
     if not record.is_file():
         return []
-    return list(json.loads(record.read_text()).get("stages", []))
+    return list(read_json(record).get("stages", []))
 
 
 def run_stage(
