@@ -484,6 +484,8 @@ def gc(
                     _reclaim(root, name, entry, claim, settings)
             elif not dry_run:
                 store.delete(claim.uri, settings=settings)  # a reclaim lock left by a killed reclaim
+        if loc.scheme == "file" and not dry_run:
+            out += _tidy_local_claims(Path(claims_base.key))
         if loc.scheme == "s3":
             out += _s3_uploads(
                 root, name, live | {e for e in entries if name_rules.is_version(e)}, max_age, settings
@@ -496,6 +498,20 @@ def gc(
                     settings=settings,
                 )
     return out
+
+
+def _tidy_local_claims(claims: Path) -> list[Leftover]:
+    """Remove empty claim directories (a release cut short between its two steps) and then ``claims``
+    itself when empty. Claims arrive by renaming a full directory, so an empty one is nobody's."""
+    removed = []
+    for path in _listdir(claims):
+        if path.is_dir() and store.parse_staging(path.name) is None and not (path / MANIFEST_NAME).exists():
+            with contextlib.suppress(OSError):
+                path.rmdir()
+                removed.append(Leftover(str(path), "claim", "empty: its release was interrupted"))
+    with contextlib.suppress(OSError):
+        claims.rmdir()
+    return removed
 
 
 def _model_dirs(root: store.PathLike, settings: S3Settings | None) -> list[str]:
