@@ -332,10 +332,11 @@ def test_hostile_yaml_is_refused_in_one_line_within_a_second(tmp_path, spec):
     result, _ = _config_cli(work, text)
     assert_one_line_error(result, str(work / "c.yaml"))
     assert sorted(p.name for p in work.iterdir()) == ["c.yaml"]
-    started = time.perf_counter()  # the refusal itself (the CLI adds the interpreter's start-up)
+    # the refusal itself (the CLI adds the interpreter's start-up), in CPU seconds: the machine is shared
+    started = time.process_time()
     with pytest.raises(ConfigError):
         load_config(work / "c.yaml")
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
 
 
 @FAST

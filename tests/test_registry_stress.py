@@ -255,3 +255,25 @@ def test_stale_staging_of_a_dead_process_is_swept_by_the_next_publish(tmp_path):
     assert [r.uri for r in registry.gc(root, dry_run=True)] == [str(left)]
     registry.publish(model, root, "m", "2")
     assert not left.exists() and mine.exists()
+
+
+def test_one_reclaimer_at_a_time_and_an_interrupted_release_is_tidied(tmp_path):
+    model, root = tmp_path / "model", tmp_path / "reg"
+    make_model(model)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    claim_uri = registry._claim_uri(root, "m", "1")
+    meta = {"publisher": {"host": store.this_host(), "pid": int(dead.stdout), "id": "abc123"}}
+    registry._publish_empty(claim_uri, meta, None)  # a claim whose owner is gone
+    claim = registry.Claim.read(claim_uri, None)
+    assert claim is not None and "is gone" in claim.stale(3600.0)
+    registry._publish_empty(f"{claim_uri}.reclaim-abc123", {"publisher": registry._publisher()}, None)
+    with pytest.raises(registry.VersionExistsError, match="another process is removing the abandoned claim"):
+        registry.publish(model, root, "m", "1")  # someone (live: us) is reclaiming it right now
+    store.delete(f"{claim_uri}.reclaim-abc123")
+    assert registry.publish(model, root, "m", "1").version == "1"  # reclaimed, then published
+    (root / "m" / ".publishing" / "2").mkdir(parents=True)  # a release cut short after the manifest went
+    removed = registry.gc(root)
+    assert [(r.kind, Path(r.uri).name) for r in removed] == [("claim", "2")]
+    assert not (root / "m" / ".publishing").exists()

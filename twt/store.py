@@ -38,6 +38,7 @@ import socket
 import tempfile
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -747,12 +748,20 @@ def delete(uri: PathLike, *, settings: S3Settings | None = None) -> int:
     loc = parse_uri(uri)
     if loc.scheme == "file":
         path = Path(loc.key)
-        count = sum(1 for p in path.rglob("*") if p.is_file()) if path.is_dir() else int(path.exists())
-        if path.is_dir():
-            (path / MANIFEST_NAME).unlink(missing_ok=True)
-            shutil.rmtree(path)
-        else:
+        if not path.is_dir():
+            existed = path.exists()
             path.unlink(missing_ok=True)
+            return int(existed)
+        # One rename takes the whole directory away (readers see all of it or nothing, and a publisher
+        # waiting for the name cannot move in between two steps and lose its files); then it is removed
+        # under a staging name, which gc recognises if this process dies meanwhile.
+        trash = path.with_name(f".{path.name}.{owner_tag()}.{uuid.uuid4().hex[:8]}{STAGING_SUFFIX}")
+        try:
+            os.rename(path, trash)
+        except FileNotFoundError:
+            return 0
+        count = sum(1 for p in trash.rglob("*") if p.is_file())
+        shutil.rmtree(trash)
         return count
     if not loc.key.strip("/"):
         raise StoreError(f"refusing to delete a whole bucket: {loc.uri}")
