@@ -483,12 +483,12 @@ def _mkdtemp_beside(dst: Path) -> Path:
     The parent is created if needed; another process may remove an empty parent between that and the
     ``mkdtemp`` (claims do), so that is retried."""
     for attempt in range(8):
-        dst.parent.mkdir(parents=True, exist_ok=True)
         try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
             return Path(
                 tempfile.mkdtemp(prefix=f".{dst.name}.{owner_tag()}.", suffix=STAGING_SUFFIX, dir=dst.parent)
             )
-        except FileNotFoundError:
+        except (FileNotFoundError, FileExistsError):  # the parent went, or came and went, meanwhile
             if attempt == 7:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
@@ -574,10 +574,8 @@ def publish_dir(
         _publish_s3(files, manifest, text, loc, overwrite, _settings(settings))
         return manifest
     dst = Path(loc.key)
-    if not overwrite and not is_new_dir(dst):  # an empty directory (KFP pre-creates outputs) is fine
-        if (dst / MANIFEST_NAME).is_file():
-            raise AlreadyPublishedError(f"{dst} is already published ({MANIFEST_NAME} exists)")
-        raise StoreError(f"{dst} exists and is not an empty directory; refusing to publish over it")
+    if not overwrite:
+        _check_free(dst)
     tmp = _mkdtemp_beside(dst)
     try:
         for rel, path in files:  # the copy must still match the hash in the manifest
@@ -596,6 +594,18 @@ def publish_dir(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def _check_free(dst: Path) -> None:
+    """``dst`` must be new or an empty directory (KFP pre-creates outputs); a published one is
+    ``AlreadyPublishedError``. One that is unpublished between two looks (a claim released) is looked at
+    again."""
+    for _ in range(3):
+        if is_new_dir(dst):
+            return
+        if (dst / MANIFEST_NAME).is_file():
+            raise AlreadyPublishedError(f"{dst} is already published ({MANIFEST_NAME} exists)")
+    raise StoreError(f"{dst} exists and is not an empty directory; refusing to publish over it")
 
 
 def put_dir(
@@ -652,9 +662,11 @@ def read_manifest(uri: PathLike, *, settings: S3Settings | None = None) -> Manif
     manifest_loc = loc.child(MANIFEST_NAME)
     missing = f"{loc.uri} is not a published directory (no {MANIFEST_NAME})"
     if loc.scheme == "file":
-        if not Path(manifest_loc.key).is_file():
-            raise NotFoundError(missing)
-        return Manifest.from_json(Path(manifest_loc.key).read_text(), manifest_loc.uri)
+        try:  # one read, no look before: the directory may be unpublished at any moment
+            text = Path(manifest_loc.key).read_text()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise NotFoundError(missing) from None
+        return Manifest.from_json(text, manifest_loc.uri)
     try:
         text = _read_text(_settings(settings), manifest_loc)
     except NotFoundError as err:
