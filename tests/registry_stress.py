@@ -6,7 +6,7 @@ Publishes or pulls ``stress`` in a loop for SECONDS and appends every outcome to
 ``WORKDIR/log-ROLE-INDEX.jsonl``. Roles:
   auto      publish ``auto`` again and again (all must get distinct versions)
   distinct  publish ``1.INDEX.k`` for k = 1, 2, ... (versions no other worker asks for)
-  same      publish ``2.0.SLOT`` where SLOT is the current half-second: every ``same`` worker asks for the
+  same      publish ``2.0.SLOT`` where SLOT is the current second: every ``same`` worker asks for the
             same version at the same moment, so exactly one of them may win it
   pull      pull ``stress@latest`` into the one destination shared by every ``pull`` worker; a pull that
             wins checks that the destination is complete, then moves it away
@@ -28,7 +28,7 @@ from pathlib import Path
 from twt import registry, store
 
 MODEL = "stress"
-SLOT_S = 0.5
+SLOT_S = 1.0
 
 
 def _complete(path: Path) -> bool:
