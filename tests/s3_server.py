@@ -24,9 +24,9 @@ _PUT_LOCK = threading.Lock()
 
 
 def _atomic_conditional_puts() -> None:
-    """Make moto's ``If-None-Match: *`` PUT atomic, as on S3 and MinIO: moto checks for the key and then
-    stores it in two steps, so two threads of the server could both pass the check (seen under the
-    registry stress test). One lock around PUTs closes that window; nothing else changes."""
+    """Make moto's ``If-None-Match: *`` PUT atomic, as on S3 and MinIO: moto 5 checks for the key and then
+    stores it in two steps (``S3Response.put_object``), so two threads of the server could both pass the
+    check. One lock around conditional PUTs closes that window; nothing else changes."""
     put = S3Response.put_object
     if getattr(put, "_twt_atomic", False):
         return
