@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -114,4 +115,126 @@ def launch_local(job: StageJob, processes: int) -> dict:
         raise LaunchError(
             f"{processes} training processes of stage {job.stage} failed (exit {done.returncode})"
         )
+    return result_of(job.out)
+
+
+# --- choosing where a stage trains ------------------------------------------------------------------------
+
+
+def choose_engine(training, in_cluster: bool | None = None) -> str:
+    """ "inprocess", "torchrun", "trainjob" or "pytorchjob" for a ``twt.config.TrainingConfig``.
+
+    A stage that asks for more than one GPU in total, or more than one node, goes to a Kubeflow job
+    (``engine`` trainjob/pytorchjob; "auto" = trainjob inside Kubernetes); several CPU processes, or
+    ``engine: local``, run under torchrun in this pod; one process runs here.
+    """
+    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST")) if in_cluster is None else in_cluster
+    processes = training.processes * training.nodes
+    big = training.nodes > 1 or (training.device != "cpu" and processes > 1)
+    engine = training.engine
+    if engine == "auto":
+        engine = "trainjob" if big and in_cluster else "local"
+    if engine == "local":
+        if training.nodes > 1:
+            raise LaunchError(
+                f"training.nodes is {training.nodes}: several nodes need engine trainjob or pytorchjob"
+            )
+        return "torchrun" if processes > 1 else "inprocess"
+    return engine if big else ("torchrun" if processes > 1 else "inprocess")
+
+
+def stage_sft(run, stage: int, run_id: str | None):
+    """The ``SFTConfig`` of a stage: its settings plus the run's training section (checkpoints, layout)."""
+    from twt.checkpoints import checkpoint_uri
+    from twt.train import SFTConfig
+
+    training = run.training
+    root = training.checkpoints or f"{run.workdir}/checkpoints"
+    return SFTConfig.from_stage(
+        run.stage(stage),
+        parallel=training.parallel,
+        attn_implementation=training.attn_implementation,
+        checkpoint_uri=checkpoint_uri(root, run=run.name, run_id=run_id, stage=stage),
+        keep_last_checkpoint=training.keep_last_checkpoint,
+        device=None if training.device == "auto" else training.device,
+    )
+
+
+def launch_stage(
+    run,
+    stage: int,
+    rows: str | os.PathLike,
+    base: str,
+    model_out: str | os.PathLike,
+    lineage: dict,
+    *,
+    run_id: str | None = None,
+    progress: bool = True,
+    log=print,
+) -> dict:
+    """Train a stage of ``run`` (a ``RunConfig``) where its training section says; the stage record."""
+    from twt.distributed import check_layout
+
+    training = run.training
+    sft = stage_sft(run, stage, run_id)
+    engine = choose_engine(training)
+    world = training.processes * training.nodes
+    check_layout(
+        sft.batch_size, sft.grad_accum, world, sft.parallel, "cuda" if engine.endswith("job") else sft.device
+    )
+    job = StageJob(
+        stage, str(rows), str(base), str(model_out), asdict(sft), run.stage(stage).mix_previous, lineage
+    )
+    job.progress = progress
+    if engine == "inprocess":
+        return run_worker(job)
+    if engine == "torchrun":
+        return launch_local(job, training.processes)
+    return launch_job(run, job, engine, log=log)
+
+
+def launch_job(run, job: StageJob, engine: str, *, clients=None, log=print) -> dict:
+    """Run ``job`` as a TrainJob or PyTorchJob; inputs and the trained model travel through object storage."""
+    from twt import store, trainjob
+
+    training = run.training
+    where = job.sft["checkpoint_uri"]
+    if not where.startswith("s3://"):
+        raise LaunchError(
+            f"a {engine} cannot see this pod's files: training.checkpoints must be s3://..., not {where}"
+        )
+    image = training.image or os.environ.get("TWT_IMAGE")
+    if not image:
+        raise LaunchError(f"a {engine} needs an image: set training.image or TWT_IMAGE")
+    rows_uri = f"{where}/inputs/rows.jsonl"
+    store.put_file(job.rows, rows_uri)
+    base_uri = job.base
+    if Path(job.base).is_dir():
+        base_uri = f"{where}/inputs/base"
+        if not store.exists(base_uri):
+            store.publish_dir(job.base, base_uri)
+    remote = StageJob(
+        job.stage, rows_uri, base_uri, "/tmp/twt-job/out", job.sft, job.mix_previous, job.lineage,
+        out_uri=f"{where}/output", progress=False,
+    )  # fmt: skip
+    gpus = training.processes if training.device != "cpu" else 0
+    spec = trainjob.JobSpec(
+        name=trainjob.job_name(run.name, job.stage, where),
+        namespace=training.namespace or trainjob.own_namespace(),
+        image=image,
+        args=["train-worker", "--spec", remote.to_json()],
+        nodes=training.nodes,
+        processes_per_node=training.processes,
+        gpus_per_node=gpus,
+        gpu_resource=training.gpu_resource,
+        env=trainjob.step_env(),
+        runtime=training.runtime,
+    )
+    obj = trainjob.render_trainjob(spec) if engine == "trainjob" else trainjob.render_pytorchjob(spec)
+    trainjob.validate(obj)
+    trainjob.submit_and_wait(
+        obj, clients or trainjob.kube_clients(), start_timeout_s=training.start_timeout_s, log=log
+    )
+    shutil.rmtree(job.out, ignore_errors=True)
+    store.get_dir(remote.out_uri, job.out)
     return result_of(job.out)
