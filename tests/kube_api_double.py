@@ -11,6 +11,9 @@ the operator would do is scripted by ``scenario``: each GET of the job advances 
 - ``fail``: the same, then the job Failed with the operator's message (JobSet ``FailedJobs``).
 - ``unschedulable``: pods stay Pending with the scheduler's ``Unschedulable`` condition.
 - ``deny``: the trainer's validating webhook denies the create (runtime not found).
+- ``execute``: a stand-in kubelet: ``executor(job)`` (given by the test) runs the job's command on this
+  machine in a thread and returns (exit code, log text); the job runs while it does, then ends by its
+  exit code, and the log is the first pod's.
 """
 
 from __future__ import annotations
@@ -36,8 +39,10 @@ def status_body(code: int, reason: str, message: str) -> dict:
 class KubeApiDouble:
     """Start with ``with KubeApiDouble("succeed") as api:``; ``api.url`` is the server's address."""
 
-    def __init__(self, scenario: str = "succeed") -> None:
+    def __init__(self, scenario: str = "succeed", executor=None) -> None:
         self.scenario = scenario
+        self.executor = executor
+        self.executed: dict[tuple[str, str, str], tuple[int, str] | None] = {}
         self.jobs: dict[tuple[str, str, str], dict] = {}  # (plural, namespace, name) -> object
         self.ticks: dict[tuple[str, str, str], int] = {}
         self.requests: list[tuple[str, str]] = []
@@ -55,9 +60,19 @@ class KubeApiDouble:
 
     # --- what the operator would do -----------------------------------------------------------------
 
+    def _execute(self, key: tuple[str, str, str], obj: dict) -> None:
+        self.executed[key] = None
+        result = self.executor(obj)
+        with self.lock:
+            self.executed[key] = result
+
     def _advance(self, key: tuple[str, str, str]) -> None:
         obj, tick = self.jobs[key], self.ticks[key] + 1
         self.ticks[key] = tick
+        if self.scenario == "execute":  # running until the executor returns, then ends as it did
+            result = self.executed.get(key)
+            tick = 2 if result is None else 4
+            self.ticks[key] = tick
         if self.scenario == "unschedulable" or tick < 2:
             return
         running = {"type": "Running", "status": "True", "reason": "Running", "message": "pods running"}
@@ -69,7 +84,7 @@ class KubeApiDouble:
         else:
             obj["status"] = {"conditions": [running]}
         if tick >= 4:
-            if self.scenario == "fail":
+            if self._failed(key):
                 done = {"type": "Failed", "status": "True", "reason": "FailedJobs",
                         "message": "jobset failed due to one or more job failures"}  # fmt: skip
             else:
@@ -90,7 +105,7 @@ class KubeApiDouble:
             tick = self.ticks[(_plural, ns, name)]
             phase = "Pending" if tick < 2 or self.scenario == "unschedulable" else "Running"
             if tick >= 4:
-                phase = "Failed" if self.scenario == "fail" else "Succeeded"
+                phase = "Failed" if self._failed((_plural, ns, name)) else "Succeeded"
             conditions = []
             if self.scenario == "unschedulable":
                 message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
@@ -102,8 +117,17 @@ class KubeApiDouble:
                          "status": {"phase": phase, "conditions": conditions}})  # fmt: skip
         return pods
 
+    def _failed(self, key: tuple[str, str, str]) -> bool:
+        if self.scenario == "execute":
+            result = self.executed.get(key)
+            return result is not None and result[0] != 0
+        return self.scenario == "fail"
+
     def _log(self, namespace: str, pod: str) -> str:
         for (plural, ns, name), _obj in self.jobs.items():
+            if ns == namespace and pod.startswith(name) and self.scenario == "execute":
+                result = self.executed.get((plural, ns, name))
+                return result[1] if result else ""
             if ns == namespace and pod.startswith(name):
                 tick = self.ticks[(plural, ns, name)]
                 lines = [f"update {i}/4 loss {5 - i * 0.5:.2f}" for i in range(1, min(tick, 4) + 1)]
@@ -171,6 +195,8 @@ class KubeApiDouble:
                         return self._send(409, status_body(409, "AlreadyExists", message))
                     obj["metadata"].update(uid=f"uid-{len(api.jobs)}", resourceVersion="1", namespace=ns)
                     api.jobs[key], api.ticks[key] = obj, 0
+                    if api.scenario == "execute":
+                        threading.Thread(target=api._execute, args=(key, obj), daemon=True).start()
                     return self._send(201, obj)
                 key = (plural, ns, name)
                 if key not in api.jobs:

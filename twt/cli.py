@@ -149,7 +149,14 @@ def cmd_distill(args: argparse.Namespace) -> None:
 def cmd_train_worker(args: argparse.Namespace) -> None:
     from twt.stage_launch import StageJob, run_worker
 
-    run_worker(StageJob.from_json(args.spec))
+    result = run_worker(StageJob.from_json(args.spec))
+    if os.environ.get("RANK", "0") == "0":
+        training = result["training"]
+        print(
+            f"stage {result['stage']}: {training['updates']} updates on {training['processes']} processes, "
+            f"loss {training['first_loss']} -> {training['final_loss']}, {training['tokens_per_s']} tokens/s",
+            flush=True,
+        )
 
 
 def cmd_compress(args: argparse.Namespace) -> None:

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,7 @@ class StageJob:
     stage: int
     rows: str
     base: str
-    out: str
+    out: str  # "" in a training job: TMPDIR/twt-job/out
     sft: dict = field(default_factory=dict)  # twt.train.SFTConfig fields
     mix_previous: float = 0.0
     lineage: dict = field(default_factory=dict)
@@ -76,6 +77,8 @@ def run_worker(job: StageJob) -> dict:
     from twt.stages import run_stage
     from twt.train import SFTConfig
 
+    if not job.out:  # in a training job's pod: one directory per node, under TMPDIR
+        job = StageJob(**{**asdict(job), "out": os.path.join(tempfile.gettempdir(), "twt-job", "out")})
     scratch = Path(job.out).parent / f".{Path(job.out).name}.inputs"
     rows = _local_copy(job.rows, scratch, "rows.jsonl")
     base = _local_copy(job.base, scratch, "base")
@@ -193,7 +196,7 @@ def launch_stage(
     return launch_job(run, job, engine, log=log)
 
 
-def launch_job(run, job: StageJob, engine: str, *, clients=None, log=print) -> dict:
+def launch_job(run, job: StageJob, engine: str, *, clients=None, log=print, poll_s: float = 10) -> dict:
     """Run ``job`` as a TrainJob or PyTorchJob; inputs and the trained model travel through object storage."""
     from twt import store, trainjob
 
@@ -214,7 +217,7 @@ def launch_job(run, job: StageJob, engine: str, *, clients=None, log=print) -> d
         if not store.exists(base_uri):
             store.publish_dir(job.base, base_uri)
     remote = StageJob(
-        job.stage, rows_uri, base_uri, "/tmp/twt-job/out", job.sft, job.mix_previous, job.lineage,
+        job.stage, rows_uri, base_uri, "", job.sft, job.mix_previous, job.lineage,
         out_uri=f"{where}/output", progress=False,
     )  # fmt: skip
     gpus = training.processes if training.device != "cpu" else 0
@@ -233,7 +236,11 @@ def launch_job(run, job: StageJob, engine: str, *, clients=None, log=print) -> d
     obj = trainjob.render_trainjob(spec) if engine == "trainjob" else trainjob.render_pytorchjob(spec)
     trainjob.validate(obj)
     trainjob.submit_and_wait(
-        obj, clients or trainjob.kube_clients(), start_timeout_s=training.start_timeout_s, log=log
+        obj,
+        clients or trainjob.kube_clients(),
+        start_timeout_s=training.start_timeout_s,
+        log=log,
+        poll_s=poll_s,
     )
     shutil.rmtree(job.out, ignore_errors=True)
     store.get_dir(remote.out_uri, job.out)
