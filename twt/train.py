@@ -2,7 +2,7 @@
 
     result = train_sft(examples, "runs/demo/student-base", "runs/demo/stage1", SFTConfig(epochs=2))
 
-    # several GPUs: the same call under `accelerate launch -m twt.cli distill --stage 1 ...`
+    # several processes (GPUs, or gloo on CPU): `twt distill --stage 1 --processes 4 ...` (torchrun)
 
 What it does, in order:
 - tokenises every pair as ``prompt + target + EOS`` (no special tokens added), labels ``-100`` on the prompt;
