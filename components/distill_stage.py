@@ -16,6 +16,7 @@ def distill_stage(
     metrics: Output[Metrics],
     base_model: Input[Model] = None,
     compression_report: Input[Artifact] = None,
+    run_id: str = "",
 ):
     """Train stage 1 (full reasoning), 2 (compressed reasoning) or 3 (answer only).
 
@@ -27,6 +28,10 @@ def distill_stage(
         metrics: Examples, updates, first and final loss, tokens per second.
         base_model: The previous stage's student; absent for stage 1 (the configured base).
         compression_report: The compression report, recorded in the lineage of stages 2 and 3.
+        run_id: Names the checkpoint location with the run name and stage, so a retry of this step resumes
+            there (e.g. dsl.PIPELINE_JOB_ID_PLACEHOLDER); empty = KFP_RUN_ID, else shared by runs of this
+            name (checkpoints of another configuration are skipped by their fingerprint). The config's
+            ``training`` section may send the training to a Kubeflow TrainJob/PyTorchJob (twt.stage_launch).
     """
     from twt import tasks
 
@@ -38,4 +43,5 @@ def distill_stage(
         model.path,
         compression_report.path if compression_report is not None else None,
         log_metric=metrics.log_metric,
+        run_id=run_id or None,
     )

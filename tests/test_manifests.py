@@ -32,10 +32,15 @@ NAMESPACE = "twt"
 CRD_KINDS = {
     ("serving.kserve.io/v1alpha1", "ServingRuntime"),
     ("serving.kserve.io/v1beta1", "InferenceService"),
+    ("trainer.kubeflow.org/v1alpha1", "TrainingRuntime"),
 }
 EXPECTED_CRD_DOCUMENTS = {
     "dev": set(),
-    "gpu": {"ServingRuntime/twt-vllm", "InferenceService/teacher-example"},
+    "gpu": {
+        "ServingRuntime/twt-vllm",
+        "InferenceService/teacher-example",
+        "TrainingRuntime/twt-torch-distributed",
+    },
 }
 PLACEHOLDER = "CHANGE_ME"
 MIN_KUSTOMIZE_MAJOR = 4  # `labels`, `components` and `patches` with targets
@@ -101,6 +106,9 @@ def pod_specs(doc: dict) -> Iterator[tuple[str, dict]]:
         yield name_of(doc), doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     elif kind == "Pod" or kind == "ServingRuntime":
         yield name_of(doc), doc["spec"]
+    elif kind == "TrainingRuntime":
+        for job in doc["spec"]["template"]["spec"]["replicatedJobs"]:
+            yield f"{name_of(doc)} {job['name']}", job["template"]["spec"]["template"]["spec"]
 
 
 def containers(spec: dict) -> list[dict]:
@@ -337,5 +345,40 @@ def test_crd_documents_by_hand(document: str) -> None:
     runtimes = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServingRuntime"}
     if kind == "ServingRuntime":
         check_serving_runtime(doc)
+    elif kind == "TrainingRuntime":
+        check_training_runtime(doc)
     else:
         check_inference_service(doc, runtimes)
+
+
+def check_training_runtime(runtime: dict) -> None:
+    """Against Kubeflow Trainer's vendored CRD schema; the name and container that twt.trainjob uses."""
+    from twt.kube_schemas import schema_errors
+    from twt.trainjob import CONTAINER, JobSpec
+
+    assert schema_errors(runtime) == []
+    assert runtime["metadata"]["name"] == JobSpec.runtime and JobSpec.runtime_kind == "TrainingRuntime"
+    assert runtime["spec"]["mlPolicy"]["torch"] == {}
+    (job,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    names = [c["name"] for c in job["template"]["spec"]["template"]["spec"]["containers"]]
+    assert names == [CONTAINER]
+
+
+def test_training_jobs_role_lets_the_runner_create_and_watch_jobs_only() -> None:
+    docs = render("gpu")
+    role = find(docs, "Role", "twt-training-jobs")
+    binding = find(docs, "RoleBinding", "twt-training-jobs")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "twt-pipeline-runner", "namespace": NAMESPACE}
+    ]
+    granted = {
+        (g, r): set(rule["verbs"])
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
+    for group, plural in (("trainer.kubeflow.org", "trainjobs"), ("kubeflow.org", "pytorchjobs")):
+        assert granted[(group, plural)] == {"create", "get", "list", "watch", "delete"}
+    assert granted[("", "pods")] == {"get", "list", "watch"} and granted[("", "pods/log")] == {"get"}
+    assert not any(r in {"secrets", "pods/exec", "*"} for _, r in granted)
+    assert not [d for d in render("dev") if d["kind"] == "TrainingRuntime"]

@@ -206,6 +206,9 @@ def test_retries_on_sampling_and_training(spec: dict) -> None:
         "compress-reasoning",
     ):
         assert tasks[name][1]["retryPolicy"]["maxRetryCount"] >= 2, name
+    for name in ("distill-stage", "distill-stage-2", "distill-stage-3"):  # a retry resumes from checkpoints
+        policy = tasks[name][1]["retryPolicy"]
+        assert policy["backoffDuration"] != "0s" and float(policy["backoffFactor"]) > 1, name
     for name in ("gate", "promote-student"):
         assert "retryPolicy" not in tasks[name][1], name
 

@@ -31,6 +31,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 Handler = Callable[[argparse.Namespace], int | None]
@@ -117,21 +118,46 @@ def cmd_distill(args: argparse.Namespace) -> None:
     overrides = {"device": args.device} if args.device else {}
     if args.max_updates:
         overrides["max_updates"] = args.max_updates
-    result = run_stage(
-        args.stage,
-        args.data,
-        args.base,
-        args.out,
-        SFTConfig.from_stage(stage, **overrides),
-        mix_previous=stage.mix_previous,
-        progress=not args.quiet,
-    )
+    if args.parallel:
+        overrides["parallel"] = args.parallel
+    sft = SFTConfig.from_stage(stage, **overrides)
+    if args.processes > 1:
+        from twt.distributed import check_layout
+        from twt.stage_launch import StageJob, launch_local
+
+        check_layout(sft.batch_size, sft.grad_accum, args.processes, sft.parallel, sft.device)
+        job = StageJob(args.stage, str(args.data), str(args.base), str(args.out), asdict(sft))
+        job.mix_previous, job.progress = stage.mix_previous, not args.quiet
+        result = launch_local(job, args.processes)
+    else:
+        result = run_stage(
+            args.stage,
+            args.data,
+            args.base,
+            args.out,
+            sft,
+            mix_previous=stage.mix_previous,
+            progress=not args.quiet,
+        )
     training = result["training"]
     print(
         f"stage {args.stage}: {result['pairs']} examples ({result['mixed_previous']} from stage "
         f"{args.stage - 1}), {training['updates']} updates, loss {training['first_loss']} -> "
         f"{training['final_loss']}, {training['tokens_per_s']} tokens/s -> {args.out}"
     )
+
+
+def cmd_train_worker(args: argparse.Namespace) -> None:
+    from twt.stage_launch import StageJob, run_worker
+
+    result = run_worker(StageJob.from_json(args.spec))
+    if os.environ.get("RANK", "0") == "0":
+        training = result["training"]
+        print(
+            f"stage {result['stage']}: {training['updates']} updates on {training['processes']} processes, "
+            f"loss {training['first_loss']} -> {training['final_loss']}, {training['tokens_per_s']} tokens/s",
+            flush=True,
+        )
 
 
 def cmd_compress(args: argparse.Namespace) -> None:
@@ -384,7 +410,14 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--device", default=None, help="cpu, cuda, ... (default: what accelerate picks)")
     distill.add_argument("--max-updates", type=int, default=None, help="stop after this many updates")
     distill.add_argument("--quiet", action="store_true", help="no progress bar")
+    distill.add_argument(
+        "--processes", type=int, default=1, help="training processes on this machine (torchrun; CPU: gloo)"
+    )
+    distill.add_argument("--parallel", choices=("ddp", "fsdp"), default=None, help="default: ddp")
     distill.set_defaults(handler=cmd_distill)
+    worker = sub.add_parser("train-worker", help="one process of a stage's training (what torchrun starts)")
+    worker.add_argument("--spec", required=True, help="the stage job as JSON (twt.stage_launch.StageJob)")
+    worker.set_defaults(handler=cmd_train_worker)
 
     compress = sub.add_parser("compress", help="compress the kept reasoning for stage 2")
     compress.add_argument(

@@ -409,6 +409,41 @@ class RegistryConfig(_Section):
         return names.check_model_name(name)  # the registry's own rule (also: no '..')
 
 
+class TrainingConfig(_Section):
+    """How the stages train: processes, sharding, durable checkpoints, Kubeflow training jobs."""
+
+    processes: int = Field(1, ge=1, description="Training processes per node (one per GPU; on CPU: gloo).")
+    nodes: int = Field(1, ge=1, description="Nodes; more than one needs a Kubeflow training job.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="'cuda': one GPU per process; 'cpu'; 'auto' = cuda if there is a GPU."
+    )
+    parallel: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="'ddp' for students that fit on one GPU; 'fsdp' (full shard) for those that don't."
+    )
+    attn_implementation: str = Field(
+        "sdpa",
+        description="transformers attention for training: sdpa, eager, flash_attention_2 (packed rows go "
+        "varlen), or 'auto' (flash_attention_2 where installed on a GPU).",
+    )
+    checkpoints: str | None = Field(
+        None,
+        description="Durable checkpoint root (s3://bucket/prefix or a PVC path); checkpoints go to "
+        "<root>/<run name>/<run id>/stage<n>; null = <workdir>/checkpoints.",
+    )
+    keep_last_checkpoint: bool = Field(False, description="Keep a finished stage's last checkpoint.")
+    engine: Literal["auto", "local", "trainjob", "pytorchjob"] = Field(
+        "auto",
+        description="Where a stage asking for >1 GPU or >1 node runs: 'trainjob' (Kubeflow Trainer), "
+        "'pytorchjob' (Training Operator v1), 'local' (torchrun in the step's pod); 'auto' = trainjob "
+        "inside Kubernetes for >1 GPU or >1 node, local otherwise.",
+    )
+    namespace: str | None = Field(None, description="Namespace of training jobs; null = the step pod's own.")
+    image: str | None = Field(None, description="Training jobs' image; null = TWT_IMAGE (the step's image).")
+    runtime: str = Field("twt-torch-distributed", description="ClusterTrainingRuntime a TrainJob refers to.")
+    gpu_resource: str = Field("nvidia.com/gpu", description="Extended resource name of one GPU.")
+    start_timeout_s: float = Field(900, gt=0, description="A job not running by then fails the step.")
+
+
 # --- the run ----------------------------------------------------------------------------------------------
 
 
@@ -428,6 +463,9 @@ class RunConfig(_Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Evaluation.")
     gate: GateConfig = Field(default_factory=GateConfig, description="Promotion policy.")
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Model registry.")
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig, description="Processes, checkpoints, training jobs."
+    )
 
     @model_validator(mode="before")
     @classmethod

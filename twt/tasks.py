@@ -221,22 +221,24 @@ def distill_stage(
     compress_report: str | os.PathLike | None = None,
     progress: bool = True,
     log_metric: LogMetric = None,
+    run_id: str | None = None,
 ) -> dict:
     """Train stage ``stage`` (1, 2, 3) on ``rows`` from ``base_model_dir`` (None: the configured student
     base; stages 2 and 3 start from the previous stage) into ``model_out``; returns the stage record.
 
     ``model_out/twt.json`` records the lineage: the run, its teachers, the base model and (from
-    ``compress_report``, for stages 2 and 3) how the reasoning was compressed.
+    ``compress_report``, for stages 2 and 3) how the reasoning was compressed. The run's ``training``
+    section says where the training runs (here, N local processes, or a Kubeflow TrainJob/PyTorchJob:
+    ``twt.stage_launch``); checkpoints go to ``<training.checkpoints>/<run>/<run_id>/stage<n>`` (run_id:
+    the argument, else ``KFP_RUN_ID``/``TWT_RUN_ID``, else "local"), where a retried step resumes.
     """
-    from twt.stages import run_stage
-    from twt.train import SFTConfig
+    from twt.stage_launch import launch_stage
 
     run = load(config)
     if stage not in (1, 2, 3):
         raise ValueError(f"no stage {stage}; stages are 1, 2 and 3")
     if stage > 1 and base_model_dir is None:
         raise ValueError(f"stage {stage} starts from stage {stage - 1}'s model: give base_model_dir")
-    settings = run.stage(stage)
     base = run.student.model if base_model_dir is None else str(base_model_dir)
     lineage = {
         "run": run.name,
@@ -246,16 +248,8 @@ def distill_stage(
     if stage > 1 and compress_report is not None and Path(compress_report).is_file():
         report = _read_json(compress_report)
         lineage["compression"] = {k: report.get(k) for k in ("method", "target_ratio", "achieved_ratio")}
-    result = run_stage(
-        stage,
-        rows,
-        base,
-        model_out,
-        SFTConfig.from_stage(settings),
-        mix_previous=settings.mix_previous,
-        extra_lineage=lineage,
-        progress=progress,
-    )
+    run_id = run_id or os.environ.get("KFP_RUN_ID") or os.environ.get("TWT_RUN_ID")
+    result = launch_stage(run, stage, rows, base, model_out, lineage, run_id=run_id, progress=progress)
     training = result.get("training", {})
     _log(
         log_metric,

@@ -2,7 +2,7 @@
 
     result = train_sft(examples, "runs/demo/student-base", "runs/demo/stage1", SFTConfig(epochs=2))
 
-    # several GPUs: the same call under `accelerate launch -m twt.cli distill --stage 1 ...`
+    # several processes (GPUs, or gloo on CPU): `twt distill --stage 1 --processes 4 ...` (torchrun)
 
 What it does, in order:
 - tokenises every pair as ``prompt + target + EOS`` (no special tokens added), labels ``-100`` on the prompt;
@@ -16,11 +16,15 @@ What it does, in order:
 - AdamW, linear warm-up then cosine decay, gradient clipping at 1.0, gradient accumulation; the loss of an
   update is the mean over all its target tokens (not a mean of per-batch means);
 - full fine-tuning or LoRA (peft; merged into the weights at the end, so the next stage loads a plain model);
-- bf16 autocast on GPUs that support it; several processes through ``accelerate`` (each takes every n-th
-  micro-batch; gradients are averaged by DDP);
-- a checkpoint (weights, optimiser, scheduler, step) every ``save_every`` updates under ``out/checkpoints``,
-  written to a temporary directory and renamed, the last two kept; a rerun resumes from the newest one and
-  reaches the same final weights as an uninterrupted run;
+- bf16 autocast on GPUs that support it; several processes through ``accelerate`` under ``torchrun``: DDP,
+  or FSDP full shard (``parallel="fsdp"``); the global batch (``batch_size × grad_accum`` rows) and the data
+  order are the same for any process count (``twt.distributed``);
+- packed rows go to flash-attention's varlen kernels as one flat row with ``position_ids`` restarting per
+  example when ``attn_implementation`` is a flash one, else the 4-D mask above (``twt.attention``);
+- a checkpoint (``accelerate`` state: weights or FSDP shards, optimiser, scheduler, random states) every
+  ``save_every`` updates at ``checkpoint_uri`` (a local/PVC path or ``s3://``; default ``out/checkpoints``),
+  the manifest written last, the last two kept (``twt.checkpoints``); a rerun resumes from the newest complete
+  one and reaches the same final weights as an uninterrupted run;
 - a progress bar with loss, learning rate and tokens/s, ``train_log.jsonl`` with one line per logged update.
 """
 
@@ -69,6 +73,11 @@ class SFTConfig:
             None = ``epochs`` decides (default None).
         max_updates: stop after this many updates; None = the whole plan (default None).
         device: "cpu", "cuda", ...; None = what accelerate picks (default None).
+        parallel: "ddp" (each process holds the model) or "fsdp" (full shard) (default "ddp").
+        attn_implementation: transformers' attention ("sdpa", "eager", "flash_attention_2", ...); "auto"
+            = flash_attention_2 where the flash_attn package and a GPU are there, else sdpa (default "sdpa").
+        checkpoint_uri: durable checkpoint location (local/PVC path, file://, s3://); None = out/checkpoints.
+        keep_last_checkpoint: keep the newest checkpoint when the run ends, not none (default False).
     """
 
     epochs: float = 2.0
@@ -88,6 +97,10 @@ class SFTConfig:
     updates: int | None = None
     max_updates: int | None = None
     device: str | None = None
+    parallel: str = "ddp"
+    attn_implementation: str = "sdpa"
+    checkpoint_uri: str | None = None
+    keep_last_checkpoint: bool = False
 
     @classmethod
     def from_stage(cls, stage, **overrides) -> SFTConfig:
@@ -200,13 +213,13 @@ def collate(batch: list[list[int]], ids: list[list[int]], labels: list[list[int]
 # --- the loop ----------------------------------------------------------------------------------------------
 
 
-def _load(model_path: str | os.PathLike, config: SFTConfig):
+def _load(model_path: str | os.PathLike, config: SFTConfig, attn_implementation: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
-        model = AutoModelForCausalLM.from_pretrained(model_path, attn_implementation="sdpa")
-    except (OSError, ValueError) as err:
+        model = AutoModelForCausalLM.from_pretrained(model_path, attn_implementation=attn_implementation)
+    except (OSError, ValueError, ImportError) as err:
         raise TrainError(f"cannot load the model to train from {model_path}: {err}") from err
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -219,30 +232,71 @@ def _load(model_path: str | os.PathLike, config: SFTConfig):
     return tokenizer, model
 
 
-def _checkpoints(out_dir: Path) -> list[Path]:
-    root = out_dir / CHECKPOINTS
-    found = [p for p in root.glob("step-*") if (p / "state.pt").is_file()] if root.is_dir() else []
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+# settings that do not change what a checkpoint holds (so a resumed run may change them)
+_NOT_IN_FINGERPRINT = ("log_every", "save_every", "device", "checkpoint_uri", "keep_last_checkpoint")
 
 
-def _save_checkpoint(out_dir: Path, step: int, model, optimizer, scheduler, accelerator) -> None:
-    import torch
+def _checkpoint_store(config: SFTConfig, out: Path, model_path, pairs, world: int):
+    from twt.checkpoints import CheckpointStore, fingerprint
 
-    root = out_dir / CHECKPOINTS
-    tmp, final = root / f".tmp-step-{step}", root / f"step-{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    state = {
-        "step": step,
-        "model": accelerator.unwrap_model(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-    }
-    torch.save(state, tmp / "state.pt")
-    tmp.rename(final)
-    for old in _checkpoints(out_dir)[:-2]:
-        shutil.rmtree(old, ignore_errors=True)
+    settings = {k: v for k, v in asdict(config).items() if k not in _NOT_IN_FINGERPRINT}
+    where = config.checkpoint_uri or str(out / CHECKPOINTS)
+    return CheckpointStore(where, fingerprint(settings, model_path, pairs, world))
+
+
+def _resume(checkpoints, accelerator, scratch: Path) -> int:
+    """Load the newest good checkpoint (fetched by each node's first process); the update it ends."""
+    found = checkpoints.restore(scratch) if accelerator.is_local_main_process else None
+    accelerator.wait_for_everyone()
+    from twt import store
+
+    if accelerator.is_local_main_process and found is None:
+        shutil.rmtree(scratch, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    if not (scratch / store.MANIFEST_NAME).is_file():
+        return 0
+    step = int(store.read_manifest(scratch).metadata["step"])
+    accelerator.load_state(str(scratch))
+    return step
+
+
+def _save(checkpoints, accelerator, scratch: Path, step: int, nodes: int) -> None:
+    """Every process writes its part of the state; nodes upload theirs; the first process publishes."""
+    target = scratch / f"step-{step}"
+    if accelerator.is_local_main_process:
+        shutil.rmtree(target, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(target))
+    accelerator.wait_for_everyone()
+    node = accelerator.process_index // max(1, accelerator.num_processes // nodes)
+    if accelerator.is_local_main_process and not accelerator.is_main_process:
+        checkpoints.upload_node_part(step, target, node)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        checkpoints.save(step, target, nodes)
+        checkpoints.prune(keep=2)
+    accelerator.wait_for_everyone()
+    if accelerator.is_local_main_process:
+        shutil.rmtree(target, ignore_errors=True)
+
+
+def _batches(micro, rank: int, world: int, config: SFTConfig, data, varlen: bool) -> list[tuple[dict, int]]:
+    """This process's micro-batches of one update as (tensors, real tokens); at least one (see below)."""
+    from twt.attention import collate_flat
+    from twt.distributed import rank_micro_batches
+
+    ids, labels, pad_id = data
+    mine = rank_micro_batches(micro, rank, world, config.batch_size)
+    dummy = not mine
+    if dummy:  # no row for this process in a short update: a zero-weight pass keeps the collectives matched
+        mine = [[micro[0][0]]]
+    out = []
+    for batch in mine:
+        tensors = collate_flat(batch, ids, labels) if varlen else collate(batch, ids, labels, pad_id)
+        out.append((tensors, 0 if dummy else sum(len(ids[i]) for row in batch for i in row)))
+    if dummy:
+        out[0][0]["labels"].fill_(IGNORE)
+    return out
 
 
 def train_sft(
@@ -257,22 +311,38 @@ def train_sft(
 ) -> dict:
     """Fine-tune the model at ``model_path`` on ``pairs`` and save it to ``out_dir``; returns the summary.
 
-    ``lineage`` is merged into ``out_dir/twt.json``. A rerun after a crash resumes from the newest
-    checkpoint in ``out_dir/checkpoints`` (when ``save_every`` > 0). ``on_update(n)`` is called after
-    update ``n`` and its checkpoint (for monitoring, and for tests that crash a run on purpose).
+    ``lineage`` is merged into ``out_dir/twt.json``. A rerun after a crash resumes from the newest complete
+    checkpoint at ``config.checkpoint_uri`` (default ``out_dir/checkpoints``) when ``save_every`` > 0.
+    ``on_update(n)`` is called after update ``n`` and its checkpoint (for monitoring, and for tests that
+    crash a run on purpose). Under ``torchrun`` every process calls this; the first one writes ``out_dir``.
     """
     import torch
-    from accelerate import Accelerator
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
+
+    from twt.attention import resolve_attn_implementation, uses_varlen
+    from twt.distributed import DistributedError, check_global_batch, make_accelerator
 
     config = config or SFTConfig()
     if not pairs:
         raise TrainError("no training examples")
+    if config.lora and config.parallel == "fsdp":
+        raise TrainError("LoRA with parallel=fsdp is not supported: LoRA adapters are small, use ddp")
     out = Path(out_dir)
     torch.manual_seed(config.seed)
-    accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=_precision(config))
-    tokenizer, model = _load(model_path, config)
+    try:
+        accelerator = make_accelerator(config.parallel, device=config.device, precision=_precision(config))
+        check_global_batch(config.batch_size, config.grad_accum, accelerator.num_processes)
+        if config.parallel == "fsdp" and accelerator.distributed_type != "FSDP":
+            raise DistributedError(
+                f"parallel=fsdp needs GPUs (accelerate shards on GPU-like devices, this run has "
+                f"{accelerator.distributed_type.value} on {accelerator.device}); on CPU use parallel=ddp"
+            )
+    except DistributedError as err:
+        raise TrainError(str(err)) from err
+    attn = resolve_attn_implementation(config.attn_implementation, cuda=accelerator.device.type == "cuda")
+    varlen = config.pack and uses_varlen(attn)
+    tokenizer, model = _load(model_path, config, attn)
     ids, labels, truncated = tokenize_pairs(tokenizer, pairs, config.max_length)
     lengths = [len(r) for r in ids]
     plan = plan_batches(lengths, config)
@@ -285,22 +355,19 @@ def train_sft(
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, round(config.warmup_ratio * updates), updates)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    params = [p for p in model.parameters() if p.requires_grad]  # FSDP replaces them with sharded ones
 
-    start_update = 0
-    if config.save_every and (found := _checkpoints(out)):
-        state = torch.load(found[-1] / "state.pt", weights_only=False)
-        accelerator.unwrap_model(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        start_update = state["step"]
+    rank, world = accelerator.process_index, accelerator.num_processes
+    nodes = max(1, world // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+    checkpoints = _checkpoint_store(config, out, model_path, pairs, world) if config.save_every else None
+    scratch = out.parent / f".{out.name}.checkpoint-scratch"
+    start_update = _resume(checkpoints, accelerator, scratch / "resume") if checkpoints else 0
 
     log_path = out / "train_log.jsonl"
     out.mkdir(parents=True, exist_ok=True)
-    if start_update == 0:
+    if start_update == 0 and rank == 0:
         log_path.unlink(missing_ok=True)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    pad_id = tokenizer.pad_token_id
+    data = (ids, labels, tokenizer.pad_token_id)
     target_tokens = sum(sum(t != IGNORE for t in lab) for lab in labels)
     bar = tqdm(
         total=updates, initial=start_update, desc=f"train {out.name}", disable=not progress or rank != 0
@@ -309,35 +376,37 @@ def train_sft(
     started, real_tokens, padded_tokens, losses = time.perf_counter(), 0, 0, []
     for update in range(start_update, updates):
         micro = plan[update * config.grad_accum : (update + 1) * config.grad_accum]
-        mine = [collate(b, ids, labels, pad_id) for b in micro[rank::world] or micro[:1]]
-        n_real = [sum(len(ids[i]) for row in b for i in row) for b in micro[rank::world] or micro[:1]]
-        n_target = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in mine)
-        total_loss = 0.0
-        for i, batch in enumerate(mine):
+        # the update's loss is summed over ALL its target tokens (every process), divided once
+        n_target = sum(
+            sum(t != IGNORE for t in labels[i][1:]) for batch in micro for row in batch for i in row
+        )
+        mine = _batches(micro, rank, world, config, data, varlen)
+        total_loss = torch.zeros((), device=accelerator.device)
+        for i, (batch, n_real) in enumerate(mine):
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             logits = model(
                 input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
+                attention_mask=batch.get("attention_mask"),
                 position_ids=batch["position_ids"],
             ).logits
-            # next-token loss summed over target tokens, divided by the update's target-token count
-            loss = torch.nn.functional.cross_entropy(
+            summed = torch.nn.functional.cross_entropy(
                 logits[:, :-1].flatten(0, 1).float(),
                 batch["labels"][:, 1:].flatten(),
                 ignore_index=IGNORE,
                 reduction="sum",
-            ) / max(1, n_target)
+            )
+            loss = summed * world / max(1, n_target)  # DDP/FSDP average over processes: × world undoes it
             context = accelerator.no_sync(model) if i < len(mine) - 1 else nullcontext()
             with context:
                 accelerator.backward(loss)
-            total_loss += loss.item()
-            real_tokens += n_real[i]
+            total_loss += summed.detach()
+            real_tokens += n_real
             padded_tokens += batch["input_ids"].numel()
         accelerator.clip_grad_norm_(params, 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(total_loss)
+        losses.append(accelerator.reduce(total_loss, "sum").item() / max(1, n_target))
         step = update + 1
         elapsed = time.perf_counter() - started
         if rank == 0 and (step % config.log_every == 0 or step == updates):
@@ -345,19 +414,21 @@ def train_sft(
                 "update": step,
                 "loss": round(sum(losses[-config.log_every :]) / len(losses[-config.log_every :]), 5),
                 "lr": scheduler.get_last_lr()[0],
-                "tokens_per_s": round(padded_tokens / elapsed, 1) if elapsed > 0 else None,
+                "tokens_per_s": round(padded_tokens * world / elapsed, 1) if elapsed > 0 else None,
             }
             with log_path.open("a") as handle:
                 handle.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
         bar.update(1)
-        if config.save_every and step % config.save_every == 0 and step < updates and rank == 0:
-            _save_checkpoint(out, step, model, optimizer, scheduler, accelerator)
+        if checkpoints and step % config.save_every == 0 and step < updates:
+            _save(checkpoints, accelerator, scratch, step, nodes)
         if on_update is not None:
             on_update(step)
     bar.close()
     accelerator.wait_for_everyone()
     seconds = time.perf_counter() - started
+    counts = accelerator.reduce(torch.tensor([real_tokens, padded_tokens], device=accelerator.device), "sum")
+    real_tokens, padded_tokens = (int(c) for c in counts.tolist())
     summary = {
         "examples": len(pairs),
         "truncated": truncated,
@@ -365,6 +436,8 @@ def train_sft(
         "updates": updates,
         "resumed_from": start_update,
         "micro_batches": len(plan),
+        "processes": world,
+        "attn_implementation": attn,
         "seconds": round(seconds, 2),
         "tokens_per_s": round(padded_tokens / seconds, 1) if seconds > 0 else None,
         "padding_share": round(1 - real_tokens / padded_tokens, 4) if padded_tokens else None,
@@ -372,8 +445,14 @@ def train_sft(
         "final_loss": round(sum(losses[-10:]) / len(losses[-10:]), 5) if losses else None,
         "config": asdict(config),
     }
+    state = accelerator.get_state_dict(model)  # every process takes part (FSDP gathers the shards)
     if rank == 0:
-        _save_final(accelerator.unwrap_model(model), tokenizer, out, config, summary, lineage, model_path)
+        unwrapped = accelerator.unwrap_model(model)
+        _save_final(unwrapped, state, tokenizer, out, config, summary, lineage, model_path)
+        if checkpoints:
+            checkpoints.finish(keep_last=config.keep_last_checkpoint)
+        shutil.rmtree(scratch, ignore_errors=True)
+    accelerator.wait_for_everyone()
     return summary
 
 
@@ -386,12 +465,14 @@ def _precision(config: SFTConfig) -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "no"
 
 
-def _save_final(model, tokenizer, out: Path, config, summary: dict, lineage: dict | None, base) -> None:
+def _save_final(
+    model, state: dict, tokenizer, out: Path, config, summary: dict, lineage: dict | None, base
+) -> None:
     """The trained model as a plain HF directory (LoRA merged), safetensors, plus ``twt.json`` lineage."""
     if config.lora:
-        model = model.merge_and_unload()
-    model.save_pretrained(out, safe_serialization=True)
+        model.merge_and_unload().save_pretrained(out, safe_serialization=True)
+    else:
+        model.save_pretrained(out, state_dict=state, safe_serialization=True)
     tokenizer.save_pretrained(out)
     record = {"kind": "sft", "base_model": str(base), **(lineage or {}), "training": summary}
     (out / "twt.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
