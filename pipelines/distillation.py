@@ -43,6 +43,7 @@ from components.prepare_questions import prepare_questions
 from components.promote_student import promote_student
 from components.sample_teacher import sample_teacher
 from components.select_candidates import select_candidates
+from pipelines.layout import IMAGE_PULL_SECRET, MODEL_CACHE_PVC, apply_layout
 from twt.config import default_config_path
 
 PIPELINE_NAME = "twt-distillation"
@@ -120,6 +121,14 @@ def twt_distillation(
     gpu_tolerations: list = [  # noqa: B006
         {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
     ],
+    sample_accelerator_type: str = "nvidia.com/gpu",
+    sample_accelerator_limit: int = 1,
+    compress_accelerator_type: str = "nvidia.com/gpu",
+    compress_accelerator_limit: int = 1,
+    eval_accelerator_type: str = "nvidia.com/gpu",
+    eval_accelerator_limit: int = 1,
+    image_pull_secret: str = IMAGE_PULL_SECRET,
+    model_cache_pvc: str = MODEL_CACHE_PVC,
 ):
     """Distil several teachers' reasoning into a student that answers with far fewer tokens (twt).
 
@@ -151,6 +160,18 @@ def twt_distillation(
         gpu_node_selector: Node selector of the GPU node pool, a JSON object of labels, e.g.
             {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}.
         gpu_tolerations: Tolerations for the GPU nodes' taints, a JSON list of {key, operator, value, effect}.
+        sample_accelerator_type: Accelerator resource of the teacher sampling steps (vLLM or transformers).
+        sample_accelerator_limit: Accelerators per sampling step; 0 when every teacher is served over HTTP
+            (python -m pipelines run sets 0 then).
+        compress_accelerator_type: Accelerator resource of the compression step.
+        compress_accelerator_limit: Accelerators of the compression step; 0 when its teacher is served over
+            HTTP.
+        eval_accelerator_type: Accelerator resource of the evaluation step.
+        eval_accelerator_limit: Accelerators of the evaluation step.
+        image_pull_secret: Name of the docker-registry Secret every pod pulls its image with (a missing
+            Secret is only a warning: public images pull without it).
+        model_cache_pvc: PersistentVolumeClaim mounted as the Hugging Face cache of the GPU steps and DCRS
+            (manifests/base creates twt-model-cache, ReadWriteMany).
     """
     gpu = {
         "accelerator_type": gpu_accelerator_type,
@@ -246,3 +267,13 @@ def twt_distillation(
             evaluation=evaluated.outputs["evaluation"],
         )
         _on_cpu(_common(rejected, "why not promoted", caching=False), CPU_SMALL)
+
+    apply_layout(
+        image_pull_secret,
+        model_cache_pvc,
+        {
+            "sample": (sample_accelerator_type, sample_accelerator_limit),
+            "compress": (compress_accelerator_type, compress_accelerator_limit),
+            "eval": (eval_accelerator_type, eval_accelerator_limit),
+        },
+    )
