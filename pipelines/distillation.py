@@ -59,6 +59,8 @@ SECRET_KEYS = {
     "minio": {"accesskey": "TWT_S3_ACCESS_KEY", "secretkey": "TWT_S3_SECRET_KEY"},
     "hf_token": {"token": "HF_TOKEN"},
     "teacher_keys": {name: name for name in TEACHER_KEY_ENVS},
+    # Kubeflow Model Registry (twt.kubeflow_model_registry.SECRET_KEYS)
+    "model_registry": {"address": "TWT_MODEL_REGISTRY_ADDRESS", "token": "TWT_MODEL_REGISTRY_TOKEN"},
 }
 RUN_AS = 10001  # the images' user (images/README.md)
 # The launcher keeps local copies of s3:// and minio:// artifacts under /s3 and /minio; a non-root user
@@ -129,6 +131,7 @@ def twt_distillation(
     eval_accelerator_limit: int = 1,
     image_pull_secret: str = IMAGE_PULL_SECRET,
     model_cache_pvc: str = MODEL_CACHE_PVC,
+    model_registry_secret: str = "twt-model-registry",
 ):
     """Distil several teachers' reasoning into a student that answers with far fewer tokens (twt).
 
@@ -172,6 +175,9 @@ def twt_distillation(
             Secret is only a warning: public images pull without it).
         model_cache_pvc: PersistentVolumeClaim mounted as the Hugging Face cache of the GPU steps and DCRS
             (manifests/base creates twt-model-cache, ReadWriteMany).
+        model_registry_secret: Name of the Secret with Kubeflow Model Registry's 'address' (host:port or
+            https://host) and 'token'; promotion registers the student there when it has an address
+            (optional Secret).
     """
     gpu = {
         "accelerator_type": gpu_accelerator_type,
@@ -255,11 +261,13 @@ def twt_distillation(
             verdict=verdict.outputs["verdict"],
             evaluation=evaluated.outputs["evaluation"],
             dcrs_report=dcrs.outputs["report"],
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             **students,
         )
         # publishing is a side effect: never replace it by a cached result
         _on_cpu(_common(promoted, "promote", caching=False), CPU_SMALL)
         _secret(promoted, minio_secret, "minio", optional=False)
+        _secret(promoted, model_registry_secret, "model_registry", optional=True)
     with dsl.Else(name="gate-failed"):
         rejected = explain_rejection(
             config_yaml=config_yaml,

@@ -201,3 +201,23 @@ def test_gpu_steps_get_a_memory_backed_shm_and_the_model_cache(spec: dict) -> No
     # the images' HF_HOME is where the cache is mounted
     for kind in ("cpu", "gpu"):
         assert f"HF_HOME={HF_HOME}" in (ROOT / "images" / kind / "Dockerfile").read_text()
+
+
+# --- Kubeflow Model Registry from the promote step ---------------------------------------------------------
+
+
+def test_promotion_gets_the_model_registry_secret_and_the_run_id(spec: dict) -> None:
+    from pipelines.distillation import SECRET_KEYS
+    from twt.kubeflow_model_registry import SECRET_KEYS as REGISTRY_KEYS
+
+    assert SECRET_KEYS["model_registry"] == REGISTRY_KEYS
+    (secret,) = [
+        s for s in platform(spec, "exec-promote-student")["secretAsEnv"] if "model_registry_secret" in str(s)
+    ]
+    assert secret["optional"] is True
+    assert {m["secretKey"]: m["envVar"] for m in secret["keyToEnv"]} == REGISTRY_KEYS
+    promote = spec["components"]["comp-promote-student"]["inputDefinitions"]["parameters"]
+    assert "pipeline_run_id" in promote
+    tasks = spec["components"]["comp-condition-3"]["dag"]["tasks"]
+    run_id = tasks["promote-student"]["inputs"]["parameters"]["pipeline_run_id"]
+    assert run_id == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}
