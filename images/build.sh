@@ -5,9 +5,8 @@
 #     --registry REG       image names REG/twt-{cpu,gpu}:VERSION (default ghcr.io/twt-project)
 #     --engine E           docker or podman (default: docker if `docker info` works, else podman)
 #     --offline            no base image from a registry: make the CPU base from Debian packages
-#                          (images/make-base.sh) and take torch from a local wheel directory (--wheels)
+#                          (images/make-base.sh); with podman, torch from /opt/wheels when it exists
 #     --wheels DIR         mounted into the build and searched by pip (PIP_FIND_LINKS); podman only
-#                          (default with --offline: /opt/wheels)
 #     --build-arg K=V      passed on to every build (e.g. BASE_IMAGE, TORCH_INDEX_URL, CUDA variant args)
 #
 # Prints each image's build time and size. With podman, CONTAINERS_CONF defaults to images/containers.conf
@@ -48,16 +47,17 @@ fi
 engine_args=()
 if [ "$engine" = podman ]; then
     export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/images/containers.conf}
-    engine_args+=(--runtime runc)
+    engine_args+=(--runtime runc --format docker)  # docker format keeps HEALTHCHECK NONE
     ca=/etc/ssl/certs/ca-certificates.crt
     [ -f "$ca" ] && engine_args+=(-v "$ca:$ca:ro")
 fi
 if [ "$offline" = 1 ]; then
     base=localhost/twt-base:bookworm-py3.11
     CONTAINER_ENGINE=$engine images/make-base.sh "$base"
-    wheels=${wheels:-/opt/wheels}
-    # the base comes from make-base.sh; torch from the local wheel directory, the rest from PyPI
-    cpu_offline_args=(--build-arg "BASE_IMAGE=$base" --build-arg "TORCH_INDEX_URL=https://pypi.org/simple")
+    cpu_offline_args=(--build-arg "BASE_IMAGE=$base")
+    if [ -z "$wheels" ] && [ "$engine" = podman ] && [ -d /opt/wheels ]; then wheels=/opt/wheels; fi
+    # torch from the local wheel directory when there is one (the PyTorch index may be unreachable too)
+    [ -n "$wheels" ] && cpu_offline_args+=(--build-arg "TORCH_INDEX_URL=https://pypi.org/simple")
 fi
 if [ -n "$wheels" ]; then
     [ "$engine" = podman ] || { echo "build: --wheels needs podman (docker build cannot mount a directory)" >&2; exit 2; }

@@ -2,6 +2,7 @@
 
     python -m pipelines compile [--out FILE] [--image-registry REG | --cpu-image REF --gpu-image REF]
     python -m pipelines check [FILE]
+    python -m pipelines stale [--committed FILE] [--root URI]
     python -m pipelines upload --host http://localhost:8080 [--package FILE] [--sha SHA]
     python -m pipelines upload --host http://localhost:8080 --from twt-distillation@stable [--root URI]
     python -m pipelines publish [--root URI] [--package FILE] [--tag latest ...] [--kfp-registry-host URL]
@@ -67,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument(
         "--gpu-image", help="the GPU steps' image, a full reference (wins over the registry)"
     )
+
+    stale = commands.add_parser(
+        "stale", help="fail when a committed or published spec differs from this tree"
+    )
+    stale.add_argument(
+        "--image-registry", default=os.environ.get("TWT_IMAGE_REGISTRY"), help="as for compile"
+    )
+    stale.add_argument("--committed", help="a committed spec file to compare")
+    stale.add_argument("--root", default=os.environ.get("TWT_PIPELINE_REGISTRY"), help="pipeline registry")
 
     check = commands.add_parser("check", help="fail unless the spec's image tags equal the package version")
     check.add_argument("package", nargs="?", help="compiled spec (default: this version's file in dist/)")
@@ -159,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
 
             images = choose_images(args.image_registry, args.cpu_image, args.gpu_image)
             print(release.compile_pipeline(args.out, images=images))
+        elif args.command == "stale":
+            from pipelines.images import choose_images
+            from pipelines.stale import check_stale
+
+            print(check_stale(choose_images(args.image_registry), args.committed, args.root))
         elif args.command == "check":
             images = release.check_images(args.package or release.package_path())
             print(f"ok: {len(images)} executors on {sorted(set(images.values()))}")

@@ -221,3 +221,22 @@ def test_promotion_gets_the_model_registry_secret_and_the_run_id(spec: dict) -> 
     tasks = spec["components"]["comp-condition-3"]["dag"]["tasks"]
     run_id = tasks["promote-student"]["inputs"]["parameters"]["pipeline_run_id"]
     assert run_id == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}
+
+
+# --- stale specs (CI) --------------------------------------------------------------------------------------
+
+
+def test_a_committed_or_published_spec_that_differs_is_stale(tmp_path: Path) -> None:
+    from pipelines.stale import check_stale
+    from twt import pipeline_registry
+
+    current = release.compile_pipeline(tmp_path / "current.yaml")
+    assert "is current" in check_stale(committed=current)
+    assert "not published yet" in check_stale(root=str(tmp_path / "reg"))
+    old = tmp_path / "old.yaml"
+    old.write_text(current.read_text().replace("Samples every teacher", "Samples each teacher", 1))
+    with pytest.raises(release.ReleaseError, match=r"old\.yaml is stale"):
+        check_stale(committed=old)
+    pipeline_registry.publish(old, tmp_path / "reg", "twt-distillation", VERSION)
+    with pytest.raises(release.ReleaseError, match="bump the version"):
+        check_stale(root=str(tmp_path / "reg"))
