@@ -56,7 +56,7 @@ IMAGES ?= cpu gpu
 BUILD_ARGS ?=
 TWT_VERSION := $(shell sed -n 's/^version *= *"\([^"]*\)".*/\1/p' pyproject.toml | head -n1)
 ENGINE = $(shell if docker info >/dev/null 2>&1; then echo docker; else echo podman; fi)
-.PHONY: images images-offline push e2e-containers compile lint-check spec-check tag-check registry-login
+.PHONY: images images-offline push e2e-containers compile lint-check spec-check tag-check registry-login gpu-deps-check
 
 images:
 	images/build.sh --registry $(REGISTRY) $(BUILD_ARGS) $(IMAGES)
@@ -94,3 +94,7 @@ tag-check:
 # Log in to the registry host of $(REGISTRY) with $$REGISTRY_USER / $$REGISTRY_PASSWORD (never echoed).
 registry-login:
 	@printf '%s' "$$REGISTRY_PASSWORD" | $(ENGINE) login --username "$$REGISTRY_USER" --password-stdin $(firstword $(subst /, ,$(REGISTRY)))
+
+# Does the GPU image's dependency set (vllm + torch + twt) resolve for its Python? Metadata only, no GPU.
+gpu-deps-check: install
+	images/check-gpu-deps.sh

@@ -246,3 +246,20 @@ def test_dockerignore_admits_every_copied_source() -> None:
                 # README.md is pyproject's `readme` (the build needs it); other sources must exist now.
                 assert (ROOT / source).exists() or source == "README.md", f"{name}: COPY {source} missing"
                 assert dockerignore_admits(source, patterns), f"{name}: .dockerignore drops {source}"
+
+
+@pytest.mark.slow
+def test_the_gpu_image_dependency_set_resolves() -> None:
+    """vllm + torch at the GPU image's pins + the twt wheel resolve for CPython 3.12 on manylinux x86_64
+    (pip's resolver on metadata only; ~2 min and PyPI access: `make gpu-deps-check`)."""
+    result = subprocess.run(
+        ["bash", str(IMAGES / "check-gpu-deps.sh")],
+        env={**__import__("os").environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    defaults = arg_defaults(parse_dockerfile(DOCKERFILES["gpu"]))
+    assert f"'vllm': '{defaults['VLLM_VERSION']}'" in result.stdout
+    assert f"'torch': '{defaults['TORCH_VERSION']}'" in result.stdout
