@@ -47,7 +47,7 @@ GPU_TASKS = {
     "evaluate-students",
 }
 CPU_TASKS = {"prepare-questions", "select-candidates", "gate", "promote-student", "explain-rejection"}
-SECRET_PARAMETERS = {"minio_secret", "hf_token_secret", "teacher_keys_secret"}
+SECRET_PARAMETERS = {"minio_secret", "hf_token_secret", "teacher_keys_secret", "model_registry_secret"}
 
 
 # --- the compiled spec -------------------------------------------------------------------------------------
