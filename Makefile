@@ -60,3 +60,56 @@ $(VLLM_VENV)/.installed:
 	# torch+cpu (torchvision::nms missing, _torchaudio.so); text models need none of them.
 	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
+
+# Container images (images/README.md): docker where a daemon answers, else podman/buildah.
+#   make images [REGISTRY=ghcr.io/you] [IMAGES="cpu gpu"] [BUILD_ARGS="--build-arg K=V ..."]
+#   make images-offline            the CPU image with no registry: Debian base (images/make-base.sh), local torch
+#   make push REGISTRY=ghcr.io/you push both images (log in to the registry first)
+#   make e2e-containers            build the CPU image offline and run the smoke DAG in it (CI runs this)
+REGISTRY ?= ghcr.io/twt-project
+IMAGES ?= cpu gpu
+BUILD_ARGS ?=
+TWT_VERSION := $(shell sed -n 's/^version *= *"\([^"]*\)".*/\1/p' pyproject.toml | head -n1)
+ENGINE = $(shell if docker info >/dev/null 2>&1; then echo docker; else echo podman; fi)
+.PHONY: images images-offline push e2e-containers compile lint-check spec-check tag-check registry-login gpu-deps-check
+
+images:
+	images/build.sh --registry $(REGISTRY) $(BUILD_ARGS) $(IMAGES)
+
+images-offline:
+	images/build.sh --registry $(REGISTRY) --offline cpu
+
+push:
+	@for name in $(IMAGES); do \
+	  echo "push $(REGISTRY)/twt-$$name:$(TWT_VERSION)"; \
+	  CONTAINERS_CONF=$${CONTAINERS_CONF:-$(CURDIR)/images/containers.conf} \
+	    $(ENGINE) push $(REGISTRY)/twt-$$name:$(TWT_VERSION) || exit 1; \
+	done
+
+e2e-containers: install
+	images/e2e-containers.sh
+
+# The pipeline spec for the images in $(REGISTRY) (dist/twt-distillation-<version>.yaml).
+compile: install
+	$(PY) -m pipelines compile --image-registry $(REGISTRY)
+
+# Steps of the GitHub workflows (.github/workflows/), one target each; .ci/run runs those that need no secret.
+lint-check: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# Compile this tree and fail when the spec published for this version ($(TWT_PIPELINE_REGISTRY)) differs.
+spec-check: install
+	$(PY) -m pipelines stale --image-registry $(REGISTRY)
+
+# A release tag must name the package version: v$(TWT_VERSION).
+tag-check:
+	@test "$(TAG)" = "v$(TWT_VERSION)" || { echo "tag $(TAG) is not v$(TWT_VERSION) (pyproject.toml)" >&2; exit 1; }
+
+# Log in to the registry host of $(REGISTRY) with $$REGISTRY_USER / $$REGISTRY_PASSWORD (never echoed).
+registry-login:
+	@printf '%s' "$$REGISTRY_PASSWORD" | $(ENGINE) login --username "$$REGISTRY_USER" --password-stdin $(firstword $(subst /, ,$(REGISTRY)))
+
+# Does the GPU image's dependency set (vllm + torch + twt) resolve for its Python? Metadata only, no GPU.
+gpu-deps-check: install
+	images/check-gpu-deps.sh

@@ -20,6 +20,7 @@ def promote_student(
     stage2: Input[Model],
     stage3: Input[Model],
     promoted: Output[Artifact],
+    pipeline_run_id: str = "",
 ) -> NamedTuple("Outputs", [("ref", str), ("uri", str)]):
     """Publish an immutable, versioned student with checksums, metrics, verdict, lineage and model card.
 
@@ -34,6 +35,8 @@ def promote_student(
         stage2: The stage-2 student.
         stage3: The stage-3 student.
         promoted: The record (JSON): model, version, ref, uri, student, verified.
+        pipeline_run_id: The KFP run id (dsl.PIPELINE_JOB_ID_PLACEHOLDER): Kubeflow Model Registry keeps one
+            version per run.
 
     Returns:
         ref: The published version, <model>@<version>.
@@ -50,5 +53,6 @@ def promote_student(
         registry_uri=registry_uri,
         promoted_out=promoted.path,
         s3_endpoint=s3_endpoint,
+        run_id=pipeline_run_id,
     )
     return (record["ref"], record["uri"])

@@ -1,12 +1,14 @@
 """``python -m pipelines``: compile, check, upload, run on a cluster, or run locally (see ``pipelines``).
 
-    python -m pipelines compile [--out FILE]
+    python -m pipelines compile [--out FILE] [--image-registry REG | --cpu-image REF --gpu-image REF]
     python -m pipelines check [FILE]
+    python -m pipelines stale [--committed FILE] [--root URI]
     python -m pipelines upload --host http://localhost:8080 [--package FILE] [--sha SHA]
     python -m pipelines upload --host http://localhost:8080 --from twt-distillation@stable [--root URI]
     python -m pipelines publish [--root URI] [--package FILE] [--tag latest ...] [--kfp-registry-host URL]
     python -m pipelines run --host http://localhost:8080 --config C.yaml [--set gpu_cpu=16 ...]
     python -m pipelines local --config configs/demo.yaml [--root runs/kfp-local] [--registry DIR]
+    python -m pipelines local --config configs/smoke.yaml --runner docker --image localhost/twt-cpu:0.1.0
 
 A bad input ends in one line on stderr and exit status 2 (``TWT_DEBUG=1`` shows the traceback).
 """
@@ -15,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -47,18 +50,44 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipelines import release
+
     parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     compile_ = commands.add_parser("compile", help="write dist/twt-distillation-<version>.yaml (checked)")
     compile_.add_argument("--out", help="output file (default dist/twt-distillation-<version>.yaml)")
+    compile_.add_argument(
+        "--image-registry",
+        default=os.environ.get("TWT_IMAGE_REGISTRY"),
+        help="run REG/twt-{cpu,gpu}:<version> (default: $TWT_IMAGE_REGISTRY, else ghcr.io/twt-project)",
+    )
+    compile_.add_argument(
+        "--cpu-image", help="the CPU steps' image, a full reference (wins over the registry)"
+    )
+    compile_.add_argument(
+        "--gpu-image", help="the GPU steps' image, a full reference (wins over the registry)"
+    )
+
+    stale = commands.add_parser(
+        "stale", help="fail when a committed or published spec differs from this tree"
+    )
+    stale.add_argument(
+        "--image-registry", default=os.environ.get("TWT_IMAGE_REGISTRY"), help="as for compile"
+    )
+    stale.add_argument("--committed", help="a committed spec file to compare")
+    stale.add_argument("--root", default=os.environ.get("TWT_PIPELINE_REGISTRY"), help="pipeline registry")
 
     check = commands.add_parser("check", help="fail unless the spec's image tags equal the package version")
     check.add_argument("package", nargs="?", help="compiled spec (default: this version's file in dist/)")
 
     def cluster(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
-        sub.add_argument("--namespace", default="kubeflow", help="KFP namespace (multi-user: the profile)")
+        sub.add_argument(
+            "--namespace",
+            default=release.NAMESPACE,
+            help=f"namespace of the runs (default {release.NAMESPACE}, as manifests/; multi-user: a profile)",
+        )
         sub.add_argument("--package", help="compiled spec (default: this version's file in dist/)")
 
     upload = commands.add_parser("upload", help="create the pipeline or add version <version>-<git sha>")
@@ -105,7 +134,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     local.add_argument("--registry", help="registry URI (default: the config's, else <root>/registry)")
     local.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="other parameters")
+    local.add_argument(
+        "--runner",
+        choices=("subprocess", "docker"),
+        default="subprocess",
+        help="subprocess: steps in this Python; docker: each step in its image (DOCKER_HOST: Docker, podman)",
+    )
+    local.add_argument("--image", help="--runner docker: the image every step runs (default: the CPU image)")
     return parser
+
+
+def _local_secrets() -> dict[str, dict[str, str]]:
+    """The cluster's Secrets, from this environment: what --runner docker passes to the containers."""
+    from pipelines.distillation import TEACHER_KEY_ENVS
+
+    env = os.environ
+    secrets: dict[str, dict[str, str]] = {"minio": {}, "hf_token": {}, "teacher_keys": {}}
+    for key, name in (("accesskey", "TWT_S3_ACCESS_KEY"), ("secretkey", "TWT_S3_SECRET_KEY")):
+        if name in env:
+            secrets["minio"][key] = env[name]
+    if "HF_TOKEN" in env:
+        secrets["hf_token"]["token"] = env["HF_TOKEN"]
+    secrets["teacher_keys"] = {name: env[name] for name in TEACHER_KEY_ENVS if name in env}
+    return secrets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,7 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "compile":
-            print(release.compile_pipeline(args.out))
+            from pipelines.images import choose_images
+
+            images = choose_images(args.image_registry, args.cpu_image, args.gpu_image)
+            print(release.compile_pipeline(args.out, images=images))
+        elif args.command == "stale":
+            from pipelines.images import choose_images
+            from pipelines.stale import check_stale
+
+            print(check_stale(choose_images(args.image_registry), args.committed, args.root))
         elif args.command == "check":
             images = release.check_images(args.package or release.package_path())
             print(f"ok: {len(images)} executors on {sorted(set(images.values()))}")
@@ -154,6 +213,22 @@ def main(argv: list[str] | None = None) -> int:
                 service_account=args.service_account,
             )
             print(f"run {getattr(result, 'run_id', result)}")
+        elif args.runner == "docker":
+            from components.images import CPU_IMAGE
+            from pipelines.containers import ContainerRunError, run_in_containers
+
+            try:
+                result = run_in_containers(
+                    args.config,
+                    args.root,
+                    args.image or CPU_IMAGE,
+                    args.registry or str(Path(args.root).resolve() / "registry"),
+                    secrets=_local_secrets(),
+                    overrides=_overrides(args.set),
+                )
+            except ContainerRunError as err:
+                raise release.ReleaseError(str(err)) from None
+            print(json.dumps(result, indent=2))
         else:
             from pipelines.local import run_local
 

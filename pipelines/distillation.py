@@ -43,6 +43,7 @@ from components.prepare_questions import prepare_questions
 from components.promote_student import promote_student
 from components.sample_teacher import sample_teacher
 from components.select_candidates import select_candidates
+from pipelines.layout import IMAGE_PULL_SECRET, MODEL_CACHE_PVC, apply_layout
 from twt.config import default_config_path
 
 PIPELINE_NAME = "twt-distillation"
@@ -58,6 +59,8 @@ SECRET_KEYS = {
     "minio": {"accesskey": "TWT_S3_ACCESS_KEY", "secretkey": "TWT_S3_SECRET_KEY"},
     "hf_token": {"token": "HF_TOKEN"},
     "teacher_keys": {name: name for name in TEACHER_KEY_ENVS},
+    # Kubeflow Model Registry (twt.kubeflow_model_registry.SECRET_KEYS)
+    "model_registry": {"address": "TWT_MODEL_REGISTRY_ADDRESS", "token": "TWT_MODEL_REGISTRY_TOKEN"},
 }
 RUN_AS = 10001  # the images' user (images/README.md)
 # The launcher keeps local copies of s3:// and minio:// artifacts under /s3 and /minio; a non-root user
@@ -120,6 +123,15 @@ def twt_distillation(
     gpu_tolerations: list = [  # noqa: B006
         {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
     ],
+    sample_accelerator_type: str = "nvidia.com/gpu",
+    sample_accelerator_limit: int = 1,
+    compress_accelerator_type: str = "nvidia.com/gpu",
+    compress_accelerator_limit: int = 1,
+    eval_accelerator_type: str = "nvidia.com/gpu",
+    eval_accelerator_limit: int = 1,
+    image_pull_secret: str = IMAGE_PULL_SECRET,
+    model_cache_pvc: str = MODEL_CACHE_PVC,
+    model_registry_secret: str = "twt-model-registry",
 ):
     """Distil several teachers' reasoning into a student that answers with far fewer tokens (twt).
 
@@ -151,6 +163,21 @@ def twt_distillation(
         gpu_node_selector: Node selector of the GPU node pool, a JSON object of labels, e.g.
             {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}.
         gpu_tolerations: Tolerations for the GPU nodes' taints, a JSON list of {key, operator, value, effect}.
+        sample_accelerator_type: Accelerator resource of the teacher sampling steps (vLLM or transformers).
+        sample_accelerator_limit: Accelerators per sampling step; 0 when every teacher is served over HTTP
+            (python -m pipelines run sets 0 then).
+        compress_accelerator_type: Accelerator resource of the compression step.
+        compress_accelerator_limit: Accelerators of the compression step; 0 when its teacher is served over
+            HTTP.
+        eval_accelerator_type: Accelerator resource of the evaluation step.
+        eval_accelerator_limit: Accelerators of the evaluation step.
+        image_pull_secret: Name of the docker-registry Secret every pod pulls its image with (a missing
+            Secret is only a warning: public images pull without it).
+        model_cache_pvc: PersistentVolumeClaim mounted as the Hugging Face cache of the GPU steps and DCRS
+            (manifests/base creates twt-model-cache, ReadWriteMany).
+        model_registry_secret: Name of the Secret with Kubeflow Model Registry's 'address' (host:port or
+            https://host) and 'token'; promotion registers the student there when it has an address
+            (optional Secret).
     """
     gpu = {
         "accelerator_type": gpu_accelerator_type,
@@ -234,11 +261,13 @@ def twt_distillation(
             verdict=verdict.outputs["verdict"],
             evaluation=evaluated.outputs["evaluation"],
             dcrs_report=dcrs.outputs["report"],
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             **students,
         )
         # publishing is a side effect: never replace it by a cached result
         _on_cpu(_common(promoted, "promote", caching=False), CPU_SMALL)
         _secret(promoted, minio_secret, "minio", optional=False)
+        _secret(promoted, model_registry_secret, "model_registry", optional=True)
     with dsl.Else(name="gate-failed"):
         rejected = explain_rejection(
             config_yaml=config_yaml,
@@ -246,3 +275,13 @@ def twt_distillation(
             evaluation=evaluated.outputs["evaluation"],
         )
         _on_cpu(_common(rejected, "why not promoted", caching=False), CPU_SMALL)
+
+    apply_layout(
+        image_pull_secret,
+        model_cache_pvc,
+        {
+            "sample": (sample_accelerator_type, sample_accelerator_limit),
+            "compress": (compress_accelerator_type, compress_accelerator_limit),
+            "eval": (eval_accelerator_type, eval_accelerator_limit),
+        },
+    )

@@ -92,9 +92,15 @@ def run_local(
     started = time.time()
     with kfp_local_session(log_file):
         twt_distillation(**arguments)
+    return run_outcome(root, started, registry_uri=arguments["registry_uri"])
+
+
+def run_outcome(root: Path, started: float, **extra) -> dict:
+    """The run directory of the run started at ``started``, its seconds, ``extra``, and the promotion
+    record or the rejection report's path."""
     seconds = round(time.time() - started, 1)
     run_dir = latest_run_dir(root, since=started - 1)
-    result: dict = {"run_dir": str(run_dir), "seconds": seconds, "registry_uri": arguments["registry_uri"]}
+    result: dict = {"run_dir": str(run_dir), "seconds": seconds, **extra}
     promoted = run_dir / PROMOTE_TASK / "promoted" if run_dir else None
     if promoted is not None and promoted.is_file():
         result["promoted"] = json.loads(promoted.read_text())

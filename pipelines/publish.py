@@ -113,7 +113,11 @@ def publish_release(
             f"the work tree has uncommitted changes ({sha}): commit them, or pass --allow-dirty, so the "
             "recorded git sha names what was compiled"
         )
-    path = Path(package) if package is not None else release.compile_pipeline(version=version)
+    if package is None:
+        from pipelines.images import choose_images  # $TWT_IMAGE_REGISTRY, else the default registry
+
+        package = release.compile_pipeline(version=version, images=choose_images())
+    path = Path(package)
     images = release.check_images(path, version)
     result: dict[str, Any] = {"pipeline": PIPELINE_NAME, "version": version, "package": str(path)}
     if root:

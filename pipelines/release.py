@@ -9,9 +9,11 @@ Compiling is deterministic: the same tree gives the same bytes. KFP 2.17's heade
 part that needs help: it prints dict-valued defaults in hash order, and a multi-line default (the
 demo ``config_yaml``) with only its first line commented, which breaks the YAML. ``compile_pipeline``
 patches KFP's header writer for the duration of the compile (sorted keys, every line a comment).
-The version is the package's (``components.images.VERSION``); ``check_images`` fails when an
-executor's image is not ``ghcr.io/twt-project/twt-{cpu,gpu}:<version>`` or when the installed package's
-version is not ``pyproject.toml``'s (a stale install). ``upload`` finds the pipeline by name and
+The version is the package's (``components.images.VERSION``); the images' registry is chosen at compile
+time (``pipelines.images``: ``--image-registry``, ``$TWT_IMAGE_REGISTRY``, ``--cpu-image/--gpu-image``).
+``check_images`` reads the images the spec names and fails when one is not ``<registry>/twt-cpu`` or
+``twt-gpu`` as its component needs, tagged ``<version>`` (or pinned by digest), or when the installed
+package's version is not ``pyproject.toml``'s (a stale install). ``upload`` finds the pipeline by name and
 creates it, or adds a version named ``<version>-<git sha>`` (``-dirty`` when the work tree has
 uncommitted changes).
 """
@@ -27,12 +29,13 @@ from pathlib import Path
 
 import yaml
 
-from components.images import REGISTRY, VERSION
+from components.images import VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 DIST = ROOT / "dist"
 IMAGE_NAMES = ("twt-cpu", "twt-gpu")
 SERVICE_ACCOUNT = "twt-pipeline-runner"  # manifests/base/pipeline-runner-rbac.yaml
+NAMESPACE = "twt"  # manifests/base/kustomization.yaml (a Profile namespace: manifests/overlays/profile)
 
 
 class ReleaseError(ValueError):
@@ -107,8 +110,11 @@ def pyproject_version(root: Path = ROOT) -> str | None:
 
 
 def check_images(path: str | os.PathLike, version: str = VERSION) -> dict[str, str]:
-    """Fail (``ReleaseError``) unless every executor runs ``ghcr.io/twt-project/twt-{cpu,gpu}:<version>``
-    and ``version`` is the source tree's; returns executor → image."""
+    """Fail (``ReleaseError``) unless every executor names ``<registry>/twt-{cpu,gpu}:<version>`` (any
+    registry; a ``@sha256:`` digest may replace the tag), the kind the component needs, and ``version`` is
+    the source tree's; returns executor → image, as the spec names them."""
+    from pipelines.images import IMAGE_RE, image_kinds
+
     source = pyproject_version()
     if source is not None and source != version:
         raise ReleaseError(
@@ -120,26 +126,39 @@ def check_images(path: str | os.PathLike, version: str = VERSION) -> dict[str, s
     images = executor_images(load_spec(path))
     if not images:
         raise ReleaseError(f"{path}: no executors with a container image")
-    wanted = {f"{REGISTRY}/{name}:{version}" for name in IMAGE_NAMES}
-    wrong = {name: image for name, image in images.items() if image not in wanted}
+    kinds = image_kinds()
+    wrong = {}
+    for name, image in images.items():
+        match = IMAGE_RE.fullmatch(image)
+        wanted = {f"twt-{kinds[name]}"} if name in kinds else set(IMAGE_NAMES)
+        if (
+            not match
+            or match.group("name").rsplit("/", 1)[-1] not in wanted
+            or not (match.group("tag") == version or match.group("digest"))
+        ):
+            wrong[name] = image
     if wrong:
         listed = ", ".join(f"{name}: {image}" for name, image in wrong.items())
         raise ReleaseError(f"{path}: image tags do not match version {version}: {listed}")
     return images
 
 
-def compile_pipeline(out: str | os.PathLike | None = None, version: str = VERSION) -> Path:
+def compile_pipeline(
+    out: str | os.PathLike | None = None, version: str = VERSION, images: Mapping[str, str] | None = None
+) -> Path:
     """Compile ``twt-distillation`` to ``out`` (default ``dist/twt-distillation-<version>.yaml``),
-    deterministic and checked; a spec that fails the check is not written."""
+    deterministic and checked; a spec that fails the check is not written. ``images`` (``{"cpu": ref,
+    "gpu": ref}``, see ``pipelines.images.choose_images``) replaces the default images."""
     from kfp import compiler
 
     from pipelines.distillation import twt_distillation
+    from pipelines.images import DEFAULT_IMAGES, retargeted
 
     target = Path(out) if out is not None else package_path(version)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="twt-compile-") as scratch:
         raw = Path(scratch) / "pipeline.yaml"
-        with _deterministic_header():
+        with _deterministic_header(), retargeted(twt_distillation, images or DEFAULT_IMAGES):
             compiler.Compiler().compile(twt_distillation, str(raw))
         check_images(raw, version)
         tmp = target.with_name(f".{target.name}.tmp")
@@ -240,6 +259,7 @@ def run_arguments(
     this machine); otherwise the file's own text goes (for a cluster, where paths resolve in the image).
     """
     from pipelines.distillation import TEACHER_KEY_ENVS, twt_distillation
+    from pipelines.layout import accelerator_arguments
     from twt.config import load_config
 
     config = load_config(config_path)
@@ -252,6 +272,7 @@ def run_arguments(
             )
     text = config.model_dump_yaml() if resolved else Path(config_path).read_text(encoding="utf-8")
     arguments = {"config_yaml": text, "teachers": config.teacher_names}
+    arguments.update(accelerator_arguments(config))  # HTTP-served teachers need no accelerator
     known = set(twt_distillation.component_spec.inputs or {})
     for name, value in (overrides or {}).items():
         if name not in known:

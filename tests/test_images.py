@@ -134,9 +134,21 @@ def test_final_stage_runs_as_numeric_non_root_user(name: str) -> None:
     assert not group or (group.isdigit() and int(group) != 0), f"{name}: USER {users[-1]!r}"
 
 
+def global_arg_defaults(instructions: list[Instruction]) -> dict[str, str]:
+    """Defaults of the ARGs declared before the first FROM (the only ones a FROM line can use)."""
+    before = []
+    for instruction in instructions:
+        if instruction.keyword == "FROM":
+            break
+        before.append(instruction)
+    return arg_defaults(before)
+
+
 @pytest.mark.parametrize("name", sorted(DOCKERFILES))
 def test_base_images_are_pinned_by_tag(name: str) -> None:
+    """The base image is a build argument (images/make-base.sh makes one offline); its default is pinned."""
     instructions = parse_dockerfile(DOCKERFILES[name])
+    defaults = global_arg_defaults(instructions)
     aliases: set[str] = set()
     external = []
     for instruction in instructions:
@@ -144,12 +156,13 @@ def test_base_images_are_pinned_by_tag(name: str) -> None:
             continue
         words = [w for w in instruction.args.split() if not w.startswith("--")]
         if words[0] not in aliases:  # FROM <earlier stage> needs no tag
-            external.append(words[0])
+            external.append(re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m.group(1), m.group(0)), words[0]))
         if len(words) == 3 and words[1].lower() == "as":
             aliases.add(words[2])
     assert external, f"{name}: no external base image"
+    assert "BASE_IMAGE" in defaults, f"{name}: the base image is not a build argument"
     for image in external:
-        assert "$" not in image, f"{name}: base image {image!r} hides its tag in a build arg"
+        assert "$" not in image, f"{name}: base image {image!r} has a build arg without a default"
         name_part, _, tag = image.split("@")[0].rpartition(":")
         assert name_part and "/" not in tag, f"{name}: base image {image!r} has no tag"
         assert tag != "latest", f"{name}: base image {image!r} uses :latest"
@@ -189,6 +202,19 @@ def test_pip_installs_are_pinned_and_cache_free(name: str) -> None:
         assert '"vllm==${VLLM_VERSION}"' in packages
 
 
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_torch_index_is_a_build_argument_with_a_pinned_default(name: str) -> None:
+    instructions = parse_dockerfile(DOCKERFILES[name])
+    defaults = arg_defaults(instructions)
+    assert re.fullmatch(r"https://[\w./-]+", defaults["TORCH_INDEX_URL"]), defaults.get("TORCH_INDEX_URL")
+    installs = " ".join(
+        i.args for i in instructions if i.keyword == "RUN" and '"torch==${TORCH_VERSION}"' in i.args
+    )
+    assert '"${TORCH_INDEX_URL}"' in installs
+    runs = " ".join(i.args for i in instructions if i.keyword == "RUN")
+    assert not re.search(r"(^|[\s;&|])python -m venv", runs), "Debian's Python has no `python` command"
+
+
 def test_cpu_image_torch_is_the_tested_torch() -> None:
     """The CPU image runs the torch release that this test environment runs."""
     defaults = arg_defaults(parse_dockerfile(DOCKERFILES["cpu"]))
@@ -220,3 +246,20 @@ def test_dockerignore_admits_every_copied_source() -> None:
                 # README.md is pyproject's `readme` (the build needs it); other sources must exist now.
                 assert (ROOT / source).exists() or source == "README.md", f"{name}: COPY {source} missing"
                 assert dockerignore_admits(source, patterns), f"{name}: .dockerignore drops {source}"
+
+
+@pytest.mark.slow
+def test_the_gpu_image_dependency_set_resolves() -> None:
+    """vllm + torch at the GPU image's pins + the twt wheel resolve for CPython 3.12 on manylinux x86_64
+    (pip's resolver on metadata only; ~2 min and PyPI access: `make gpu-deps-check`)."""
+    result = subprocess.run(
+        ["bash", str(IMAGES / "check-gpu-deps.sh")],
+        env={**__import__("os").environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    defaults = arg_defaults(parse_dockerfile(DOCKERFILES["gpu"]))
+    assert f"'vllm': '{defaults['VLLM_VERSION']}'" in result.stdout
+    assert f"'torch': '{defaults['TORCH_VERSION']}'" in result.stdout

@@ -47,7 +47,7 @@ GPU_TASKS = {
     "evaluate-students",
 }
 CPU_TASKS = {"prepare-questions", "select-candidates", "gate", "promote-student", "explain-rejection"}
-SECRET_PARAMETERS = {"minio_secret", "hf_token_secret", "teacher_keys_secret"}
+SECRET_PARAMETERS = {"minio_secret", "hf_token_secret", "teacher_keys_secret", "model_registry_secret"}
 
 
 # --- the compiled spec -------------------------------------------------------------------------------------
@@ -144,8 +144,10 @@ def test_the_gate_boolean_chooses_promotion_or_the_rejection_report(spec: dict) 
 def test_gpu_tasks_take_accelerators_and_resources_from_parameters(spec: dict) -> None:
     for name in GPU_TASKS:
         resources = executor(spec, name)["resources"]
-        assert parameter(resources["accelerator"]["resourceType"]) == "gpu_accelerator_type", name
-        assert parameter(resources["accelerator"]["resourceCount"]) == "gpu_accelerator_limit", name
+        step = {"sample-teacher": "sample", "compress-reasoning": "compress", "evaluate-students": "eval"}
+        prefix = step.get(name, "gpu")  # per-step accelerators (pipelines.layout); training: gpu_*
+        assert parameter(resources["accelerator"]["resourceType"]) == f"{prefix}_accelerator_type", name
+        assert parameter(resources["accelerator"]["resourceCount"]) == f"{prefix}_accelerator_limit", name
         assert parameter(resources["resourceCpuRequest"]) == "gpu_cpu", name
         assert parameter(resources["resourceMemoryRequest"]) == "gpu_memory", name
     for name in CPU_TASKS:

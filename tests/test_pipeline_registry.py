@@ -341,7 +341,7 @@ def test_cli_publish_records_what_it_was_compiled_from_and_refuses_a_second_time
 def test_publish_compiles_when_no_package_is_given_and_refuses_dirty_trees(tmp_path, compiled, monkeypatch):
     calls = []
 
-    def fake_compile(out=None, version=VERSION):
+    def fake_compile(out=None, version=VERSION, images=None):
         calls.append(version)
         return shutil.copy(compiled, tmp_path / f"{NAME}-{version}.yaml")
 

@@ -10,9 +10,7 @@ import hashlib
 import io
 import json
 import random
-import sys
 import threading
-import types
 from pathlib import Path
 
 import pytest
@@ -444,53 +442,3 @@ def test_a_gate_verdict_object_is_recorded_as_its_dict(tmp_path):
         f"Verdict: **{'passed' if verdict.passed else 'failed'}**"
         in (Path(version.uri) / "README.md").read_text()
     )
-
-
-# ---- Kubeflow Model Registry -------------------------------------------------------------------------------
-
-
-def _version(tmp_path) -> registry.RegistryVersion:
-    make_model(tmp_path / "model")
-    return registry.publish(
-        tmp_path / "model", tmp_path / "reg", "student", metrics=METRICS, gate=GATE, lineage=LINEAGE
-    )
-
-
-def test_kubeflow_registration_without_the_package_says_what_to_install(tmp_path, monkeypatch):
-    version = _version(tmp_path)
-    monkeypatch.setitem(sys.modules, "model_registry", None)  # import fails as if not installed
-    with pytest.raises(RegistryError, match=r"pip install 'twt\[kubeflow-registry\]'"):
-        registry.register_in_kubeflow(version, "model-registry.kubeflow:8080", "twt")
-
-
-def test_kubeflow_registration_passes_the_version_uri(tmp_path, monkeypatch):
-    version = dataclasses.replace(_version(tmp_path), uri="s3://twt/registry/student/1")
-    calls: list[tuple] = []
-
-    class FakeRegistry:
-        def __init__(self, server_address, port, **kwargs):
-            calls.append(("init", server_address, port, kwargs))
-
-        def register_model(self, name, uri, **kwargs):
-            calls.append(("register", name, uri, kwargs))
-            return "registered-model"
-
-    monkeypatch.setitem(sys.modules, "model_registry", types.SimpleNamespace(ModelRegistry=FakeRegistry))
-    result = registry.register_in_kubeflow(version, "model-registry.kubeflow:8080", "ada")
-    assert result == "registered-model"
-    assert calls[0] == ("init", "http://model-registry.kubeflow", 8080, {"author": "ada", "is_secure": False})
-    kind, name, uri, kwargs = calls[1]
-    assert (kind, name, uri) == ("register", "student", "s3://twt/registry/student/1")
-    assert kwargs["version"] == "1" and kwargs["model_format_name"] == "huggingface"
-    assert kwargs["model_format_version"] == "1" and "student@1" in kwargs["description"]
-    assert kwargs["metadata"]["accuracy"] == 0.8 and kwargs["metadata"]["gate_passed"] is True
-    assert kwargs["metadata"]["pipeline_run_id"] == "run-7f3a"
-    assert all(isinstance(v, (str, int, float, bool)) for v in kwargs["metadata"].values())
-
-    calls.clear()
-    registry.register_in_kubeflow(version, "https://mr.example.com", "ada", storage_key="minio")
-    assert calls[0][1:3] == ("https://mr.example.com", 443) and calls[0][3]["is_secure"] is True
-    assert calls[1][3]["storage_key"] == "minio"
-    for bad in ["mr.example.com", "ftp://mr:1", "mr:port", ""]:
-        with pytest.raises(RegistryError, match="invalid Kubeflow Model Registry address"):
-            registry.register_in_kubeflow(version, bad, "ada")

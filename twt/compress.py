@@ -296,9 +296,12 @@ def load_reference(path: str | os.PathLike, device=None, dtype: str = "auto"):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from twt.models import local_model
+
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
     chosen = dtypes.get(dtype) or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    path = local_model(str(path))  # s3:// and file:// through twt.store
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=chosen).to(device).eval()
     return model, tokenizer

@@ -119,13 +119,16 @@ class S3Settings:
                 raise StoreError(f"TWT_S3_SECURE={flag!r} contradicts TWT_S3_ENDPOINT={endpoint!r}")
             endpoint, secure = url.netloc, url.scheme == "https"
         keys = []
-        for ours, aws in [
-            ("TWT_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID"),
-            ("TWT_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"),
+        for ours, aws, secret_key in [
+            ("TWT_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "accesskey"),
+            ("TWT_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY", "secretkey"),
         ]:
             keys.append(env.get(ours) or env.get(aws))
             if not keys[-1]:
-                raise StoreError(f"{ours} is not set (nor {aws}); s3:// URIs need credentials")
+                raise StoreError(
+                    f"{ours} is not set (nor {aws}); s3:// URIs need credentials (in the pipeline: key "
+                    f"{secret_key!r} of the Secret named by the minio_secret parameter)"
+                )
         region = env.get("TWT_S3_REGION") or None
         return cls(endpoint, keys[0], keys[1], secure=secure is not False, region=region)
 

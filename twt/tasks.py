@@ -454,6 +454,7 @@ def promote(
     promoted_out: str | os.PathLike | None = None,
     pulled_dir: str | os.PathLike | None = None,
     s3_endpoint: str | None = None,
+    run_id: str = "",
 ) -> dict:
     """Publish the gate's student (``models``: stage name → directory) to the registry with its metrics,
     verdict and lineage, then pull it back and verify every checksum (``twt.registry``).
@@ -461,6 +462,9 @@ def promote(
     ``pulled_dir`` keeps the verified copy in ``<pulled_dir>/<model>-<version>`` (else it goes to a
     temporary directory, removed after the check);
     ``promoted_out`` gets the record that is returned: model, version, ref, uri, student, verified.
+    With a Kubeflow Model Registry address (configuration or ``TWT_MODEL_REGISTRY_ADDRESS``), the version
+    is registered there once per ``run_id`` (``twt.kubeflow_model_registry``; record key
+    ``kubeflow_model_registry``).
     """
     from twt import registry
 
@@ -482,8 +486,13 @@ def promote(
     version = registry.publish(
         model_dir, root, settings.model_name, settings.version, metrics=metrics, gate=verdict, lineage=lineage
     )
-    if settings.kubeflow_registry_address:
-        registry.register_in_kubeflow(version, settings.kubeflow_registry_address, author="twt")
+    kubeflow = None
+    if settings.kubeflow_registry_address or os.environ.get("TWT_MODEL_REGISTRY_ADDRESS"):
+        from twt import __version__, kubeflow_model_registry
+
+        kubeflow = kubeflow_model_registry.register(
+            version, run_id=run_id, pipeline_version=__version__, address=settings.kubeflow_registry_address
+        )
     with tempfile.TemporaryDirectory(prefix="twt-pull-") as scratch:
         pulled = (
             Path(pulled_dir if pulled_dir is not None else scratch) / f"{version.model}-{version.version}"
@@ -499,6 +508,8 @@ def promote(
         "pulled_to": str(pulled) if pulled_dir is not None else None,
         "verified": True,
     }
+    if kubeflow is not None:
+        result["kubeflow_model_registry"] = kubeflow
     if promoted_out is not None:
         write_json(promoted_out, result)
     return result

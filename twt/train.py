@@ -216,10 +216,14 @@ def collate(batch: list[list[int]], ids: list[list[int]], labels: list[list[int]
 def _load(model_path: str | os.PathLike, config: SFTConfig, attn_implementation: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from twt.models import local_model
+    from twt.store import StoreError
+
     try:
+        model_path = local_model(str(model_path))  # s3:// and file:// through twt.store
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         model = AutoModelForCausalLM.from_pretrained(model_path, attn_implementation=attn_implementation)
-    except (OSError, ValueError, ImportError) as err:
+    except (OSError, ValueError, ImportError, StoreError) as err:
         raise TrainError(f"cannot load the model to train from {model_path}: {err}") from err
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -34,6 +34,8 @@ from transformers import (
 )
 from transformers.generation.logits_process import TopPLogitsWarper
 
+from twt.models import local_model
+from twt.store import StoreError
 from twt.teachers import Generation, TeacherBackendError, TeacherSpec, stream_seed, truncate_at_stop
 
 _MASK32 = 0xFFFFFFFF
@@ -105,9 +107,10 @@ class TransformersTeacher:
             "float32": torch.float32,
         }[spec.dtype]
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(spec.model)
-            model = AutoModelForCausalLM.from_pretrained(spec.model, dtype=dtype)
-        except (OSError, ValueError) as err:
+            path = local_model(spec.model)  # s3:// and file:// through twt.store
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        except (OSError, ValueError, StoreError) as err:
             raise TeacherBackendError(f"teacher {spec.name!r}: cannot load {spec.model!r}: {err}") from err
         self.model = model.to(self.device).eval()
         self.tokenizer.padding_side = "left"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twt.models import local_model
 from twt.teachers import Generation, TeacherBackendError, TeacherSpec, stream_seed
 
 
@@ -29,7 +30,7 @@ class VLLMTeacher:
         self.spec = spec
         self._sampling_params = SamplingParams
         self.llm = LLM(
-            model=spec.model,
+            model=local_model(spec.model),  # s3:// and file:// through twt.store
             tensor_parallel_size=spec.tensor_parallel_size,
             dtype="auto" if spec.dtype == "auto" else spec.dtype,
             seed=spec.seed,
