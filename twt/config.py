@@ -324,6 +324,46 @@ class StagesConfig(_Section):
         return self
 
 
+class InternalizeConfig(_Section):
+    """Stepwise internalisation in stage 2 (``twt.internalize``): the reasoning removed phase by phase."""
+
+    schedule: Literal["none", "left", "cts"] = Field(
+        "none",
+        description="'none': stage 2 trains on the compressed reasoning once; 'left': a fixed number of "
+        "tokens removed per phase from the left (Deng et al. 2024); 'cts': CTS ratio decay, the least "
+        "important tokens first. With a schedule, stage 2 starts from the full reasoning and ends with none.",
+    )
+    tokens_per_phase: int = Field(6, ge=1, description="left: reasoning tokens removed per phase.")
+    ratios: list[float] = Field(
+        [0.75, 0.5, 0.25, 0.0], description="cts: kept share per phase, strictly decreasing, ending at 0."
+    )
+    updates_per_phase: int = Field(150, ge=1, description="Optimiser updates of every phase.")
+    smoothing: float | None = Field(
+        None, gt=0, description="Removal smoothing λ (extra tokens removed ∝ exp(−λ·o)); null = off."
+    )
+    reset_optimizer: bool = Field(True, description="A fresh AdamW at every phase (Deng et al.).")
+
+    @model_validator(mode="after")
+    def _valid_schedule(self) -> InternalizeConfig:
+        from twt.internalize import InternalizeConfig as Schedule
+        from twt.internalize import InternalizeError
+
+        if self.schedule != "none":
+            try:
+                Schedule(**{**self.model_dump(), "ratios": tuple(self.ratios)})
+            except InternalizeError as err:
+                raise ValueError(str(err)) from None
+        return self
+
+    def schedule_config(self, seed: int = 0):
+        """The ``twt.internalize.InternalizeConfig`` of these settings (None for schedule 'none')."""
+        from twt.internalize import InternalizeConfig as Schedule
+
+        if self.schedule == "none":
+            return None
+        return Schedule(**{**self.model_dump(), "ratios": tuple(self.ratios), "seed": seed})
+
+
 # --- evaluation, gate, registry ---------------------------------------------------------------------------
 
 
@@ -394,6 +434,9 @@ class RunConfig(_Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Evaluation.")
     gate: GateConfig = Field(default_factory=GateConfig, description="Promotion policy.")
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Model registry.")
+    internalize: InternalizeConfig = Field(
+        default_factory=InternalizeConfig, description="Stepwise internalisation schedule of stage 2."
+    )
 
     @model_validator(mode="before")
     @classmethod

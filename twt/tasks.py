@@ -238,6 +238,8 @@ def distill_stage(
     if stage > 1 and compress_report is not None and Path(compress_report).is_file():
         report = _read_json(compress_report)
         lineage["compression"] = {k: report.get(k) for k in ("method", "target_ratio", "achieved_ratio")}
+    if stage == 2 and run.internalize.schedule != "none":
+        return _internalize_stage(run, rows, base, model_out, lineage, progress, log_metric)
     result = run_stage(
         stage,
         rows,
@@ -259,6 +261,33 @@ def distill_stage(
         },
     )
     return result
+
+
+def _internalize_stage(
+    run, rows, base, model_out, lineage: dict, progress: bool, log_metric: LogMetric
+) -> dict:
+    """Stage 2 as a stepwise schedule (``twt.internalize``) from the full reasoning of ``rows`` down to none;
+    each phase's kept tokens and final loss are logged as ``internalize_<name>_phase<p>``."""
+    from twt.internalize import run_internalize
+    from twt.train import SFTConfig
+
+    settings = run.stage(2)
+    result = run_internalize(
+        rows,
+        base,
+        model_out,
+        run.internalize.schedule_config(settings.seed),
+        SFTConfig.from_stage(settings),
+        reference_model=run.compression.reference_model,
+        extra_lineage=lineage,
+        log_metric=(lambda name, value, step: log_metric(f"{name}_phase{step}", value))
+        if log_metric
+        else None,
+        progress=progress,
+    )
+    phases = result["phases"]
+    _log(log_metric, {"phases": len(phases), "updates": sum(p["training"]["updates"] for p in phases)})
+    return {"stage": 2, "model": str(model_out), "rows": len(list(read_rows(rows, DistillRow))), **result}
 
 
 def student_attempts(

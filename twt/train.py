@@ -254,12 +254,15 @@ def train_sft(
     lineage: dict | None = None,
     progress: bool = True,
     on_update: Callable[[int], None] | None = None,
+    optimizer_state: str | os.PathLike | None = None,
 ) -> dict:
     """Fine-tune the model at ``model_path`` on ``pairs`` and save it to ``out_dir``; returns the summary.
 
     ``lineage`` is merged into ``out_dir/twt.json``. A rerun after a crash resumes from the newest
     checkpoint in ``out_dir/checkpoints`` (when ``save_every`` > 0). ``on_update(n)`` is called after
     update ``n`` and its checkpoint (for monitoring, and for tests that crash a run on purpose).
+    ``optimizer_state``: a file the AdamW state is read from before training (when it exists) and written to
+    after it, so consecutive runs share the optimiser's moments (``twt.internalize`` without reset).
     """
     import torch
     from accelerate import Accelerator
@@ -286,6 +289,9 @@ def train_sft(
     scheduler = get_cosine_schedule_with_warmup(optimizer, round(config.warmup_ratio * updates), updates)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
+    if optimizer_state is not None and Path(optimizer_state).is_file():
+        saved = torch.load(optimizer_state, weights_only=False)["state"]  # moments only: this run's lr stays
+        optimizer.load_state_dict({"state": saved, "param_groups": optimizer.state_dict()["param_groups"]})
     start_update = 0
     if config.save_every and (found := _checkpoints(out)):
         state = torch.load(found[-1] / "state.pt", weights_only=False)
@@ -372,6 +378,9 @@ def train_sft(
         "final_loss": round(sum(losses[-10:]) / len(losses[-10:]), 5) if losses else None,
         "config": asdict(config),
     }
+    if rank == 0 and optimizer_state is not None:
+        Path(optimizer_state).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state": optimizer.state_dict()["state"]}, optimizer_state)
     if rank == 0:
         _save_final(accelerator.unwrap_model(model), tokenizer, out, config, summary, lineage, model_path)
     return summary
