@@ -230,9 +230,16 @@ class DCRSConfig(_Section):
         None, description="sentence-transformers model for similarity; null = bundled all-MiniLM-L6-v2."
     )
     use_gold: bool = Field(
-        True, description="Score against gold answers when questions have them; else by teacher agreement."
+        False,
+        description="Label with gold answers where questions have them (an option); default: the teachers' "
+        "confidence-weighted vote is the pseudo-label (unsupervised, as in TwT).",
     )
     batch_size: int = Field(256, ge=1, description="Embedding batch size.")
+    confidence: Literal["candidate", "vote_share"] = Field(
+        "candidate",
+        description="A candidate's confidence: 'candidate' = as sampled (self-reported when the prompt asks "
+        "for it, else from log-probabilities); 'vote_share' = 1 each, the score is the label's vote share.",
+    )
 
 
 class CompressionConfig(_Section):
