@@ -21,6 +21,7 @@ from twt.compress import (
     load_attempts,
     run_compress,
     select_top_ratio,
+    select_windowed,
     token_scores,
     window_plan,
 )
@@ -235,6 +236,36 @@ def test_achieved_ratio_within_two_percent(tiny_path: Path, ratio: float) -> Non
         it = iter(tokens)
         assert all(token in it for token in kept)  # a subsequence: order preserved
         assert compressed.model_copy(update={"compressed_reasoning": None}) == original
+
+
+def test_windowed_selection_keeps_the_ratio_in_every_segment(tiny_path: Path) -> None:
+    # the best tokens all sit in the first half: exact top-α keeps only those, windowed keeps α per segment
+    scores = np.array([9, 8, 7, 6, 5, 4, 3, 2, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
+    assert select_top_ratio(scores, 0.5).nonzero()[0].tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert select_windowed(scores, 0.5, 8).nonzero()[0].tolist() == [0, 1, 2, 3, 12, 13, 14, 15]
+    assert select_windowed(scores, 0.5, 16).tolist() == select_top_ratio(scores, 0.5).tolist()
+    assert (
+        select_windowed(scores, 0.25, 5).sum() == 1 + 1 + 1 + 1
+    )  # round(1.25), round(1.25), .., round(.25)→1
+    with pytest.raises(ValueError, match="segment"):
+        select_windowed(scores, 0.5, 0)
+    rows = task_rows(30, seed=3)
+    exact, _ = compress_by_tokens(rows, tiny_path, ratio=0.5, window=64, device="cpu", progress=False)
+    windowed, report = compress_by_tokens(
+        rows, tiny_path, ratio=0.5, window=64, device="cpu", progress=False, selection="windowed", segment=4
+    )
+    assert report.settings["selection"] == "windowed" and report.settings["segment"] == 4
+    assert [r.compressed_reasoning for r in exact] != [r.compressed_reasoning for r in windowed]
+    for detail in report.details:  # each segment of 4 keeps 2, a last partial one round(α · rest)
+        n = detail["n_tokens"]
+        assert detail["n_kept"] == 2 * (n // 4) + (kept_count(n % 4, 0.5) if n % 4 else 0)
+
+
+def test_a_window_longer_than_the_reference_context_is_refused(tiny_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"window 1024 is longer than the reference model's context \(512"):
+        compress_by_tokens(task_rows(2), tiny_path, ratio=0.5, window=1024, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="selection must be one of"):
+        compress_by_tokens(task_rows(2), tiny_path, selection="lingua", device="cpu", progress=False)
 
 
 def test_windowing_scores_every_token_with_the_documented_context(tiny) -> None:

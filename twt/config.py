@@ -258,7 +258,17 @@ class CompressionConfig(_Section):
     condition: Literal["question_answer", "question"] = Field(
         "question_answer", description="cts: what token importance is conditioned on."
     )
-    window: int = Field(512, ge=8, description="cts/unconditional: tokens scored per window.")
+    window: int = Field(
+        512,
+        ge=8,
+        description="cts/unconditional: tokens scored per window (at most the reference's context).",
+    )
+    selection: Literal["exact", "windowed"] = Field(
+        "exact",
+        description="cts/unconditional: 'exact' keeps the top ratio of each row; 'windowed' the top ratio of "
+        "each segment of `segment` tokens (LLMLingua's iterative compression, as in the CTS paper's code).",
+    )
+    segment: int = Field(64, ge=1, description="cts/unconditional, selection 'windowed': tokens per segment.")
 
 
 # --- training stages --------------------------------------------------------------------------------------
@@ -329,6 +339,22 @@ class StagesConfig(_Section):
         if self.stage(1).mix_previous:
             raise _problem(("stage1", "mix_previous"), "must be 0: stage 1 has no previous stage")
         return self
+
+
+class ReferenceConfig(_Section):
+    """CTS's reference model trained apart (``twt.reference``) on the DCRS rows, answer-conditioned."""
+
+    train: bool = Field(
+        False,
+        description="Train the reference model for cts/unconditional (used unless "
+        "compression.reference_model names one); false: the stage-1 student scores.",
+    )
+    base_model: str | None = Field(None, description="Model it is trained from; null = the student base.")
+    updates: int = Field(1000, ge=1, description="Optimiser updates.")
+    learning_rate: float = Field(3e-3, gt=0, description="Peak learning rate.")
+    batch_size: int = Field(8, ge=1, description="Packed rows per update.")
+    max_length: int = Field(256, ge=8, description="Tokens per packed row.")
+    seed: int = Field(0, description="Seed of the data order.")
 
 
 class InternalizeConfig(_Section):
@@ -444,6 +470,9 @@ class RunConfig(_Section):
     internalize: InternalizeConfig = Field(
         default_factory=InternalizeConfig, description="Stepwise internalisation schedule of stage 2."
     )
+    reference: ReferenceConfig = Field(
+        default_factory=ReferenceConfig, description="CTS's separately trained reference model."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -520,6 +549,7 @@ class RunConfig(_Section):
         fix(("student", "model"), "model")
         fix(("dcrs", "embedding_model"), "model")
         fix(("compression", "reference_model"), "model")
+        fix(("reference", "base_model"), "model")
         for i, teacher in enumerate(self.teachers):
             fix(("teachers", i, "base_url"), "output")
             if teacher.backend != "openai":

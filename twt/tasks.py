@@ -290,6 +290,20 @@ def _internalize_stage(
     return {"stage": 2, "model": str(model_out), "rows": len(list(read_rows(rows, DistillRow))), **result}
 
 
+def train_reference_model(
+    config: ConfigLike, rows: str | os.PathLike, out_dir: str | os.PathLike, progress=True
+):
+    """CTS's reference model trained on the DCRS ``rows`` into ``out_dir`` (reused when its data and
+    settings are unchanged): ``twt.reference.train_reference`` with the ``reference`` settings."""
+    from twt.reference import ReferenceSettings, train_reference
+
+    run = load(config)
+    settings = run.reference
+    values = settings.model_dump(exclude={"train", "base_model"})
+    base = settings.base_model or run.student.model
+    return train_reference(rows, base, out_dir, ReferenceSettings(**values), progress=progress)
+
+
 def student_attempts(
     model_dir: str | os.PathLike, rows: list[DistillRow], max_new_tokens: int
 ) -> dict[str, str]:
@@ -338,11 +352,16 @@ def compress(
                 write_json(attempts_path, attempts)
         kwargs |= {"teacher": teacher, "attempts": attempts}
     else:
+        reference = settings.reference_model or str(stage1_model)
+        if run.reference.train and not settings.reference_model:
+            reference = str(train_reference_model(run, rows, Path(rows_out).parent / "reference", progress))
         kwargs |= {
-            "reference_model": settings.reference_model or str(stage1_model),
+            "reference_model": reference,
             "ratio": settings.ratio,
             "condition": settings.condition,
             "window": settings.window,
+            "selection": settings.selection,
+            "segment": settings.segment,
         }
     report = run_compress(rows, rows_out, report_out, **kwargs)
     _log(
