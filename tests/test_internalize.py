@@ -141,3 +141,28 @@ def test_optimizer_state_hook_carries_adam_moments(tmp_path: Path, base_model: P
     train_sft(pairs, tmp_path / "a", tmp_path / "b", sft, progress=False, optimizer_state=state)
     second = torch.load(state, weights_only=False)["state"]
     assert all(int(s["step"]) == 4 for s in second.values())  # moments continued, not restarted
+
+
+def test_stage_2_runs_the_configured_schedule(tmp_path: Path, base_model: Path) -> None:  # noqa: F811
+    import yaml
+
+    from twt import tasks
+    from twt.config import ConfigError, default_config_path, parse_config
+
+    data = yaml.safe_load(default_config_path().read_text())
+    data["internalize"] = {"schedule": "left", "tokens_per_phase": 8, "updates_per_phase": 1}
+    data["stages"]["common"].update(batch_size=4)
+    config = parse_config(yaml.safe_dump(data), "test", base_dir=default_config_path().parent)
+    rows = tmp_path / "rows.jsonl"
+    write_rows(rows, _rows(8))
+    logged: dict[str, float] = {}
+    result = tasks.distill_stage(
+        config, 2, rows, base_model, tmp_path / "stage2", progress=False, log_metric=logged.__setitem__
+    )
+    assert [p["kept_tokens_mean"] for p in result["phases"]] == [3.0, 0.0]  # 11 tokens: 8 removed, then all
+    assert logged["phases"] == 2 and "internalize_kept_tokens_phase2" in logged
+    lineage = json.loads((tmp_path / "stage2" / "twt.json").read_text())
+    assert [s["stage"] for s in lineage["stages"]] == [2] and lineage["internalize"]["schedule"] == "left"
+    data["internalize"] = {"schedule": "cts", "ratios": [0.5, 0.25]}
+    with pytest.raises(ConfigError, match="internalize"):
+        parse_config(yaml.safe_dump(data), "test", base_dir=default_config_path().parent)
