@@ -14,6 +14,7 @@ import torch
 
 from twt.compress import (
     REJECT_REASONS,
+    attempt_with_verdict,
     compress_by_teacher,
     compress_by_tokens,
     condition_text,
@@ -483,3 +484,40 @@ def test_run_compress_names_the_bad_line(tmp_path: Path) -> None:
     with pytest.raises(RecordError, match=rf"{distill}:2: field 'reasoning'"):
         run_compress(distill, tmp_path / "o.jsonl", tmp_path / "r.json", teacher=FakeTeacher(REPLIES))
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_attempt_aware_rewrite_by_a_served_teacher() -> None:
+    """The attempt and its verdict reach a served teacher through the configured rewrite prompt, so two
+    attempts on one question give two compressions. The served model here is a test double that follows the
+    example-cluster prompt literally: it keeps, with their operands, the steps the attempt got wrong."""
+    from fake_openai_server import FakeOpenAIServer
+
+    from twt.config import load_config
+    from twt.teachers import TeacherSpec, load_teacher
+
+    def follows_the_instruction(prompt: str, index: int) -> str:
+        reasoning = prompt.split("Reasoning: ")[1].split("\n")[0]
+        attempt = prompt.split("Student's attempt: ")[1].split("\n")[0]
+        wrong = [s for s, t in zip(reasoning.split(";"), attempt.split(";"), strict=False) if s != t]
+        return ";".join(wrong or reasoning.split(";")[-1:]) + "\nAnswer: " + prompt.split("Answer: ")[1][0]
+
+    assert attempt_with_verdict("7+5=2;2*3=7\nAnswer: 7", "6").endswith("(the student's answer is wrong)")
+    assert attempt_with_verdict("7+5=2;2*3=6\nAnswer: 6.0", "6").endswith("(the student's answer is right)")
+    config = load_config(Path(__file__).parents[1] / "configs" / "example-cluster.yaml")
+    assert config.compression.attempt_verdict
+    templates = TeacherSpec.from_mapping(config.compression_teacher()).templates
+    rows = [row(0, "7+5*3-4", "7+5=2;2*3=6;6-4=2", "2")]
+    compressed = []
+    with FakeOpenAIServer(reply=follows_the_instruction) as server:
+        backend = load_teacher(
+            TeacherSpec(name="served", model="m", backend="openai", base_url=server.base_url)
+        )
+        for attempt in ("7+5=2;2*3=7;7-4=3\nAnswer: 3", "7+5=2;2*3=6;6-4=3\nAnswer: 3"):
+            attempts = {"q0": attempt_with_verdict(attempt, "2")}
+            out, _ = compress_by_teacher(
+                rows, backend, templates=templates, attempts=attempts, progress=False
+            )
+            compressed.append(out[0].compressed_reasoning)
+        prompt = server.requests[0]["body"]["prompt"]
+    assert compressed == ["2*3=6;6-4=2", "6-4=2"]  # operands kept with every result
+    assert "Student's attempt: 7+5=2;2*3=7;7-4=3\nAnswer: 3\n(the student's answer is wrong)" in prompt

@@ -523,6 +523,13 @@ def compress_by_teacher(
 # --- files in, files out ------------------------------------------------------------------------------------
 
 
+def attempt_with_verdict(attempt: str, expected: str) -> str:
+    """The student's attempt followed by whether its answer (``Answer:`` line) matches ``expected``."""
+    answer = extract_answer(attempt)[1]
+    verdict = "right" if answer is not None and answer == normalize_answer(expected) else "wrong"
+    return f"{attempt.strip()}\n(the student's answer is {verdict})"
+
+
 def load_attempts(path: str | os.PathLike) -> dict[str, str]:
     """The stage-1 student's attempts from a candidates JSONL (``twt.records.Candidate``, e.g. written by
     ``twt.sampling`` for the student): per id, the lowest-numbered sample as ``completion(reasoning, answer)``

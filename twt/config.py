@@ -269,6 +269,11 @@ class CompressionConfig(_Section):
         "each segment of `segment` tokens (LLMLingua's iterative compression, as in the CTS paper's code).",
     )
     segment: int = Field(64, ge=1, description="cts/unconditional, selection 'windowed': tokens per segment.")
+    attempt_verdict: bool = Field(
+        False,
+        description="teacher: the stage-1 student's attempt ({attempt}) ends with whether its answer was "
+        "right (for served teachers; the tiny local teacher was trained on attempts without it).",
+    )
 
 
 # --- training stages --------------------------------------------------------------------------------------

@@ -345,9 +345,13 @@ def compress(
         if attempts_path is not None and Path(attempts_path).is_file():
             attempts = _read_json(attempts_path)
         else:
-            attempts = student_attempts(
-                stage1_model, list(read_rows(rows, DistillRow)), teacher.max_new_tokens
-            )
+            rows_in = list(read_rows(rows, DistillRow))
+            attempts = student_attempts(stage1_model, rows_in, teacher.max_new_tokens)
+            if settings.attempt_verdict:
+                from twt.compress import attempt_with_verdict
+
+                answers = {r.id: r.answer for r in rows_in}
+                attempts = {i: attempt_with_verdict(text, answers[i]) for i, text in attempts.items()}
             if attempts_path is not None:
                 write_json(attempts_path, attempts)
         kwargs |= {"teacher": teacher, "attempts": attempts}
