@@ -89,7 +89,8 @@ def main() -> None:
     sft = SFTConfig.from_stage(config.stage(2))
     for text in args.schedules:
         schedule = parse_schedule(text, args.updates_per_phase, args.smoothing, not args.no_reset, args.seed)
-        label = text.replace(":", "-").replace("/", "_") + ("-smooth" if args.smoothing else "")
+        label = text.replace(":", "-").replace("/", "_") + f"-u{args.updates_per_phase}"
+        label += "-smooth" if args.smoothing else ""
         label += "-noreset" if args.no_reset else ""
         target = out / f"stepwise-{label}"
         summary = run_internalize(
