@@ -22,6 +22,8 @@ def test_one_seed_shows_nothing_and_only_shared_seeds_count() -> None:
     one = paired_difference({0: 0.9, 1: 0.5}, {0: 0.1})
     assert one["seeds"] == [0] and one["mean"] == pytest.approx(0.8) and not one["clear"]
     assert paired_difference({}, {0: 1.0})["mean"] is None
+    two = paired_difference({0: 0.02, 1: 0.02}, {0: 0.01, 1: 0.01})  # sd 0, but two seeds claim nothing
+    assert two["sd"] == 0 and not two["clear"]
     assert t_quantile(2) == 4.303 and t_quantile(100) == 1.96
     with pytest.raises(ValueError):
         t_quantile(0)

@@ -5,7 +5,8 @@
 Each seed trains both paths on the same data order, so the per-seed differences ``a_s − b_s`` are paired.
 The difference is called clear when the two-sided 95% confidence interval of their mean,
 ``mean ± t(0.975, n−1) · sd / √n`` (Student's t), excludes 0. With 3 seeds t = 4.30: a mean difference must
-be about 2.5 standard deviations of the differences to count; one seed cannot show anything.
+be about 2.5 standard deviations of the differences to count. Fewer than ``MIN_SEEDS`` (3) seeds never
+show a clear difference (two equal differences would give an interval of width 0).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping
+
+MIN_SEEDS = 3
 
 # two-sided 95% quantiles of Student's t by degrees of freedom (1..30); beyond that the normal 1.96
 T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -46,5 +49,5 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float]) -> dict:
         "sd": round(sd, 6),
         "low": round(low, 6),
         "high": round(high, 6),
-        "clear": low > 0 or high < 0,
+        "clear": len(diffs) >= MIN_SEEDS and (low > 0 or high < 0),
     }
