@@ -12,7 +12,16 @@ teacher-large alone for the one-teacher ablation), the teachers' and the base st
 at α ∈ {0.5, 0.7, 0.9} and on the unconditional baseline at α = 0.5 (stage-1 student as the scoring model);
 stage 3 from the teacher-guided stage 2 (the TwT final student); and the ablations — one teacher
 (teacher-large) through all three stages, no DCRS (every candidate with an answer, right or wrong,
-duplicates included) through all three stages, and stage 1 → stage 3 with no compressed stage.
+duplicates included) through all three stages, and stage 1 → stage 3 with no compressed stage. DCRS is
+unsupervised (the teachers' vote labels the questions, ``use_gold: false``); gold-label DCRS is an ablation
+through all three stages, and the table reports each DCRS run's pseudo-label accuracy against gold.
+CTS also runs with its own reference model (``twt.reference``: trained once, apart, on the answer-conditioned
+DCRS rows, ``SCALES[...]["reference"]`` updates), exact top-α and windowed (segments of 8 tokens), then
+stage 3. The stepwise schedules (``STEPWISE``, ``twt.internalize``: left-to-right removal of 6 tokens per
+phase, and CTS ratio decay 0.75 → 0.5 → 0.25 → 0 scored by the own reference model) start from stage 1 and
+share stages 2 + 3's updates equally among their phases; every phase is evaluated (the curves).
+Differences between paths are paired across seeds (``COMPARISONS``, ``twt.compare``): one is called clear
+only when its 95% interval excludes 0.
 
 Budgets are optimiser updates, not epochs (``SCALES[...]["updates"]``: stages 1 / 2 / 3): answer-only pairs
 pack a dozen to a row, so an epoch of them is a handful of updates, and equal epochs left stage 3 and the
@@ -21,10 +30,11 @@ TwT; answer-only SFT gets stage 1's (it had levelled off: 28.4% after 456 update
 seed 0 of an earlier run); stage 1 → stage 3 gets stages 2 + 3's for its stage 3. Every row also reports
 accuracy by chain length (1–4 operations): what a reasoning-free student can and cannot internalise.
 
-Writes ``benchmarks/results/quality.json`` (one object per row: name, accuracy_mean, accuracy_std,
-output_tokens_mean, tokens_per_correct_mean, seeds), ``benchmarks/results/quality.png`` and the quality
-section of ``benchmarks/RESULTS.md`` (between its markers), with the machine and the commit. Work files go to
-``--workdir`` (default ``runs/quality``); a rerun resumes. The last line printed is one JSON object.
+Writes ``benchmarks/results/quality.json`` (``rows``: one object per row: name, accuracy_mean,
+accuracy_std, output_tokens_mean, tokens_per_correct_mean, seeds; ``comparisons``, ``curves``, ``dcrs``),
+``benchmarks/results/quality.png`` and the quality section of ``benchmarks/RESULTS.md`` (between its
+markers), with the machine and the commit. Work files go to ``--workdir`` (default ``runs/quality``); a rerun
+resumes. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -44,13 +54,38 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SCALES = {
-    # train questions, eval questions, samples per teacher, optimiser updates of stages 1 / 2 / 3
-    # (cpu: 12 epochs of stage 1, ~900 updates, left seeds at 31-78%; 2,000 updates gave 93-100% by length)
-    "smoke": {"train": 200, "eval": 100, "k": 2, "updates": (40, 20, 20)},
-    "cpu": {"train": 2000, "eval": 300, "k": 2, "updates": (2000, 500, 500)},
-    "gpu": {"train": 20000, "eval": 1000, "k": 4, "updates": (8000, 3000, 3000)},
+    # train questions, eval questions, samples per teacher, optimiser updates of stages 1 / 2 / 3, and of
+    # CTS's own reference model (cpu: 12 epochs of stage 1, ~900 updates, left seeds at 31-78%; 2,000
+    # updates gave 93-100% by length)
+    "smoke": {"train": 200, "eval": 100, "k": 2, "updates": (40, 20, 20), "reference": 20},
+    "cpu": {"train": 2000, "eval": 300, "k": 2, "updates": (2000, 500, 500), "reference": 1000},
+    "gpu": {"train": 20000, "eval": 1000, "k": 4, "updates": (8000, 3000, 3000), "reference": 4000},
 }
 CTS_RATIOS = (0.5, 0.7, 0.9)
+# stepwise schedules (twt.internalize) from the stage-1 student; their phases share stages 2 + 3's updates
+STEPWISE = {"left": {"schedule": "left", "tokens_per_phase": 6}, "cts": {"schedule": "cts"}}
+# paired comparisons across seeds (twt.compare): (label, a, b), a − b
+FINAL = "TwT final (stage 3)"
+ANSWER_ONLY = "answer-only SFT"
+COMPARISONS = (
+    (f"{FINAL} − {ANSWER_ONLY}", FINAL, ANSWER_ONLY),
+    ("stepwise left − answer-only SFT", "TwT stepwise (left, final)", ANSWER_ONLY),
+    ("stepwise cts − answer-only SFT", "TwT stepwise (CTS decay, final)", ANSWER_ONLY),
+    (
+        "stepwise left − stage 1 → 3 outright",
+        "TwT stepwise (left, final)",
+        "ablation: stage 1 → stage 3 (reasoning deleted outright)",
+    ),
+    ("stepwise left − TwT final", "TwT stepwise (left, final)", FINAL),
+    (
+        "CTS own reference − stage-1 reference (α=0.5, stage 2)",
+        "TwT stage 2 (CTS α=0.5, own reference)",
+        "TwT stage 2 (CTS α=0.5)",
+    ),
+    ("unsupervised − gold DCRS (stage 3)", FINAL, "ablation: gold-label DCRS (stage 3)"),
+    ("several teachers − one (stage 3)", FINAL, "ablation: one teacher (stage 3)"),
+    ("DCRS − no DCRS (stage 3)", FINAL, "ablation: no DCRS (stage 3)"),
+)
 MARK_START, MARK_END = "<!-- quality:start -->", "<!-- quality:end -->"
 
 
@@ -62,6 +97,8 @@ def make_config(scale: str, seed: int):
     s = SCALES[scale]
     data = yaml.safe_load(default_config_path().read_text())
     data["task"].update(train_questions=s["train"], eval_questions=s["eval"])
+    data["dcrs"]["use_gold"] = False  # TwT's unsupervised selection; gold labels are an ablation here
+    data["stages"]["stage2"]["mix_previous"] = data["stages"]["stage3"]["mix_previous"] = 0.2
     for teacher in data["teachers"]:
         teacher["k"] = s["k"]
     data["stages"]["common"].update(seed=seed, save_every=0)
@@ -82,10 +119,19 @@ def shared_step(scale: str, work: Path) -> dict:
     steps.questions_step(run)
     files = steps.sample_step(run, progress=False)
     steps.dcrs_step(run)
-    one = run.path("dcrs-one", "distill.jsonl")
-    if not one.is_file():
-        config = DCRSConfig(**run.config.dcrs.model_dump())
-        run_dcrs(run.train_questions, files[:1], one, run.path("dcrs-one", "report.json"), config)
+    config = DCRSConfig(**run.config.dcrs.model_dump())
+    for name, sources, settings in (
+        ("dcrs-one", files[:1], config),
+        ("dcrs-gold", files, DCRSConfig(**{**run.config.dcrs.model_dump(), "use_gold": True})),
+    ):
+        if not run.path(name, "distill.jsonl").is_file():
+            run_dcrs(
+                run.train_questions,
+                sources,
+                run.path(name, "distill.jsonl"),
+                run.path(name, "report.json"),
+                settings,
+            )
     everything = run.path("no-dcrs", "distill.jsonl")
     if not everything.is_file():
         questions = {q["id"]: q["question"] for q in map(json.loads, run.train_questions.open())}
@@ -102,11 +148,44 @@ def shared_step(scale: str, work: Path) -> dict:
             if c.answer is not None and c.reasoning
         ]
         write_rows(everything, rows)
+    reference_step(scale, work)
     fixed = [("base student (direct)", run.config.student.model, "direct")]
     fixed += [(t.name, t.model, "solve") for t in run.config.teachers]
     return {
         name: evaluate(run, name, model, instruction, work / "shared") for name, model, instruction in fixed
     }
+
+
+def reference_step(scale: str, work: Path) -> Path:
+    """CTS's own reference model (``twt.reference``): trained once on the DCRS rows, shared by the seeds."""
+    from twt.reference import ReferenceSettings, train_reference
+
+    config = make_config(scale, 0)
+    settings = ReferenceSettings(
+        updates=SCALES[scale]["reference"], learning_rate=config.stage(1).learning_rate
+    )
+    dcrs = work / "shared" / "dcrs" / "distill.jsonl"
+    return train_reference(
+        dcrs, config.student.model, work / "shared" / "reference", settings, progress=False
+    )
+
+
+def dcrs_summary(work: Path) -> dict:
+    """Counts and pseudo-label accuracy of each DCRS run of the benchmark."""
+    out = {}
+    for name in ("dcrs", "dcrs-gold", "dcrs-one"):
+        path = work / "shared" / name / "report.json"
+        if path.is_file():
+            report = json.loads(path.read_text())
+            out[name] = {
+                "use_gold": report["config"]["use_gold"],
+                "candidates": report["candidates"]["in"],
+                "kept": report["candidates"]["kept"],
+                "rejected_quality": report["candidates"]["rejected_quality_reasons"],
+                "pseudo_label_accuracy": report["pseudo_label"]["accuracy"],
+                "kept_accuracy": report["pseudo_label"].get("kept_accuracy"),
+            }
+    return out
 
 
 def evaluate(run, name: str, model: str, instruction: str, out: Path) -> dict:
@@ -142,6 +221,7 @@ def seed_step(scale: str, seed: int, work: Path) -> dict:
     torch.set_num_threads(1)
     from twt import run as steps
     from twt.compress import run_compress
+    from twt.internalize import run_internalize
     from twt.stages import run_stage
     from twt.teachers import TeacherSpec
     from twt.train import SFTConfig
@@ -164,7 +244,9 @@ def seed_step(scale: str, seed: int, work: Path) -> dict:
             run_stage(stage, rows, parent, model, sft, mix_previous=mix_previous, progress=False)
         return model
 
-    def compress(name: str, rows: Path, stage1: Path, method: str, ratio: float = 0.5) -> Path:
+    def compress(
+        name: str, rows: Path, stage1: Path, method: str, ratio: float = 0.5, selection: str = "exact"
+    ) -> Path:
         target = out / "compress" / f"{name}.jsonl"
         if target.is_file():
             return target
@@ -178,7 +260,13 @@ def seed_step(scale: str, seed: int, work: Path) -> dict:
             )
             kwargs |= {"teacher": teacher, "attempts": attempts}
         else:
-            kwargs |= {"reference_model": str(stage1), "ratio": ratio, "window": config.compression.window}
+            kwargs |= {
+                "reference_model": str(stage1),
+                "ratio": ratio,
+                "window": config.compression.window,
+                "selection": selection,
+                "segment": 8,
+            }
         run_compress(rows, target, target.with_suffix(".report.json"), **kwargs)
         return target
 
@@ -186,6 +274,44 @@ def seed_step(scale: str, seed: int, work: Path) -> dict:
 
     def score(label: str, model: Path) -> None:
         results[label] = evaluate(run, f"{label} (seed {seed})", str(model), "solve", out)
+
+    def stepwise(name: str, schedule: dict, rows: Path, stage1: Path, reference: Path, budget: int) -> dict:
+        """A stepwise schedule whose phases share ``budget`` updates; every phase evaluated (a curve)."""
+        from transformers import AutoTokenizer
+
+        from twt.internalize import InternalizeConfig, n_phases
+        from twt.records import DistillRow, read_rows
+
+        shape = InternalizeConfig(**schedule)
+        tokenizer = AutoTokenizer.from_pretrained(stage1)
+        lengths = [
+            len(tokenizer(r.reasoning, add_special_tokens=False)["input_ids"])
+            for r in read_rows(rows, DistillRow)
+        ]
+        per_phase = max(1, budget // n_phases(lengths, shape))
+        settings = InternalizeConfig(**schedule, updates_per_phase=per_phase, seed=seed)
+        summary = run_internalize(
+            rows,
+            stage1,
+            out / f"stepwise-{name}",
+            settings,
+            SFTConfig.from_stage(config.stage(2)),
+            reference_model=str(reference),
+            evaluate=lambda m: evaluate(run, f"stepwise {name} {m.name} (seed {seed})", str(m), "solve", out),
+            progress=False,
+        )
+        final = dict(summary["phases"][-1]["evaluation"])
+        final["phases"] = [
+            {
+                "phase": p["phase"],
+                "kept_tokens_mean": p["kept_tokens_mean"],
+                "accuracy": p["evaluation"]["accuracy"],
+                "mean_output_tokens": p["evaluation"]["mean_output_tokens"],
+                "updates": p["training"]["updates"],
+            }
+            for p in summary["phases"]
+        ]
+        return final
 
     dcrs = shared / "dcrs" / "distill.jsonl"
     stage1 = train("stage1", 1, dcrs, base)
@@ -206,7 +332,21 @@ def seed_step(scale: str, seed: int, work: Path) -> dict:
         score(f"TwT stage 2 (CTS α={ratio})", train(f"stage2-cts-{ratio}", 2, rows, stage1))
     rows = compress("unconditional-0.5", dcrs, stage1, "unconditional", 0.5)
     score("stage 2, unconditional selection (α=0.5)", train("stage2-unconditional", 2, rows, stage1))
-    for label, source in (("one teacher", "dcrs-one"), ("no DCRS", "no-dcrs")):
+    reference = shared / "reference"  # trained apart on answer-conditioned DCRS rows (reference_step)
+    rows = compress("cts-ref-0.5", dcrs, reference, "cts", 0.5)
+    stage2_ref = train("stage2-cts-ref", 2, rows, stage1)
+    score("TwT stage 2 (CTS α=0.5, own reference)", stage2_ref)
+    score("TwT final via CTS α=0.5, own reference (stage 3)", train("stage3-cts-ref", 3, rows, stage2_ref))
+    rows = compress("cts-ref-0.5-windowed", dcrs, reference, "cts", 0.5, "windowed")
+    score("TwT stage 2 (CTS α=0.5, own reference, windowed)", train("stage2-cts-ref-win", 2, rows, stage1))
+    for name, schedule in STEPWISE.items():
+        title = "left" if name == "left" else "CTS decay"
+        results[f"TwT stepwise ({title}, final)"] = stepwise(name, schedule, dcrs, stage1, reference, later)
+    for label, source in (
+        ("one teacher", "dcrs-one"),
+        ("no DCRS", "no-dcrs"),
+        ("gold-label DCRS", "dcrs-gold"),
+    ):
         data = shared / source / "distill.jsonl"  # the same updates per stage as the DCRS path
         s1 = train(f"{source}-stage1", 1, data, base)
         rows = compress(source, data, s1, "teacher")
@@ -226,6 +366,38 @@ def aggregate(fixed: dict, per_seed: dict[int, dict]) -> list[dict]:
     for label in labels:
         rows.append(_row(label, [per_seed[s][label] for s in sorted(per_seed)], seeds=sorted(per_seed)))
     return rows
+
+
+def comparisons(per_seed: dict[int, dict]) -> list[dict]:
+    """The paired differences of ``COMPARISONS`` (accuracy, a − b per seed; ``twt.compare``)."""
+    from twt.compare import paired_difference
+
+    out = []
+    for label, a, b in COMPARISONS:
+        first = {s: r[a]["accuracy"] for s, r in per_seed.items() if a in r}
+        second = {s: r[b]["accuracy"] for s, r in per_seed.items() if b in r}
+        if first and second:
+            out.append({"comparison": label, "a": a, "b": b, **paired_difference(first, second)})
+    return out
+
+
+def phase_curves(per_seed: dict[int, dict]) -> dict[str, list[dict]]:
+    """Each stepwise schedule's accuracy and tokens per phase, averaged over seeds."""
+    curves = {}
+    for label in next(iter(per_seed.values())):
+        runs = [r[label]["phases"] for r in per_seed.values() if "phases" in r.get(label, {})]
+        if runs:
+            curves[label] = [
+                {
+                    "phase": phases[0]["phase"],
+                    "kept_tokens_mean": phases[0]["kept_tokens_mean"],
+                    "updates": phases[0]["updates"],
+                    "accuracy_mean": round(statistics.fmean(p["accuracy"] for p in phases), 4),
+                    "output_tokens_mean": round(statistics.fmean(p["mean_output_tokens"] for p in phases), 2),
+                }
+                for phases in zip(*runs, strict=True)
+            ]
+    return curves
 
 
 def _row(name: str, results: list[dict], seeds: list[int]) -> dict:
@@ -266,6 +438,53 @@ def markdown(rows: list[dict], meta: dict) -> str:
         lines.append(
             f"| {r['name']} | {accuracy} | {r['output_tokens_mean']:.1f} | {per_correct} | {by_ops} |"
         )
+    lines += [
+        "",
+        "Paired comparisons across seeds (accuracy points, a − b per seed; a difference is *clear* only when "
+        "its 95% interval, mean ± t·sd/√n, excludes 0):",
+        "",
+        "| comparison | per seed | mean | 95% interval | clear |",
+        "|---|---|---:|---:|---|",
+    ]
+    for c in meta.get("comparisons", []):
+        per_seed = ", ".join(f"{100 * d:+.1f}" for d in c["differences"])
+        interval = f"[{100 * c['low']:+.1f}, {100 * c['high']:+.1f}]" if c["low"] is not None else "–"
+        mean = f"{100 * c['mean']:+.1f}" if c["mean"] is not None else "–"
+        lines.append(
+            f"| {c['comparison']} | {per_seed} | {mean} | {interval} | {'yes' if c['clear'] else 'no'} |"
+        )
+    for label, curve in meta.get("curves", {}).items():
+        lines += [
+            "",
+            f"{label}, by phase (mean over seeds): kept reasoning tokens → accuracy, output tokens",
+            "",
+        ]
+        lines += [
+            "| phase | updates | kept tokens | accuracy | output tokens |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {p['phase']} | {p['updates']} | {p['kept_tokens_mean']:.1f} | "
+            f"{100 * p['accuracy_mean']:.1f} | {p['output_tokens_mean']:.1f} |"
+            for p in curve
+        ]
+    if meta.get("dcrs"):
+        lines += [
+            "",
+            "DCRS runs (pseudo-label accuracy: the teachers' vote against gold; kept: the kept rows):",
+            "",
+        ]
+        lines += [
+            "| run | labels | candidates | kept | pseudo-label accuracy | kept rows right |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for name, d in meta["dcrs"].items():
+            labels = "gold" if d["use_gold"] else "teachers' vote"
+            kept_acc = f"{100 * d['kept_accuracy']:.1f}" if d.get("kept_accuracy") is not None else "–"
+            lines.append(
+                f"| {name} | {labels} | {d['candidates']} | {d['kept']} | "
+                f"{100 * d['pseudo_label_accuracy']:.1f} | {kept_acc} |"
+            )
     lines += ["", "![accuracy against output tokens](results/quality.png)", MARK_END]
     return "\n".join(lines)
 
@@ -275,7 +494,10 @@ def write_results(rows: list[dict], meta: dict) -> None:
 
     results = ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
-    (results / "quality.json").write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+    extra = {k: meta[k] for k in ("comparisons", "curves", "dcrs") if k in meta}
+    (results / "quality.json").write_text(
+        json.dumps({"rows": rows, **extra}, indent=2, ensure_ascii=False) + "\n"
+    )
     plot = {
         r["name"]: {
             "accuracy": r["accuracy_mean"],
@@ -321,6 +543,9 @@ def main() -> None:
         "minutes": round((time.perf_counter() - started) / 60, 1),
         "eval": SCALES[args.scale]["eval"],
         "seeds": args.seeds,
+        "comparisons": comparisons(per_seed),
+        "curves": phase_curves(per_seed),
+        "dcrs": dcrs_summary(work),
     }
     if not args.no_write:
         write_results(rows, meta)

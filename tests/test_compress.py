@@ -14,6 +14,7 @@ import torch
 
 from twt.compress import (
     REJECT_REASONS,
+    attempt_with_verdict,
     compress_by_teacher,
     compress_by_tokens,
     condition_text,
@@ -21,6 +22,7 @@ from twt.compress import (
     load_attempts,
     run_compress,
     select_top_ratio,
+    select_windowed,
     token_scores,
     window_plan,
 )
@@ -235,6 +237,36 @@ def test_achieved_ratio_within_two_percent(tiny_path: Path, ratio: float) -> Non
         it = iter(tokens)
         assert all(token in it for token in kept)  # a subsequence: order preserved
         assert compressed.model_copy(update={"compressed_reasoning": None}) == original
+
+
+def test_windowed_selection_keeps_the_ratio_in_every_segment(tiny_path: Path) -> None:
+    # the best tokens all sit in the first half: exact top-α keeps only those, windowed keeps α per segment
+    scores = np.array([9, 8, 7, 6, 5, 4, 3, 2, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
+    assert select_top_ratio(scores, 0.5).nonzero()[0].tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert select_windowed(scores, 0.5, 8).nonzero()[0].tolist() == [0, 1, 2, 3, 12, 13, 14, 15]
+    assert select_windowed(scores, 0.5, 16).tolist() == select_top_ratio(scores, 0.5).tolist()
+    assert (
+        select_windowed(scores, 0.25, 5).sum() == 1 + 1 + 1 + 1
+    )  # round(1.25), round(1.25), .., round(.25)→1
+    with pytest.raises(ValueError, match="segment"):
+        select_windowed(scores, 0.5, 0)
+    rows = task_rows(30, seed=3)
+    exact, _ = compress_by_tokens(rows, tiny_path, ratio=0.5, window=64, device="cpu", progress=False)
+    windowed, report = compress_by_tokens(
+        rows, tiny_path, ratio=0.5, window=64, device="cpu", progress=False, selection="windowed", segment=4
+    )
+    assert report.settings["selection"] == "windowed" and report.settings["segment"] == 4
+    assert [r.compressed_reasoning for r in exact] != [r.compressed_reasoning for r in windowed]
+    for detail in report.details:  # each segment of 4 keeps 2, a last partial one round(α · rest)
+        n = detail["n_tokens"]
+        assert detail["n_kept"] == 2 * (n // 4) + (kept_count(n % 4, 0.5) if n % 4 else 0)
+
+
+def test_a_window_longer_than_the_reference_context_is_refused(tiny_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"window 1024 is longer than the reference model's context \(512"):
+        compress_by_tokens(task_rows(2), tiny_path, ratio=0.5, window=1024, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="selection must be one of"):
+        compress_by_tokens(task_rows(2), tiny_path, selection="lingua", device="cpu", progress=False)
 
 
 def test_windowing_scores_every_token_with_the_documented_context(tiny) -> None:
@@ -452,3 +484,40 @@ def test_run_compress_names_the_bad_line(tmp_path: Path) -> None:
     with pytest.raises(RecordError, match=rf"{distill}:2: field 'reasoning'"):
         run_compress(distill, tmp_path / "o.jsonl", tmp_path / "r.json", teacher=FakeTeacher(REPLIES))
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_attempt_aware_rewrite_by_a_served_teacher() -> None:
+    """The attempt and its verdict reach a served teacher through the configured rewrite prompt, so two
+    attempts on one question give two compressions. The served model here is a test double that follows the
+    example-cluster prompt literally: it keeps, with their operands, the steps the attempt got wrong."""
+    from fake_openai_server import FakeOpenAIServer
+
+    from twt.config import load_config
+    from twt.teachers import TeacherSpec, load_teacher
+
+    def follows_the_instruction(prompt: str, index: int) -> str:
+        reasoning = prompt.split("Reasoning: ")[1].split("\n")[0]
+        attempt = prompt.split("Student's attempt: ")[1].split("\n")[0]
+        wrong = [s for s, t in zip(reasoning.split(";"), attempt.split(";"), strict=False) if s != t]
+        return ";".join(wrong or reasoning.split(";")[-1:]) + "\nAnswer: " + prompt.split("Answer: ")[1][0]
+
+    assert attempt_with_verdict("7+5=2;2*3=7\nAnswer: 7", "6").endswith("(the student's answer is wrong)")
+    assert attempt_with_verdict("7+5=2;2*3=6\nAnswer: 6.0", "6").endswith("(the student's answer is right)")
+    config = load_config(Path(__file__).parents[1] / "configs" / "example-cluster.yaml")
+    assert config.compression.attempt_verdict
+    templates = TeacherSpec.from_mapping(config.compression_teacher()).templates
+    rows = [row(0, "7+5*3-4", "7+5=2;2*3=6;6-4=2", "2")]
+    compressed = []
+    with FakeOpenAIServer(reply=follows_the_instruction) as server:
+        backend = load_teacher(
+            TeacherSpec(name="served", model="m", backend="openai", base_url=server.base_url)
+        )
+        for attempt in ("7+5=2;2*3=7;7-4=3\nAnswer: 3", "7+5=2;2*3=6;6-4=3\nAnswer: 3"):
+            attempts = {"q0": attempt_with_verdict(attempt, "2")}
+            out, _ = compress_by_teacher(
+                rows, backend, templates=templates, attempts=attempts, progress=False
+            )
+            compressed.append(out[0].compressed_reasoning)
+        prompt = server.requests[0]["body"]["prompt"]
+    assert compressed == ["2*3=6;6-4=2", "6-4=2"]  # operands kept with every result
+    assert "Student's attempt: 7+5=2;2*3=7;7-4=3\nAnswer: 3\n(the student's answer is wrong)" in prompt

@@ -188,7 +188,7 @@ def test_gold_label_overrides_the_vote_and_pseudo_label_accuracy_ignores_gold():
         cand("q0", "c", 0, "7+5=12 mod 10 = 2", "2", 0.6),
         cand("q1", "a", 0, "3*3=9", "9", 0.9),  # gold "9.0" normalises to "9"
     ]
-    table, order, selection = run_select(questions, candidates)
+    table, order, selection = run_select(questions, candidates, use_gold=True)
     assert outcome(table, order, selection, candidates) == {
         "q0/a#0": "disagrees",
         "q0/b#0": "disagrees",
@@ -197,7 +197,15 @@ def test_gold_label_overrides_the_vote_and_pseudo_label_accuracy_ignores_gold():
     }
     report = summarize(table, selection)
     assert report["labels"] == {"from_gold": 2, "from_vote": 0, "none": 0}
-    assert report["pseudo_label"] == {"questions_with_gold": 2, "evaluated": 2, "correct": 1, "accuracy": 0.5}
+    assert report["pseudo_label"] == {
+        "questions_with_gold": 2,
+        "evaluated": 2,
+        "correct": 1,
+        "accuracy": 0.5,
+        "kept_with_gold": 2,
+        "kept_right": 2,
+        "kept_accuracy": 1.0,
+    }
     # without gold the vote ("12", agreement 0.75, scores 0.675) decides
     table, order, selection = run_select(questions, candidates, use_gold=False)
     assert outcome(table, order, selection, candidates) == {
@@ -207,6 +215,46 @@ def test_gold_label_overrides_the_vote_and_pseudo_label_accuracy_ignores_gold():
         "q1/a#0": "kept",
     }
     assert summarize(table, selection)["labels"] == {"from_gold": 0, "from_vote": 2, "none": 0}
+
+
+def test_unsupervised_is_the_default_and_a_wrong_majority_is_measured_against_gold():
+    """Three of four teachers agree on a wrong answer. Unsupervised (the default) keeps their reasonings when
+    the vote decides, and the report's pseudo-label accuracy says so; a confident minority outvotes an
+    unsure majority with candidate confidences, not with plain vote shares; gold (an option) rejects them."""
+    assert DCRSConfig().use_gold is False and DCRSConfig().confidence == "candidate"
+    questions = [Question(id="q0", question="7+5", answer="2"), Question(id="q1", question="3*3", answer="9")]
+    candidates = [
+        cand("q0", "a", 0, "7+5=12", "12", 0.3),
+        cand("q0", "b", 0, "7+5=12, keep 12", "12", 0.3),
+        cand("q0", "c", 0, "seven plus five is twelve", "12", 0.3),
+        cand("q0", "d", 0, "7+5=12 mod 10 = 2", "2", 0.99),
+        cand("q1", "a", 0, "3*3=9", "9", 0.99),
+        cand("q1", "b", 0, "3*3=8", "8", 0.2),
+        cand("q1", "c", 0, "three threes: 8", "8", 0.2),
+        cand("q1", "d", 0, "3x3 = 8", "8", 0.2),
+    ]
+    # plain majority (vote_share): the wrong answers win both questions; agreement 0.75 passes τ = 0.5
+    table, order, selection = run_select(questions, candidates, confidence="vote_share")
+    kept = {k for k, v in outcome(table, order, selection, candidates).items() if v == "kept"}
+    assert kept == {"q0/a#0", "q0/b#0", "q0/c#0", "q1/b#0", "q1/c#0", "q1/d#0"}
+    report = summarize(table, selection)
+    assert report["labels"] == {"from_gold": 0, "from_vote": 2, "none": 0}
+    assert report["pseudo_label"]["accuracy"] == 0.0 and report["pseudo_label"]["kept_accuracy"] == 0.0
+    # the paper's threshold 0.95 on the vote share: a 3-of-4 majority is not confident enough, nothing kept
+    _, _, strict = run_select(questions, candidates, confidence="vote_share", quality_threshold=0.95)
+    assert not strict.keep.any()
+    # confidence-weighted vote (the default): 0.99 outweighs 3 × 0.3 and 3 × 0.2, the right answers win
+    table, order, selection = run_select(questions, candidates)
+    kept = {k for k, v in outcome(table, order, selection, candidates).items() if v == "kept"}
+    assert kept == {"q0/d#0", "q1/a#0"}
+    assert summarize(table, selection)["pseudo_label"]["accuracy"] == 1.0
+    # gold labels, an option: only right answers pass whatever the vote says
+    table, order, selection = run_select(questions, candidates, confidence="vote_share", use_gold=True)
+    kept = {k for k, v in outcome(table, order, selection, candidates).items() if v == "kept"}
+    assert kept == {"q0/d#0", "q1/a#0"}
+    assert summarize(table, selection)["pseudo_label"]["accuracy"] == 0.0  # the vote alone stays wrong
+    with pytest.raises(DCRSError, match="confidence"):
+        DCRSConfig(confidence="self")
 
 
 # --- diversity ---------------------------------------------------------------------------------------------
@@ -386,7 +434,7 @@ def real_run(tmp_path_factory: pytest.TempPathFactory):
     write_rows(root / "questions.jsonl", questions)
     write_rows(root / "a.jsonl", teacher_a)
     write_rows(root / "b.jsonl", teacher_b)
-    config = DCRSConfig(cache_dir=str(root / "cache"))
+    config = DCRSConfig(cache_dir=str(root / "cache"), use_gold=True)
     report = run_dcrs(
         root / "questions.jsonl",
         [root / "a.jsonl", root / "b.jsonl"],
@@ -418,7 +466,15 @@ def test_run_on_files_with_the_real_model(real_run):
     }
     assert b["rejected_diversity_reasons"] == {"exact_duplicate": 2, "near_duplicate": 1, "over_cap": 0}
     assert report["questions"]["left_with_nothing_ids"] == ["q3"]
-    assert report["pseudo_label"] == {"questions_with_gold": 3, "evaluated": 3, "correct": 3, "accuracy": 1.0}
+    assert report["pseudo_label"] == {
+        "questions_with_gold": 3,
+        "evaluated": 3,
+        "correct": 3,
+        "accuracy": 1.0,
+        "kept_with_gold": 3,
+        "kept_right": 3,
+        "kept_accuracy": 1.0,
+    }
     assert report["embedding"]["texts_embedded"] == 5  # seven passing candidates, two repeated strings
     assert report["embedding"]["exact_duplicates_not_embedded"] == 2
     assert report["embedding"]["dim"] == 384

@@ -23,7 +23,9 @@ compressed text is ``tokenizer.decode`` of the kept reasoning ids (stripped).
 **unconditional** — the TokenSkip / Selective Context baseline: ``score_i = NLL(x_i | s, x_<i)``, the token's
 self-information (surprising tokens are kept). One forward pass per window instead of two.
 
-Both keep the top ``ratio`` (α) of a row's ``n`` tokens in their original order: ``kept_count(n, α)`` =
+Both keep (``selection="exact"``, the default) the top ``ratio`` (α) of a row's ``n`` tokens in their
+original order, or (``"windowed"``, as the CTS paper's code does through LLMLingua's ``iterative_size``) the
+top α of each consecutive segment of ``segment`` tokens. Exact: ``kept_count(n, α)`` =
 ``round(α·n)`` with Python's round-half-to-even (so at α = 0.5 odd lengths round up and down in turn and the
 errors cancel over a set instead of all going up), at least 1 when n > 0; ties go to the earlier token.
 
@@ -65,6 +67,7 @@ from twt.task import ANSWER_PREFIX, PromptTemplates, completion, extract_answer,
 METHODS = ("teacher", "cts", "unconditional")
 CONDITIONS = ("question_answer", "question")
 ON_REJECT = ("keep_original", "drop")
+SELECTIONS = ("exact", "windowed")
 REJECT_REASONS = ("no_answer", "answer_changed", "empty", "not_shorter")
 
 
@@ -114,6 +117,29 @@ def kept_count(n: int, ratio: float) -> int:
     if n <= 0:
         return 0
     return min(n, max(1, round(round(ratio * n, 9))))  # round(·, 9) first: 0.7*5 must count as 3.5
+
+
+def select_windowed(scores: np.ndarray, ratio: float, segment: int) -> np.ndarray:
+    """Keep mask like LLMLingua's iterative compression, which the CTS paper's code runs (its
+    ``iterative_size``): the reasoning is cut into consecutive segments of ``segment`` tokens and each keeps
+    its own top ``ratio`` (``select_top_ratio`` per segment): the share holds locally, not just per row."""
+    if segment < 1:
+        raise ValueError(f"segment must be >= 1, got {segment}")
+    scores = np.asarray(scores, dtype=np.float64)
+    keep = np.zeros(len(scores), dtype=bool)
+    for start in range(0, len(scores), segment):
+        keep[start : start + segment] = select_top_ratio(scores[start : start + segment], ratio)
+    return keep
+
+
+def context_length(model) -> int | None:
+    """The longest sequence a causal LM takes (``max_position_embeddings`` or ``n_positions``), if known."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
 
 
 def select_top_ratio(scores: np.ndarray, ratio: float) -> np.ndarray:
@@ -323,9 +349,14 @@ def compress_by_tokens(
     dtype: str = "auto",
     templates: PromptTemplates | None = None,
     progress: bool = True,
+    selection: str = "exact",
+    segment: int = 64,
 ) -> tuple[list[DistillRow], CompressionReport]:
     """CTS or the unconditional baseline over ``rows``; ``reference_model`` is a model directory or a
-    ``(model, tokenizer)`` pair. Every row comes back, with ``compressed_reasoning`` set."""
+    ``(model, tokenizer)`` pair. Every row comes back, with ``compressed_reasoning`` set. ``selection``:
+    "exact" keeps the top α of each row (``select_top_ratio``), "windowed" the top α of each ``segment``
+    tokens (``select_windowed``). A scoring ``window`` longer than the reference model's context is
+    refused."""
     if method not in ("cts", "unconditional"):
         raise ValueError(f"method must be 'cts' or 'unconditional' here, got {method!r}")
     if not 0 < ratio <= 1:
@@ -333,10 +364,18 @@ def compress_by_tokens(
     if condition not in CONDITIONS:
         raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
     started = time.perf_counter()
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
     if isinstance(reference_model, tuple):
         model, tokenizer = reference_model
     else:
         model, tokenizer = load_reference(reference_model, device, dtype)
+    context = context_length(model)
+    if context is not None and window > context:
+        raise ValueError(
+            f"window {window} is longer than the reference model's context ({context} tokens): "
+            f"set compression.window to at most {context}"
+        )
     rows = list(rows)
     reasoning_ids = (
         tokenizer([r.reasoning for r in rows], add_special_tokens=False)["input_ids"] if rows else []
@@ -357,7 +396,11 @@ def compress_by_tokens(
     )
     out, details = [], []
     for row, ids, row_scores in zip(rows, reasoning_ids, scores, strict=True):
-        keep = select_top_ratio(row_scores, ratio)
+        keep = (
+            select_top_ratio(row_scores, ratio)
+            if selection == "exact"
+            else select_windowed(row_scores, ratio, segment)
+        )
         kept = [token for token, k in zip(ids, keep, strict=True) if k]
         text = tokenizer.decode(kept).strip() if kept else ""
         out.append(row.model_copy(update={"compressed_reasoning": text}))
@@ -378,6 +421,8 @@ def compress_by_tokens(
         settings={
             "condition": condition if method == "cts" else None,
             "window": window,
+            "selection": selection,
+            "segment": segment if selection == "windowed" else None,
             "batch_size": batch_size,
             "device": str(_model_device(model) if device is None else device),
         },
@@ -481,6 +526,13 @@ def compress_by_teacher(
 # --- files in, files out ------------------------------------------------------------------------------------
 
 
+def attempt_with_verdict(attempt: str, expected: str) -> str:
+    """The student's attempt followed by whether its answer (``Answer:`` line) matches ``expected``."""
+    answer = extract_answer(attempt)[1]
+    verdict = "right" if answer is not None and answer == normalize_answer(expected) else "wrong"
+    return f"{attempt.strip()}\n(the student's answer is {verdict})"
+
+
 def load_attempts(path: str | os.PathLike) -> dict[str, str]:
     """The stage-1 student's attempts from a candidates JSONL (``twt.records.Candidate``, e.g. written by
     ``twt.sampling`` for the student): per id, the lowest-numbered sample as ``completion(reasoning, answer)``
@@ -513,6 +565,8 @@ def run_compress(
     max_new_tokens: int | None = None,
     device=None,
     progress: bool = True,
+    selection: str = "exact",
+    segment: int = 64,
 ) -> dict[str, Any]:
     """Compress the rows of ``distill_path`` into ``out_path`` (JSONL) and write the report (JSON).
 
@@ -562,6 +616,8 @@ def run_compress(
             device=device,
             templates=templates,
             progress=progress,
+            selection=selection,
+            segment=segment,
         )
     write_rows(out_path, out)
     result = report.to_dict()

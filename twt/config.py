@@ -259,9 +259,16 @@ class DCRSConfig(_Section):
         None, description="sentence-transformers model for similarity; null = bundled all-MiniLM-L6-v2."
     )
     use_gold: bool = Field(
-        True, description="Score against gold answers when questions have them; else by teacher agreement."
+        False,
+        description="Label with gold answers where questions have them (an option); default: the teachers' "
+        "confidence-weighted vote is the pseudo-label (unsupervised, as in TwT).",
     )
     batch_size: int = Field(256, ge=1, description="Embedding batch size.")
+    confidence: Literal["candidate", "vote_share"] = Field(
+        "candidate",
+        description="A candidate's confidence: 'candidate' = as sampled (self-reported when the prompt asks "
+        "for it, else from log-probabilities); 'vote_share' = 1 each, the score is the label's vote share.",
+    )
 
 
 class CompressionConfig(_Section):
@@ -280,7 +287,22 @@ class CompressionConfig(_Section):
     condition: Literal["question_answer", "question"] = Field(
         "question_answer", description="cts: what token importance is conditioned on."
     )
-    window: int = Field(512, ge=8, description="cts/unconditional: tokens scored per window.")
+    window: int = Field(
+        512,
+        ge=8,
+        description="cts/unconditional: tokens scored per window (at most the reference's context).",
+    )
+    selection: Literal["exact", "windowed"] = Field(
+        "exact",
+        description="cts/unconditional: 'exact' keeps the top ratio of each row; 'windowed' the top ratio of "
+        "each segment of `segment` tokens (LLMLingua's iterative compression, as in the CTS paper's code).",
+    )
+    segment: int = Field(64, ge=1, description="cts/unconditional, selection 'windowed': tokens per segment.")
+    attempt_verdict: bool = Field(
+        False,
+        description="teacher: the stage-1 student's attempt ({attempt}) ends with whether its answer was "
+        "right (for served teachers; the tiny local teacher was trained on attempts without it).",
+    )
 
 
 # --- training stages --------------------------------------------------------------------------------------
@@ -351,6 +373,62 @@ class StagesConfig(_Section):
         if self.stage(1).mix_previous:
             raise _problem(("stage1", "mix_previous"), "must be 0: stage 1 has no previous stage")
         return self
+
+
+class ReferenceConfig(_Section):
+    """CTS's reference model trained apart (``twt.reference``) on the DCRS rows, answer-conditioned."""
+
+    train: bool = Field(
+        False,
+        description="Train the reference model for cts/unconditional (used unless "
+        "compression.reference_model names one); false: the stage-1 student scores.",
+    )
+    base_model: str | None = Field(None, description="Model it is trained from; null = the student base.")
+    updates: int = Field(1000, ge=1, description="Optimiser updates.")
+    learning_rate: float = Field(3e-3, gt=0, description="Peak learning rate.")
+    batch_size: int = Field(8, ge=1, description="Packed rows per update.")
+    max_length: int = Field(256, ge=8, description="Tokens per packed row.")
+    seed: int = Field(0, description="Seed of the data order.")
+
+
+class InternalizeConfig(_Section):
+    """Stepwise internalisation in stage 2 (``twt.internalize``): the reasoning removed phase by phase."""
+
+    schedule: Literal["none", "left", "cts"] = Field(
+        "none",
+        description="'none': stage 2 trains on the compressed reasoning once; 'left': a fixed number of "
+        "tokens removed per phase from the left (Deng et al. 2024); 'cts': CTS ratio decay, the least "
+        "important tokens first. With a schedule, stage 2 starts from the full reasoning and ends with none.",
+    )
+    tokens_per_phase: int = Field(6, ge=1, description="left: reasoning tokens removed per phase.")
+    ratios: list[float] = Field(
+        [0.75, 0.5, 0.25, 0.0], description="cts: kept share per phase, strictly decreasing, ending at 0."
+    )
+    updates_per_phase: int = Field(150, ge=1, description="Optimiser updates of every phase.")
+    smoothing: float | None = Field(
+        None, gt=0, description="Removal smoothing λ (extra tokens removed ∝ exp(−λ·o)); null = off."
+    )
+    reset_optimizer: bool = Field(True, description="A fresh AdamW at every phase (Deng et al.).")
+
+    @model_validator(mode="after")
+    def _valid_schedule(self) -> InternalizeConfig:
+        from twt.internalize import InternalizeConfig as Schedule
+        from twt.internalize import InternalizeError
+
+        if self.schedule != "none":
+            try:
+                Schedule(**{**self.model_dump(), "ratios": tuple(self.ratios)})
+            except InternalizeError as err:
+                raise ValueError(str(err)) from None
+        return self
+
+    def schedule_config(self, seed: int = 0):
+        """The ``twt.internalize.InternalizeConfig`` of these settings (None for schedule 'none')."""
+        from twt.internalize import InternalizeConfig as Schedule
+
+        if self.schedule == "none":
+            return None
+        return Schedule(**{**self.model_dump(), "ratios": tuple(self.ratios), "seed": seed})
 
 
 # --- evaluation, gate, registry ---------------------------------------------------------------------------
@@ -466,6 +544,12 @@ class RunConfig(_Section):
     training: TrainingConfig = Field(
         default_factory=TrainingConfig, description="Processes, checkpoints, training jobs."
     )
+    internalize: InternalizeConfig = Field(
+        default_factory=InternalizeConfig, description="Stepwise internalisation schedule of stage 2."
+    )
+    reference: ReferenceConfig = Field(
+        default_factory=ReferenceConfig, description="CTS's separately trained reference model."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -542,6 +626,7 @@ class RunConfig(_Section):
         fix(("student", "model"), "model")
         fix(("dcrs", "embedding_model"), "model")
         fix(("compression", "reference_model"), "model")
+        fix(("reference", "base_model"), "model")
         for i, teacher in enumerate(self.teachers):
             fix(("teachers", i, "base_url"), "output")
             if teacher.backend != "openai":

@@ -5,12 +5,17 @@
 
 Two criteria, applied in this order to every candidate (one teacher generation for one question):
 
-1. **Quality.** Each question gets a pseudo-label by a confidence-weighted vote over the normalised answers
+1. **Quality.** (TwT's unsupervised setting by default: no gold answer is needed.) Each question gets a
+   pseudo-label by a confidence-weighted vote over the normalised answers
    of *all* teachers' candidates for it (``twt.task.normalize_answer``): an answer's weight is the sum of the
    confidences of the candidates giving it. The winner has the largest weight (weights rounded to 1e-9 so
    float summation order cannot decide), then the most votes, then the lexicographically smallest answer.
    ``agreement`` = the winner's weight / the question's total weight over candidates with an answer (0 when
-   that total is 0). The label is the gold answer instead when the question has one and ``use_gold``.
+   that total is 0). A candidate's confidence is what sampling recorded (self-reported, else from
+   log-probabilities: ``confidence="candidate"``) or 1 for every candidate (``"vote_share"``: a plain
+   majority, the score is the label's share of the votes). The label is the gold answer instead when the
+   question has one and ``use_gold`` (an option, off by default). The report compares the vote, and the kept
+   rows, with gold wherever gold exists (``pseudo_label``).
    A candidate's quality score is
        ``confidence``                when the label is gold (correctness is known, confidence ranks),
        ``agreement × confidence``    when the label is the vote (how sure the teachers are, jointly).
@@ -46,6 +51,7 @@ import numpy as np
 from twt.records import Candidate, DistillRow, Question, read_nonempty, read_rows, write_json, write_rows
 from twt.task import normalize_answer
 
+CONFIDENCE_SOURCES = ("candidate", "vote_share")
 QUALITY_REASONS = ("passed", "no_answer", "empty_reasoning", "disagrees", "low_score")
 DIVERSITY_REASONS = ("kept", "exact_duplicate", "near_duplicate", "over_cap", "not_eligible")
 PASSED, NO_ANSWER, EMPTY_REASONING, DISAGREES, LOW_SCORE = range(5)
@@ -69,21 +75,27 @@ class DCRSConfig:
         similarity_threshold: τ_sim in [0, 1]; a candidate is a near-duplicate when its cosine similarity to
             a kept one of the same question is ≥ this (default 0.9).
         max_per_question: keep at most this many candidates per question; None = no cap (default).
-        use_gold: label questions that have a gold answer with it instead of the vote (default True).
+        use_gold: label questions that have a gold answer with it instead of the vote (default False: the
+            teachers' vote is the pseudo-label, as in TwT's unsupervised setting; gold is an option).
         embedding_model: sentence-transformers name or path; None = the bundled all-MiniLM-L6-v2.
         batch_size: embedding batch size (default 256).
         device: embedding device ("cpu", "cuda", ...); None = sentence-transformers' choice.
         cache_dir: directory for embedding chunks so an interrupted run resumes; None = no cache.
+        confidence: what a candidate's confidence is (``CONFIDENCE_SOURCES``): "candidate" = as sampled
+            (self-reported where the teacher's prompt asks for it, else the sequence probability from
+            log-probabilities); "vote_share" = every candidate weighs 1, so the vote is a plain majority and
+            the score is the label's share of the votes (default "candidate").
     """
 
     quality_threshold: float = 0.5
     similarity_threshold: float = 0.9
     max_per_question: int | None = None
-    use_gold: bool = True
+    use_gold: bool = False
     embedding_model: str | None = None
     batch_size: int = 256
     device: str | None = None
     cache_dir: str | None = None
+    confidence: str = "candidate"
 
     def __post_init__(self) -> None:
         for name in ("quality_threshold", "similarity_threshold"):
@@ -94,6 +106,10 @@ class DCRSConfig:
             raise DCRSError(f"DCRSConfig.max_per_question: must be >= 1 or None, got {self.max_per_question}")
         if self.batch_size < 1:
             raise DCRSError(f"DCRSConfig.batch_size: must be >= 1, got {self.batch_size}")
+        if self.confidence not in CONFIDENCE_SOURCES:
+            raise DCRSError(
+                f"DCRSConfig.confidence: must be one of {CONFIDENCE_SOURCES}, got {self.confidence!r}"
+            )
 
 
 # --- the table the selection works on ----------------------------------------------------------------------
@@ -238,11 +254,12 @@ class Quality:
 
 def quality(table: CandidateTable, config: DCRSConfig) -> Quality:
     """Label every question, score every candidate, and say why each one that fails does."""
-    votes = vote(table.question, table.answer, table.confidence, table.n_questions)
+    confidence = table.confidence if config.confidence == "candidate" else np.ones(len(table))
+    votes = vote(table.question, table.answer, confidence, table.n_questions)
     from_gold = (table.gold >= 0) if config.use_gold else np.zeros(len(table.gold), dtype=bool)
     label = np.where(from_gold, table.gold, votes.label)
     q = table.question
-    score = np.where(from_gold[q], table.confidence, votes.agreement[q] * table.confidence)
+    score = np.where(from_gold[q], confidence, votes.agreement[q] * confidence)
     reason = np.full(len(table), PASSED, dtype=np.int8)
     # assigned from the last reason to the first, so the first that applies wins
     reason[score < config.quality_threshold] = LOW_SCORE
@@ -458,6 +475,8 @@ def summarize(table: CandidateTable, selection: Selection) -> dict:
     has_gold, has_vote = table.gold >= 0, checked.vote.label >= 0
     evaluated = has_gold & has_vote
     correct = int((checked.vote.label[evaluated] == table.gold[evaluated]).sum())
+    kept_graded = selection.keep & has_gold[table.question]
+    kept_right = int((table.answer[kept_graded] == table.gold[table.question[kept_graded]]).sum())
     return {
         "candidates": _counts(qr, dr),
         "teachers": {
@@ -482,6 +501,10 @@ def summarize(table: CandidateTable, selection: Selection) -> dict:
             "evaluated": int(evaluated.sum()),
             "correct": correct,
             "accuracy": round(correct / int(evaluated.sum()), 6) if evaluated.any() else None,
+            # the kept rows (whatever labelled them) against gold: how clean the distillation data is
+            "kept_with_gold": int(kept_graded.sum()),
+            "kept_right": kept_right,
+            "kept_accuracy": round(kept_right / int(kept_graded.sum()), 6) if kept_graded.any() else None,
         },
     }
 

@@ -37,6 +37,27 @@ from twt.records import Question, read_json, read_rows
 from twt.teachers import TeacherSpec
 
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+THREADS_ENV = "TWT_THREADS"
+
+
+def demo_threads() -> int:
+    """Torch threads of the demo's work: ``$TWT_THREADS``, else half the cores (at least 1) — the same on
+    every machine of a kind, so runs repeat; kfp.local's tasks inherit it through ``OMP_NUM_THREADS``."""
+    value = os.environ.get(THREADS_ENV)
+    if value is not None:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
+        return int(value)
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def run_seeds(config: RunConfig) -> dict:
+    """Every seed the run uses, as configured (the demo prints and records them)."""
+    return {
+        "task": config.task.seed,
+        "teachers": {t.name: t.seed for t in config.teachers},
+        "stages": {f"stage{n}": config.stage(n).seed for n in (1, 2, 3)},
+    }
 
 
 def missing_tiny_models(config: RunConfig) -> list[str]:
@@ -111,7 +132,14 @@ def run_demo(
     config = load_config(config_path)
     run = steps.RunDir(config, Path(workdir or config.workdir))
     started = time.perf_counter()
+    import torch
+
+    threads = demo_threads()
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
     summary: dict = {"config": str(config_path), "workdir": str(run.root), "runner": runner}
+    summary |= {"threads": threads, "seeds": run_seeds(config)}
+    print(f"torch threads: {threads} (${THREADS_ENV} to change); seeds: {json.dumps(summary['seeds'])}")
     summary["trained_tiny_models"] = ensure_tiny_models(config, progress)
     train_path, eval_path = steps.questions_step(run, eval_questions)
     evalq = list(read_rows(eval_path, Question))
@@ -139,7 +167,18 @@ def _run_direct(run, progress: bool) -> dict:
             compression = steps.compress_step(run, progress)
             summary["compression"] = {k: v for k, v in compression.items() if k != "details"}
             print(f"\ncompression ({compression['method']}): {_compression_line(compression)}")
-        training = steps.stage_step(run, stage, progress).get("training", {})
+        result = steps.stage_step(run, stage, progress)
+        training = result.get("training", {})
+        for phase in result.get("phases", []):  # stage 2 as a stepwise schedule (twt.internalize)
+            print(
+                f"stage 2 phase {phase['phase']}: {phase['kept_tokens_mean']:.1f} reasoning tokens kept, "
+                f"{phase['training']['updates']} updates, loss -> {phase['training']['final_loss']}"
+            )
+        if result.get("phases"):
+            training = {
+                "examples": result["rows"],
+                "updates": sum(p["training"]["updates"] for p in result["phases"]),
+            }
         print(
             f"stage {stage}: {training.get('examples')} examples, {training.get('updates')} updates, "
             f"loss {training.get('first_loss')} -> {training.get('final_loss')}"

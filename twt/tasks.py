@@ -248,6 +248,8 @@ def distill_stage(
     if stage > 1 and compress_report is not None and Path(compress_report).is_file():
         report = _read_json(compress_report)
         lineage["compression"] = {k: report.get(k) for k in ("method", "target_ratio", "achieved_ratio")}
+    if stage == 2 and run.internalize.schedule != "none":
+        return _internalize_stage(run, rows, base, model_out, lineage, progress, log_metric)
     run_id = run_id or os.environ.get("KFP_RUN_ID") or os.environ.get("TWT_RUN_ID")
     result = launch_stage(run, stage, rows, base, model_out, lineage, run_id=run_id, progress=progress)
     training = result.get("training", {})
@@ -261,6 +263,47 @@ def distill_stage(
         },
     )
     return result
+
+
+def _internalize_stage(
+    run, rows, base, model_out, lineage: dict, progress: bool, log_metric: LogMetric
+) -> dict:
+    """Stage 2 as a stepwise schedule (``twt.internalize``) from the full reasoning of ``rows`` down to none;
+    each phase's kept tokens and final loss are logged as ``internalize_<name>_phase<p>``."""
+    from twt.internalize import run_internalize
+    from twt.train import SFTConfig
+
+    settings = run.stage(2)
+    result = run_internalize(
+        rows,
+        base,
+        model_out,
+        run.internalize.schedule_config(settings.seed),
+        SFTConfig.from_stage(settings),
+        reference_model=run.compression.reference_model,
+        extra_lineage=lineage,
+        log_metric=(lambda name, value, step: log_metric(f"{name}_phase{step}", value))
+        if log_metric
+        else None,
+        progress=progress,
+    )
+    phases = result["phases"]
+    _log(log_metric, {"phases": len(phases), "updates": sum(p["training"]["updates"] for p in phases)})
+    return {"stage": 2, "model": str(model_out), "rows": len(list(read_rows(rows, DistillRow))), **result}
+
+
+def train_reference_model(
+    config: ConfigLike, rows: str | os.PathLike, out_dir: str | os.PathLike, progress=True
+):
+    """CTS's reference model trained on the DCRS ``rows`` into ``out_dir`` (reused when its data and
+    settings are unchanged): ``twt.reference.train_reference`` with the ``reference`` settings."""
+    from twt.reference import ReferenceSettings, train_reference
+
+    run = load(config)
+    settings = run.reference
+    values = settings.model_dump(exclude={"train", "base_model"})
+    base = settings.base_model or run.student.model
+    return train_reference(rows, base, out_dir, ReferenceSettings(**values), progress=progress)
 
 
 def student_attempts(
@@ -304,18 +347,27 @@ def compress(
         if attempts_path is not None and Path(attempts_path).is_file():
             attempts = _read_json(attempts_path)
         else:
-            attempts = student_attempts(
-                stage1_model, list(read_rows(rows, DistillRow)), teacher.max_new_tokens
-            )
+            rows_in = list(read_rows(rows, DistillRow))
+            attempts = student_attempts(stage1_model, rows_in, teacher.max_new_tokens)
+            if settings.attempt_verdict:
+                from twt.compress import attempt_with_verdict
+
+                answers = {r.id: r.answer for r in rows_in}
+                attempts = {i: attempt_with_verdict(text, answers[i]) for i, text in attempts.items()}
             if attempts_path is not None:
                 write_json(attempts_path, attempts)
         kwargs |= {"teacher": teacher, "attempts": attempts}
     else:
+        reference = settings.reference_model or str(stage1_model)
+        if run.reference.train and not settings.reference_model:
+            reference = str(train_reference_model(run, rows, Path(rows_out).parent / "reference", progress))
         kwargs |= {
-            "reference_model": settings.reference_model or str(stage1_model),
+            "reference_model": reference,
             "ratio": settings.ratio,
             "condition": settings.condition,
             "window": settings.window,
+            "selection": settings.selection,
+            "segment": settings.segment,
         }
     report = run_compress(rows, rows_out, report_out, **kwargs)
     _log(

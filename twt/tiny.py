@@ -321,6 +321,34 @@ def build_all(
     return summary
 
 
+def build_student(
+    out_dir: Path,
+    hidden: int,
+    layers: int,
+    heads: int = 4,
+    tokenizer_dir: Path = DEFAULT_DIR / TOKENIZER_DIR,
+    seed: int = STUDENT.seed,
+    progress: bool = False,
+) -> dict:
+    """A student base of another size: ``STUDENT``'s recipe (the answer format on a short direct-answer
+    budget, the same held-out questions kept out) at ``hidden`` × ``layers``. Skipped when already built."""
+    from dataclasses import replace
+
+    from transformers import AutoTokenizer
+
+    out_dir = Path(out_dir)
+    if (out_dir / "model.safetensors").is_file():
+        return json.loads((out_dir / "twt.json").read_text())
+    import torch
+
+    torch.manual_seed(seed)
+    plan = BuildPlan()
+    held_out = {q.question for q in make_questions(plan.eval_questions, plan.eval_seed, "eval", plan.task)}
+    spec = replace(STUDENT, name=out_dir.name, hidden=hidden, layers=layers, heads=heads, seed=seed)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    return train_model(spec, tokenizer, out_dir, held_out, plan.task, progress=progress)
+
+
 def greedy_accuracy(
     model_dir: Path,
     questions,

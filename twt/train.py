@@ -312,6 +312,7 @@ def train_sft(
     lineage: dict | None = None,
     progress: bool = True,
     on_update: Callable[[int], None] | None = None,
+    optimizer_state: str | os.PathLike | None = None,
 ) -> dict:
     """Fine-tune the model at ``model_path`` on ``pairs`` and save it to ``out_dir``; returns the summary.
 
@@ -319,6 +320,8 @@ def train_sft(
     checkpoint at ``config.checkpoint_uri`` (default ``out_dir/checkpoints``) when ``save_every`` > 0.
     ``on_update(n)`` is called after update ``n`` and its checkpoint (for monitoring, and for tests that
     crash a run on purpose). Under ``torchrun`` every process calls this; the first one writes ``out_dir``.
+    ``optimizer_state``: a file the AdamW state is read from before training (when it exists) and written to
+    after it, so consecutive runs share the optimiser's moments (``twt.internalize`` without reset).
     """
     import torch
     from tqdm.auto import tqdm
@@ -361,6 +364,9 @@ def train_sft(
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     params = [p for p in model.parameters() if p.requires_grad]  # FSDP replaces them with sharded ones
 
+    if optimizer_state is not None and Path(optimizer_state).is_file():
+        saved = torch.load(optimizer_state, weights_only=False)["state"]  # moments only: this run's lr stays
+        optimizer.load_state_dict({"state": saved, "param_groups": optimizer.state_dict()["param_groups"]})
     rank, world = accelerator.process_index, accelerator.num_processes
     nodes = max(1, world // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world))))
     checkpoints = _checkpoint_store(config, out, model_path, pairs, world) if config.save_every else None
@@ -450,6 +456,9 @@ def train_sft(
         "config": asdict(config),
     }
     state = accelerator.get_state_dict(model)  # every process takes part (FSDP gathers the shards)
+    if rank == 0 and optimizer_state is not None:
+        Path(optimizer_state).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state": optimizer.state_dict()["state"]}, optimizer_state)
     if rank == 0:
         unwrapped = accelerator.unwrap_model(model)
         _save_final(unwrapped, state, tokenizer, out, config, summary, lineage, model_path)
