@@ -15,7 +15,10 @@ machine). The registry is ``--registry``, else the configuration's ``registry.ur
 import builtins
 import contextlib
 import json
+import logging
 import os
+import re
+import sys
 import time
 import warnings
 from collections.abc import Mapping
@@ -24,6 +27,70 @@ from pathlib import Path
 from pipelines.release import run_arguments
 
 PROMOTE_TASK, REJECT_TASK = "promote-student", "explain-rejection"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+FINISHED = re.compile(r"Task '?([\w-]+)'? finished with status (\w+)")
+CACHE_HIT = re.compile(r"Task '?([\w-]+)'? cache hit")
+
+
+class RunnerRecords(logging.Handler):
+    """kfp.local's own log records of one run: which tasks finished how, which were cache hits. Each line
+    goes to ``stream`` (colour codes removed), and with ``progress`` a short line per task to stdout."""
+
+    def __init__(self, stream=None, progress: bool = False) -> None:
+        super().__init__(logging.INFO)
+        self.stream, self.progress = stream, progress
+        self.finished: dict[str, str] = {}
+        self.cache_hits: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = ANSI.sub("", record.getMessage())
+        if self.stream is not None:
+            self.stream.write(f"{record.levelname} {message}\n")
+        if hit := CACHE_HIT.search(message):
+            self.cache_hits.append(hit.group(1))
+            self._show(f"  {hit.group(1)}: cached")
+        elif done := FINISHED.search(message):
+            self.finished[done.group(1)] = done.group(2)
+            self._show(f"  {done.group(1)}: {done.group(2).lower()}")
+
+    def _show(self, line: str) -> None:
+        if self.progress:
+            sys.__stdout__.write(line + "\n")
+            sys.__stdout__.flush()
+
+
+@contextlib.contextmanager
+def runner_records(records: RunnerRecords, verbose: bool = False):
+    """Route kfp.local's log records into ``records`` for the whole run (kfp logs cache hits outside its
+    logging context, and inside it replaces the root logger's handlers with one printing to stdout, colour
+    codes included); ``verbose`` keeps kfp's own console lines as well."""
+    from kfp.local import logging_utils
+
+    original = logging_utils.local_logger_context
+
+    @contextlib.contextmanager
+    def context():
+        if not verbose:
+            yield
+            return
+        with original():  # clears the root handlers (ours too) and restores them afterwards
+            logging.getLogger().addHandler(records)
+            try:
+                yield
+            finally:
+                logging.getLogger().removeHandler(records)
+
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(records)
+    logging_utils.local_logger_context = context
+    try:
+        yield records
+    finally:
+        logging_utils.local_logger_context = original
+        logger.removeHandler(records)
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -68,6 +135,9 @@ def run_local(
     registry_uri: str | None = None,
     overrides: Mapping[str, object] | None = None,
     log_file: str | os.PathLike | None = None,
+    caching: bool = True,
+    verbose: bool = False,
+    progress: bool = False,
 ) -> dict:
     """Run the whole pipeline locally; returns the run directory, seconds, and the promotion record or the
     rejection report's path. ``log_file`` takes the tasks' own output (see ``kfp_local_session``)."""
@@ -88,13 +158,28 @@ def run_local(
     # ParallelFor runs two tasks at once; torch's default of one thread per core would oversubscribe the
     # cores, and spinning OpenMP threads then slow sampling several-fold (measured here on 2 cores)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    # kfp.local's cache: <root>/.kfp_cache, keyed by each task's component, command and inputs
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(root),
+        raise_on_error=True,
+        enable_caching=caching,
+    )
     started = time.time()
-    with kfp_local_session(log_file):
+    with contextlib.ExitStack() as stack:
+        stream = stack.enter_context(Path(log_file).open("a", encoding="utf-8")) if log_file else None
+        records = stack.enter_context(runner_records(RunnerRecords(stream, progress), verbose))
+        stack.enter_context(kfp_local_session(log_file))
         twt_distillation(**arguments)
     seconds = round(time.time() - started, 1)
     run_dir = latest_run_dir(root, since=started - 1)
-    result: dict = {"run_dir": str(run_dir), "seconds": seconds, "registry_uri": arguments["registry_uri"]}
+    result: dict = {
+        "run_dir": str(run_dir),
+        "seconds": seconds,
+        "registry_uri": arguments["registry_uri"],
+        "tasks": records.finished,  # kfp.local's own record of each executed task's status
+        "cache_hits": records.cache_hits,  # and of the tasks it answered from its cache
+    }
     promoted = run_dir / PROMOTE_TASK / "promoted" if run_dir else None
     if promoted is not None and promoted.is_file():
         result["promoted"] = json.loads(promoted.read_text())

@@ -105,10 +105,12 @@ def test_sampling_loops_over_the_teacher_parameter_and_dcrs_collects(spec: dict)
         n for n, (_, t) in dag_tasks(spec).items() if t["componentRef"]["name"] == component
     )
     loop = spec["root"]["dag"]["tasks"][loop_task_name]
-    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--teachers"
-    assert loop["inputs"]["parameters"]["pipelinechannel--teachers"]["componentInputParameter"] == "teachers"
+    # the loop runs over the teachers' settings, resolved from the typed parameter by the first tasks
+    items = loop["parameterIterator"]["items"]["inputParameter"]
+    assert items == "pipelinechannel--teacher-settings-Output"
+    assert loop["inputs"]["parameters"][items]["taskOutputParameter"]["producerTask"] == "teacher-settings"
     item = loop["parameterIterator"]["itemInput"]
-    assert sample["inputs"]["parameters"]["teacher"]["componentInputParameter"] == item
+    assert sample["inputs"]["parameters"]["settings"]["componentInputParameter"] == item
     collected = spec["root"]["dag"]["tasks"]["select-candidates"]["inputs"]["artifacts"]["candidates"]
     assert collected["taskOutputArtifact"]["producerTask"] == loop_task_name
     assert spec["components"]["comp-select-candidates"]["inputDefinitions"]["artifacts"]["candidates"][
@@ -248,8 +250,12 @@ def test_every_parameter_is_documented(spec: dict) -> None:
 
 def test_demo_defaults_make_a_runnable_pipeline(spec: dict) -> None:
     defaults = spec["root"]["inputDefinitions"]["parameters"]
-    assert defaults["config_yaml"]["defaultValue"] == default_config_path().read_text()
-    assert defaults["teachers"]["defaultValue"] == ["teacher-large", "teacher-verbose", "teacher-noisy"]
+    assert defaults["config_override"]["defaultValue"] == ""
+    demo = yaml.safe_load(default_config_path().read_text())
+    assert [t["name"] for t in defaults["teachers"]["defaultValue"]] == [t["name"] for t in demo["teachers"]]
+    assert defaults["teachers"]["parameterType"] == "LIST"
+    assert defaults["dcrs_quality_threshold"]["parameterType"] == "NUMBER_DOUBLE"
+    assert defaults["gate_min_accuracy"]["defaultValue"] == demo["gate"]["min_accuracy"]
 
 
 # --- versioned compile, check, upload, run -----------------------------------------------------------------
@@ -381,11 +387,7 @@ def test_run_submits_the_configuration_as_parameters(compiled: Path) -> None:
     assert result.run_id == "run-1"
     ((name, call),) = client.calls
     assert name == "create_run_from_pipeline_package" and call["pipeline_file"] == str(compiled)
-    assert call["arguments"] == {
-        "config_yaml": config.read_text(),
-        "teachers": ["teacher-large", "teacher-verbose", "teacher-noisy"],
-        "gpu_cpu": "16",
-    }
+    assert call["arguments"] == {"config_override": config.read_text(), "gpu_cpu": "16"}
     assert call["service_account"] == "twt-pipeline-runner" and call["experiment_name"] == "demo"
 
 

@@ -1,6 +1,6 @@
 """The promotion gate: a policy from configuration decides whether a student may be published, and says why.
 
-    verdict = decide(metrics, GatePolicy(min_accuracy=0.5, drop_baseline="stage1", ...))
+    verdict = decide(metrics, GateConfig(min_accuracy=0.5, drop_baseline="stage1", ...))
     verdict.passed, verdict.student, verdict.reasons
 
 ``metrics`` maps an evaluated model's name (``student-base``, ``stage1``, ``stage2``, ``stage3``, a teacher)
@@ -11,7 +11,7 @@ Rules (a rule set to None is not checked; "equal to the threshold" passes):
   drop           candidate accuracy ≥ baseline accuracy − ``max_accuracy_drop``   (baseline ``drop_baseline``)
   reduction      1 − candidate tokens / baseline tokens ≥ ``min_token_reduction`` (``reduction_baseline``)
 
-Which student: every stage's student is a candidate (``candidates``, default stage3, stage2, stage1). The gate
+Which student: every stage's student is a candidate (``candidates``, final stage first). The gate
 takes the one with the fewest mean output tokens among those that pass the two accuracy rules (ties: the
 later stage), then checks the reduction rule on it. So a run whose final, answer-only stage lost too much
 accuracy still promotes its best compressed student, and the verdict says so. A missing baseline, or a
@@ -23,29 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
-DEFAULT_CANDIDATES = ("stage3", "stage2", "stage1")
-
-
-@dataclass(frozen=True)
-class GatePolicy:
-    """Field names match ``twt.config.GateConfig``: ``GatePolicy(**config.gate.model_dump())``.
-
-    Attributes:
-        min_accuracy: least accuracy of the promoted student; None = not checked (default 0.5).
-        max_accuracy_drop: most absolute accuracy lost against ``drop_baseline``; None = not checked (0.05).
-        drop_baseline: evaluated model the drop is measured against (default "stage1").
-        min_token_reduction: least relative cut in mean output tokens against ``reduction_baseline``;
-            None = not checked (default 0.5).
-        reduction_baseline: evaluated model the reduction is measured against (default "stage1").
-        candidates: the students the gate may promote, final stage first (default stage3, stage2, stage1).
-    """
-
-    min_accuracy: float | None = 0.5
-    max_accuracy_drop: float | None = 0.05
-    drop_baseline: str = "stage1"
-    min_token_reduction: float | None = 0.5
-    reduction_baseline: str = "stage1"
-    candidates: tuple[str, ...] = DEFAULT_CANDIDATES
+from twt.config import GateConfig  # the policy: one schema, shared with the run configuration
 
 
 @dataclass
@@ -65,7 +43,7 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def accuracy_reasons(name: str, metrics: Mapping[str, Mapping], policy: GatePolicy) -> tuple[bool, list[str]]:
+def accuracy_reasons(name: str, metrics: Mapping[str, Mapping], policy: GateConfig) -> tuple[bool, list[str]]:
     """Whether ``name`` passes the two accuracy rules, with one sentence per rule checked."""
     acc = metrics[name]["accuracy"]
     ok, reasons = True, []
@@ -98,7 +76,7 @@ def accuracy_reasons(name: str, metrics: Mapping[str, Mapping], policy: GatePoli
 
 
 def reduction_reason(
-    name: str, metrics: Mapping[str, Mapping], policy: GatePolicy
+    name: str, metrics: Mapping[str, Mapping], policy: GateConfig
 ) -> tuple[bool, str | None]:
     """Whether ``name`` cuts enough output tokens against the reduction baseline."""
     if policy.min_token_reduction is None:
@@ -124,9 +102,9 @@ def reduction_reason(
     )
 
 
-def decide(metrics: Mapping[str, Mapping], policy: GatePolicy | None = None) -> Verdict:
+def decide(metrics: Mapping[str, Mapping], policy: GateConfig | None = None) -> Verdict:
     """Pick the student to promote and judge it (see the module docstring)."""
-    policy = policy or GatePolicy()
+    policy = policy or GateConfig()
     present = [c for c in policy.candidates if c in metrics]
     if not present:
         return Verdict(
