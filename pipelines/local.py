@@ -186,3 +186,48 @@ def run_local(
     elif run_dir is not None and (run_dir / REJECT_TASK / "report").is_file():
         result["rejected"] = str(run_dir / REJECT_TASK / "report")
     return result
+
+
+def run_demo_pipeline(
+    config_path: str | os.PathLike, workdir: str | os.PathLike, verbose: bool = False
+) -> dict:
+    """``twt demo``'s pipeline runner (``twt.demo.PipelineRunner``): the pipeline through kfp.local under
+    ``<workdir>/kfp`` with a short line per task on the console and kfp's own lines in ``tasks.log``;
+    returns where the DCRS report, the evaluation metrics and the verdict are (this module knows the
+    pipeline's task and output names, the library does not)."""
+    kfp_root = Path(workdir) / "kfp"
+    log = kfp_root / "tasks.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    result = run_local(
+        config_path,
+        kfp_root,
+        registry_uri=str(Path(workdir) / "registry"),
+        log_file=log,
+        verbose=verbose,
+        progress=True,
+    )
+    run_dir = Path(result["run_dir"])
+    outputs = _task_outputs(run_dir, result)
+    return {
+        **result,
+        "log": str(log),
+        "dcrs_report": outputs("select-candidates", "report"),
+        "metrics": str(Path(outputs("evaluate-students", "evaluation")) / "metrics.json"),
+        "verdict": outputs("gate", "verdict"),
+    }
+
+
+def _task_outputs(run_dir: Path, result: dict):
+    """``(task, output) -> path``: this run's own output, else the newest earlier run's (where kfp.local's
+    cache most likely took it from: its entries are keyed by hashes, not by task)."""
+
+    def find(task: str, output: str) -> str:
+        here = run_dir / task / output
+        if here.exists():
+            return str(here)
+        earlier = sorted(run_dir.parent.glob(f"*/{task}/{output}"), key=lambda p: p.stat().st_mtime)
+        if not earlier:
+            raise FileNotFoundError(f"no output {output!r} of task {task!r} under {run_dir.parent}")
+        return str(earlier[-1])
+
+    return find

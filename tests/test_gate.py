@@ -119,3 +119,20 @@ def test_a_passing_final_stage_gives_way_only_to_a_shorter_student_and_says_so()
         "stage3 passes the accuracy policy but stage2 writes fewer tokens (3.0 against 4.0); "
         "the candidate is stage2"
     )
+
+
+def test_the_verdict_reads_as_a_decision() -> None:
+    from twt.gate import describe
+
+    metrics = {**BASE, "stage3": m(0.2, 2), "stage2": m(0.88, 27), "stage1": m(0.9, 27)}
+    verdict = decide(metrics, GateConfig(min_accuracy=0.5, max_accuracy_drop=0.05, min_token_reduction=0.5))
+    lines = describe(verdict.to_dict())
+    text = "\n".join(lines)
+    assert lines[0] == "gate: NOT PROMOTED"
+    assert "students considered, final stage first: stage3, stage2, stage1" in text
+    assert "stage3: fails min_accuracy, max_accuracy_drop" in text and "20.0%" in text
+    assert "stage2: fails min_token_reduction (the candidate" in text
+    assert "min_token_reduction: lower gate.min_token_reduction (gate_min_token_reduction)" in text
+    assert "min_accuracy: lower gate.min_accuracy" in text
+    passed = describe(decide(metrics, GateConfig(min_accuracy=0.5, min_token_reduction=None)).to_dict())
+    assert passed[0] == "gate: PROMOTE stage2" and "to change the outcome:" not in "\n".join(passed)

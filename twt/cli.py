@@ -48,8 +48,17 @@ def _print_json(data: object) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from twt.demo import run_demo
 
+    pipeline_runner = None
+    if args.runner == "kfp":  # the entry point hands the pipeline layer in; the library never imports it
+        from pipelines.local import run_demo_pipeline
+
+        pipeline_runner = run_demo_pipeline
     run_demo(
-        config_path=args.config, workdir=args.workdir, eval_questions=args.eval_questions, runner=args.runner
+        config_path=args.config,
+        workdir=args.workdir,
+        eval_questions=args.eval_questions,
+        runner=args.runner,
+        pipeline_runner=pipeline_runner,
     )
 
 

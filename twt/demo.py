@@ -15,8 +15,9 @@ Steps:
      (``<workdir>/registry``) and a verified pull; otherwise the report of why not.
 
 Step 4 runs, by default (``runner="kfp"``), as the ``twt-distillation`` Kubeflow pipeline itself through
-``kfp.local`` (``pipelines.local``): the DAG a cluster runs, its artifacts under ``<workdir>/kfp`` and each
-task's own output in ``<workdir>/kfp/tasks.log``. kfp.local does not cache, so a rerun runs the DAG again.
+``kfp.local`` (``pipelines.local.run_demo_pipeline``, handed in by the CLI): the DAG a cluster runs, its
+artifacts under ``<workdir>/kfp``, each task's own output and kfp's log lines in ``<workdir>/kfp/tasks.log``.
+kfp.local caches tasks by their inputs, so a rerun reuses every step whose settings did not change.
 ``runner="direct"`` calls the same ``twt.tasks`` functions through ``twt.run`` in this process; each step
 writes its files under the work directory and a rerun reuses what a finished step left, so an interrupted
 run resumes (steps 1–3 resume with either runner).
@@ -30,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from twt.config import RunConfig, data_dir, default_config_path, load_config
@@ -37,6 +39,9 @@ from twt.records import Question, read_rows
 from twt.teachers import TeacherSpec
 
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+# (config path, work directory) -> run_dir, seconds, log, and the paths of dcrs_report, metrics, verdict,
+# plus promoted (the record) or rejected (the report's path)
+PipelineRunner = Callable[[Path, Path], dict]
 
 
 def missing_tiny_models(config: RunConfig) -> list[str]:
@@ -96,17 +101,21 @@ def run_demo(
     eval_questions: int | None = None,
     progress: bool = True,
     runner: str = "kfp",
+    pipeline_runner: PipelineRunner | None = None,
 ) -> dict:
     """Run the embedded default (see the module docstring); returns what ``demo.json`` holds.
 
     ``runner`` "direct" calls the steps of ``twt.run`` in this process (resumable in ``workdir``); "kfp" runs
-    the ``twt-distillation`` pipeline itself through ``kfp.local`` (``pipelines.local``), artifacts under
-    ``<workdir>/kfp``. Both call the same ``twt.tasks`` functions.
+    the ``twt-distillation`` pipeline through ``pipeline_runner`` (the CLI passes
+    ``pipelines.local.run_demo_pipeline``: kfp.local, artifacts under ``<workdir>/kfp``; the library does
+    not import the pipeline layer). Both call the same ``twt.tasks`` functions.
     """
     from twt import run as steps
 
     if runner not in ("direct", "kfp"):
         raise ValueError(f"runner must be 'direct' or 'kfp', got {runner!r}")
+    if runner == "kfp" and pipeline_runner is None:
+        raise ValueError("runner 'kfp' needs the pipeline runner (pipelines.local.run_demo_pipeline)")
     config_path = Path(config_path or default_config_path())
     config = load_config(config_path)
     run = steps.RunDir(config, Path(workdir or config.workdir))
@@ -118,7 +127,7 @@ def run_demo(
     print(f"questions: {train_path} (train), {eval_path} ({len(evalq)} held out)")
     summary["teachers"] = teacher_scores(run, evalq)
     if runner == "kfp":
-        summary |= _run_kfp(config_path, run)
+        summary |= _run_pipeline(pipeline_runner, config_path, run)
     else:
         summary |= _run_direct(run, progress)
     summary["seconds"] = round(time.perf_counter() - started, 1)
@@ -157,29 +166,21 @@ def _run_direct(run, progress: bool) -> dict:
     return summary
 
 
-def _run_kfp(config_path: Path, run) -> dict:
-    """The pipeline through ``kfp.local``; the tables are read back from its artifacts."""
-    from pipelines.local import REJECT_TASK, run_local
-
-    log = run.path("kfp", "tasks.log")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"\nrunning the twt-distillation pipeline with kfp.local (each task's own log: {log})")
-    result = run_local(config_path, run.path("kfp"), registry_uri=str(run.path("registry")), log_file=log)
-    run_dir = Path(result["run_dir"])
-    report = json.loads((run_dir / "select-candidates" / "report").read_text())
-    metrics = json.loads((run_dir / "evaluate-students" / "evaluation" / "metrics.json").read_text())
-    verdict = json.loads((run_dir / "gate" / "verdict").read_text())
-    summary = {"kfp_run": str(run_dir), "dcrs": _print_dcrs(report)}
+def _run_pipeline(pipeline_runner: PipelineRunner, config_path: Path, run) -> dict:
+    """The pipeline through ``pipeline_runner``; the tables are read back from the files it names."""
+    print("\nrunning the twt-distillation pipeline (each task's own log: see below)")
+    result = pipeline_runner(config_path, run.root)
+    report = json.loads(Path(result["dcrs_report"]).read_text())
+    metrics = json.loads(Path(result["metrics"]).read_text())
+    verdict = json.loads(Path(result["verdict"]).read_text())
+    summary = {"kfp_run": result["run_dir"], "dcrs": _print_dcrs(report)}
     _print_evaluation(metrics, verdict)
-    summary |= {
-        "evaluation": metrics["models"],
-        "gate": verdict,
-    }
-    if "promoted" in result:
+    summary |= {"evaluation": metrics["models"], "gate": verdict}
+    if result.get("promoted"):
         summary["promoted"] = _print_promoted(result["promoted"])
     else:
-        print(f"why not promoted: {run_dir / REJECT_TASK / 'report'}")
-    print(f"pipeline run: {run_dir} ({result['seconds']} s)")
+        print(f"why not promoted: {result.get('rejected')}")
+    print(f"pipeline run: {result['run_dir']} ({result['seconds']} s); task logs: {result.get('log')}")
     return summary
 
 
@@ -199,12 +200,10 @@ def _print_dcrs(report: dict) -> dict:
 def _print_evaluation(metrics: dict, verdict: dict) -> None:
     print(f"\nheld-out evaluation ({metrics['questions']} questions, greedy):")
     print(_eval_table(metrics["models"]))
-    print(
-        f"\ngate: {'PASSED' if verdict['passed'] else 'FAILED'}"
-        + (f" (student {verdict['student']})" if verdict["student"] else "")
-    )
-    for reason in verdict["reasons"]:
-        print(f"  - {reason}")
+    from twt.gate import describe
+
+    print()
+    print("\n".join(describe(verdict)))
 
 
 def _print_promoted(promoted: dict) -> dict:

@@ -75,6 +75,52 @@ def accuracy_reasons(name: str, metrics: Mapping[str, Mapping], policy: GateConf
     return ok, reasons
 
 
+def _failed_accuracy_rules(name: str, metrics: Mapping[str, Mapping], policy: GateConfig) -> list[str]:
+    """The names of the accuracy rules ``name`` fails (the policy's field names)."""
+    acc, failed = metrics[name]["accuracy"], []
+    if policy.min_accuracy is not None and acc < policy.min_accuracy:
+        failed.append("min_accuracy")
+    if policy.max_accuracy_drop is not None:
+        base = metrics.get(policy.drop_baseline)
+        if base is None or base["accuracy"] - acc > policy.max_accuracy_drop + 1e-12:
+            failed.append("max_accuracy_drop")
+    return failed
+
+
+# what a user can change when a rule fails: the setting (and its pipeline parameter) or the training
+ADVICE = {
+    "min_accuracy": "lower gate.min_accuracy (pipeline parameter gate_min_accuracy), or train longer "
+    "(stages.*.updates; stageN_updates)",
+    "max_accuracy_drop": "allow a larger drop with gate.max_accuracy_drop (gate_max_accuracy_drop), or keep "
+    "more of stage 1 in later stages (stages.stageN.mix_previous, more updates)",
+    "min_token_reduction": "lower gate.min_token_reduction (gate_min_token_reduction), or compress harder "
+    "(compression.method cts with a smaller ratio) and train stage 3 longer",
+}
+
+
+def describe(verdict: Mapping) -> list[str]:
+    """The verdict as a decision a person reads: promote or not, which students were considered, which
+    rule each failed (with the numbers), and what can be changed."""
+    checked, student = verdict.get("checked") or {}, verdict.get("student")
+    head = f"gate: PROMOTE {student}" if verdict["passed"] else "gate: NOT PROMOTED"
+    lines = [head]
+    if not checked:
+        return [*lines, *[f"  {reason}" for reason in verdict["reasons"]]]
+    lines.append(f"  students considered, final stage first: {', '.join(checked)}")
+    failed_rules: list[str] = []
+    for name, check in checked.items():
+        failed = check.get("failed", [])
+        failed_rules += [rule for rule in failed if rule not in failed_rules]
+        state = f"fails {', '.join(failed)}" if failed else "passes every rule checked"
+        chosen = " (the candidate: fewest output tokens among those passing the accuracy rules)"
+        lines.append(f"  {name}: {state}{chosen if name == student else ''}")
+        lines += [f"      {reason}" for reason in check.get("reasons", [])]
+    if not verdict["passed"]:
+        lines.append("  to change the outcome:")
+        lines += [f"    - {rule}: {ADVICE[rule]}" for rule in failed_rules if rule in ADVICE]
+    return lines
+
+
 def reduction_reason(
     name: str, metrics: Mapping[str, Mapping], policy: GateConfig
 ) -> tuple[bool, str | None]:
@@ -113,7 +159,8 @@ def decide(metrics: Mapping[str, Mapping], policy: GateConfig | None = None) -> 
     checked, passing = {}, []
     for rank, name in enumerate(present):
         ok, reasons = accuracy_reasons(name, metrics, policy)
-        checked[name] = {"accuracy_ok": ok, "reasons": reasons}
+        failed = _failed_accuracy_rules(name, metrics, policy)
+        checked[name] = {"accuracy_ok": ok, "reasons": reasons, "failed": failed}
         if ok:
             passing.append((metrics[name]["mean_output_tokens"], rank, name))
     if not passing:
@@ -142,5 +189,8 @@ def decide(metrics: Mapping[str, Mapping], policy: GateConfig | None = None) -> 
     ok, reason = reduction_reason(chosen, metrics, policy)
     if reason:
         reasons.append(reason)
+        checked[chosen]["reasons"] = [*checked[chosen]["reasons"], reason]
     checked[chosen]["reduction_ok"] = ok
+    if not ok:
+        checked[chosen]["failed"] = ["min_token_reduction"]
     return Verdict(ok, chosen, reasons, checked)
