@@ -497,7 +497,7 @@ def test_local_run_sampled_each_teacher_in_the_loop(local_run: dict) -> None:
 
 
 def test_local_run_writes_what_twt_run_writes(local_run: dict, small_config: Path, tmp_path: Path) -> None:
-    """DESIGN.md: the CLI and the pipeline call the same functions, so they write the same files."""
+    """The CLI and the pipeline call the same functions, so they write the same files."""
     import torch
 
     from twt import run as steps
@@ -539,21 +539,21 @@ def test_the_else_branch_reports_why(local_run: dict, small_config: Path, tmp_pa
     evaluation = Path(local_run["run_dir"]) / "evaluate-students" / "evaluation"
 
     @dsl.pipeline(name="gate-branches")
-    def branches(config_yaml: str):
+    def branches(settings: str):
         imported = dsl.importer(artifact_uri=str(evaluation), artifact_class=dsl.Artifact, reimport=True)
-        verdict = gate(config_yaml=config_yaml, evaluation=imported.output)
+        verdict = gate(settings=settings, evaluation=imported.output)
         with dsl.If(verdict.outputs["passed"] == True):  # noqa: E712
             explain_rejection(
-                config_yaml="unused", verdict=verdict.outputs["verdict"], evaluation=imported.output
+                settings="unused", verdict=verdict.outputs["verdict"], evaluation=imported.output
             )
         with dsl.Else():
             explain_rejection(
-                config_yaml=config_yaml, verdict=verdict.outputs["verdict"], evaluation=imported.output
+                settings=settings, verdict=verdict.outputs["verdict"], evaluation=imported.output
             )
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     with kfp_local_session():
-        branches(config_yaml=yaml.safe_dump(data))
+        branches(settings=yaml.safe_dump(data))
     reports = list((tmp_path / "root").glob("gate-branches-*/explain-rejection*/report"))
     assert len(reports) == 1
     text = reports[0].read_text()

@@ -147,3 +147,20 @@ def test_parameter_values_reproduce_the_configuration() -> None:
     config = RunConfig.model_validate(_demo())
     again = slices.apply_parameters(_demo(), slices.parameter_values(config))
     assert slices.step_settings(RunConfig.model_validate(again)) == slices.step_settings(config)
+
+
+def test_submission_refuses_a_bad_parameter_before_anything_runs() -> None:
+    config = default_config_path()
+    with pytest.raises(release.ReleaseError, match=r"^gate_min_accuracy \(gate\.min_accuracy: "):
+        release.run_arguments(config, overrides={"gate_min_accuracy": 2.0})
+    arguments = release.run_arguments(config, overrides={"gate_min_accuracy": 0.7})
+    assert arguments["gate_min_accuracy"] == 0.7 and "gate:" in arguments["config_override"]
+
+
+def test_pipeline_defaults_are_the_packaged_configuration() -> None:
+    from pipelines.distillation import DEFAULTS, twt_distillation
+
+    inputs = twt_distillation.component_spec.inputs
+    for name in slices.PARAMETERS:
+        if name != "registry_uri":
+            assert inputs[name].default == DEFAULTS[name], name

@@ -50,9 +50,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     pipeline_runner = None
     if args.runner == "kfp":  # the entry point hands the pipeline layer in; the library never imports it
+        from functools import partial
+
         from pipelines.local import run_demo_pipeline
 
-        pipeline_runner = run_demo_pipeline
+        pipeline_runner = partial(run_demo_pipeline, verbose=args.verbose)
     run_demo(
         config_path=args.config,
         workdir=args.workdir,
@@ -317,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", type=Path, default=None, help="run configuration (default: the demo's)")
     demo.add_argument("--workdir", type=Path, default=None, help="where artifacts go (default: runs/demo)")
     demo.add_argument("--eval-questions", type=int, default=None, help="held-out questions to score")
+    demo.add_argument(
+        "-v", "--verbose", action="store_true", help="kfp's own log lines on the console (always: tasks.log)"
+    )
     demo.add_argument(
         "--runner",
         choices=("kfp", "direct"),

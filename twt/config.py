@@ -250,6 +250,13 @@ class StudentConfig(_Section):
         "auto", description="Training dtype; 'auto' = bfloat16 on GPUs that support it, else float32."
     )
 
+    @field_validator("dtype")
+    @classmethod
+    def _only_auto(cls, dtype: str) -> str:
+        if dtype != "auto":  # twt.train picks the precision itself; another value would be ignored
+            raise ValueError("only 'auto' is implemented (bf16 autocast on GPUs with bf16, else float32)")
+        return dtype
+
 
 # --- selection and compression -----------------------------------------------------------------------------
 

@@ -198,10 +198,11 @@ def _print_dcrs(report: dict) -> dict:
 
 
 def _print_evaluation(metrics: dict, verdict: dict) -> None:
-    print(f"\nheld-out evaluation ({metrics['questions']} questions, greedy):")
-    print(_eval_table(metrics["models"]))
+    from twt.evaluate import metrics_table
     from twt.gate import describe
 
+    print(f"\nheld-out evaluation ({metrics['questions']} questions, greedy):")
+    print(metrics_table(metrics["models"]))
     print()
     print("\n".join(describe(verdict)))
 
@@ -241,20 +242,6 @@ def _compression_line(report: dict) -> str:
         f"{report['length_out']} {report['unit']} (ratio {report['achieved_ratio']:.3f}); "
         f"rejected: {rejected}"
     )
-
-
-def _eval_table(models: dict) -> str:
-    rows = [
-        [
-            name,
-            r["role"],
-            f"{r['accuracy']:.1%}",
-            f"{r['mean_output_tokens']:.1f}",
-            f"{r['tokens_per_correct']:.1f}" if r["tokens_per_correct"] is not None else "-",
-        ]
-        for name, r in models.items()
-    ]
-    return _table(["model", "role", "accuracy", "mean tokens", "tokens per correct"], rows)
 
 
 def _dcrs_table(report: dict) -> str:

@@ -1,15 +1,13 @@
 """The pipeline's boxes as plain functions on paths: what the Kubeflow components and ``twt run`` both call.
 
-    tasks.prepare_questions(config_yaml, "q/train.jsonl", "q/eval.jsonl")
-    tasks.sample(config_yaml, "teacher-large", "q/train.jsonl", "candidates")   # candidates/teacher-large/
-    tasks.select(config_yaml, "q/train.jsonl", ["candidates"], "dcrs/distill.jsonl", "dcrs/report.json")
-    tasks.distill_stage(config_yaml, 1, "dcrs/distill.jsonl", None, "stage1")
-    tasks.compress(config_yaml, "dcrs/distill.jsonl", "stage1", "compress/rows.jsonl", "compress/report.json")
-    tasks.distill_stage(config_yaml, 2, "compress/rows.jsonl", "stage1", "stage2", "compress/report.json")
-    tasks.evaluate(config_yaml, "q/eval.jsonl", {"stage1": "stage1", ...}, "eval")
-    passed, student = tasks.gate(config_yaml, "eval/metrics.json", "gate.json")
-    tasks.promote(config_yaml, "gate.json", "eval/metrics.json", {"stage1": "stage1", ...},
-                  "dcrs/report.json", "runs/x/registry")            # or tasks.explain_rejection(...)
+    tasks.prepare_questions(config, train_out, eval_out)
+    tasks.sample(config, "teacher-large", train_out, candidates_dir)       # candidates_dir/teacher-large/
+    tasks.select(config, train_out, [candidates_dir], distill_out, report_out)
+    tasks.distill_stage(config, 1, distill_out, None, stage1_dir)
+    ...                                                   # compress, stages 2 and 3, evaluate, gate, promote
+
+The paths are the caller's: ``twt.run.RunDir`` names a local run's files (the one place that spells the
+layout), KFP names its artifacts.
 
 Every function takes its settings first: the whole ``RunConfig`` (what ``twt.run`` and the CLI pass), or
 only the step's slice (``twt.slices``: a model, a dict or JSON text, what the Kubeflow components pass, so a
