@@ -27,6 +27,7 @@ from pathlib import Path
 from pipelines.release import run_arguments
 
 PROMOTE_TASK, REJECT_TASK = "promote-student", "explain-rejection"
+STAGE_TASKS = {1: "distill-stage", 2: "distill-stage-2", 3: "distill-stage-3"}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 FINISHED = re.compile(r"Task '?([\w-]+)'? finished with status (\w+)")
 CACHE_HIT = re.compile(r"Task '?([\w-]+)'? cache hit")
@@ -214,6 +215,8 @@ def run_demo_pipeline(
         "dcrs_report": outputs("select-candidates", "report"),
         "metrics": str(Path(outputs("evaluate-students", "evaluation")) / "metrics.json"),
         "verdict": outputs("gate", "verdict"),
+        "stage_models": {n: outputs(task, "model") for n, task in STAGE_TASKS.items()},
+        "compression_report": outputs("compress-reasoning", "report"),
     }
 
 

@@ -453,7 +453,8 @@ def test_the_demo_runs_the_pipeline_by_default(local_run: dict) -> None:
     summary, printed = local_run["summary"], local_run["printed"]
     assert summary["runner"] == "kfp" and summary["trained_tiny_models"] == []
     assert Path(summary["kfp_run"]).is_relative_to(local_run["work"] / "kfp")
-    for expected in ("acc. reasoning", "DCRS", "held-out evaluation", "gate: PASSED", "twt-student@1"):
+    shown = ("acc. reasoning", "DCRS", "held-out evaluation", "gate: PROMOTE stage", "students considered")
+    for expected in (*shown, "twt-student@1"):
         assert expected in printed, expected
     assert "pulled back and verified every checksum" in printed
     # the tasks' own chatter goes to the log, not to the console

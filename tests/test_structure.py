@@ -139,3 +139,24 @@ def test_cli_setting_flags_take_their_help_from_the_schema() -> None:
     for field in ("quality_threshold", "similarity_threshold", "max_per_question"):
         assert schema.DCRSConfig.model_fields[field].description in helps[field]
     assert schema.CompressionConfig.model_fields["ratio"].description in helps["compress.ratio"]
+
+
+def test_twt_distill_writes_the_lineage_the_pipeline_step_writes(tmp_path) -> None:
+    """``twt distill`` goes through ``twt.tasks.distill_stage``: the model records the run and teachers."""
+    import json
+
+    from twt.cli import main
+    from twt.config import data_dir, default_config_path, load_config
+    from twt.records import DistillRow, write_rows
+
+    rows = tmp_path / "rows.jsonl"
+    write_rows(rows, [DistillRow(id=f"q{i}", question=f"{i}+1", reasoning=f"{i}+1={(i + 1) % 10}",
+                                 answer=str((i + 1) % 10), source="t#0") for i in range(8)])
+    out = tmp_path / "stage1"
+    base = data_dir() / "tiny" / "student-base"
+    argv = ["distill", "--stage", "1", "--data", str(rows), "--base", str(base), "--out", str(out)]
+    assert main([*argv, "--max-updates", "1", "--device", "cpu", "--quiet"]) == 0
+    lineage = json.loads((out / "twt.json").read_text())
+    config = load_config(default_config_path())
+    assert lineage["run"] == config.name
+    assert [t["name"] for t in lineage["teachers"]] == config.teacher_names

@@ -39,8 +39,8 @@ from twt.records import Question, read_rows
 from twt.teachers import TeacherSpec
 
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
-# (config path, work directory) -> run_dir, seconds, log, and the paths of dcrs_report, metrics, verdict,
-# plus promoted (the record) or rejected (the report's path)
+# (config path, work directory) -> run_dir, seconds, log, the paths of dcrs_report, compression_report,
+# metrics, verdict and stage_models {1: dir, 2: dir, 3: dir}, plus promoted (the record) or rejected (a path)
 PipelineRunner = Callable[[Path, Path], dict]
 
 
@@ -148,11 +148,7 @@ def _run_direct(run, progress: bool) -> dict:
             compression = steps.compress_step(run, progress)
             summary["compression"] = {k: v for k, v in compression.items() if k != "details"}
             print(f"\ncompression ({compression['method']}): {_compression_line(compression)}")
-        training = steps.stage_step(run, stage, progress).get("training", {})
-        print(
-            f"stage {stage}: {training.get('examples')} examples, {training.get('updates')} updates, "
-            f"loss {training.get('first_loss')} -> {training.get('final_loss')}"
-        )
+        _print_stage(stage, steps.stage_step(run, stage, progress))
     metrics = steps.evaluate_step(run, progress)
     verdict = steps.gate_step(run)
     summary |= {"evaluation": metrics["models"], "gate": verdict}
@@ -174,6 +170,10 @@ def _run_pipeline(pipeline_runner: PipelineRunner, config_path: Path, run) -> di
     metrics = json.loads(Path(result["metrics"]).read_text())
     verdict = json.loads(Path(result["verdict"]).read_text())
     summary = {"kfp_run": result["run_dir"], "dcrs": _print_dcrs(report)}
+    compression = json.loads(Path(result["compression_report"]).read_text())
+    print(f"\ncompression ({compression['method']}): {_compression_line(compression)}")
+    for stage, model_dir in sorted(result["stage_models"].items()):
+        _print_stage(stage, json.loads((Path(model_dir) / "twt.json").read_text()))
     _print_evaluation(metrics, verdict)
     summary |= {"evaluation": metrics["models"], "gate": verdict}
     if result.get("promoted"):
@@ -205,6 +205,15 @@ def _print_evaluation(metrics: dict, verdict: dict) -> None:
     print(metrics_table(metrics["models"]))
     print()
     print("\n".join(describe(verdict)))
+
+
+def _print_stage(stage: int, record: dict) -> None:
+    """One line per trained stage, from its lineage record (``twt.json``)."""
+    training = record.get("training", {})
+    print(
+        f"stage {stage}: {training.get('examples')} examples, {training.get('updates')} updates, "
+        f"loss {training.get('first_loss')} -> {training.get('final_loss')}"
+    )
 
 
 def _print_promoted(promoted: dict) -> dict:
