@@ -30,7 +30,7 @@ PROMOTE_TASK, REJECT_TASK = "promote-student", "explain-rejection"
 STAGE_TASKS = {1: "distill-stage", 2: "distill-stage-2", 3: "distill-stage-3"}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 FINISHED = re.compile(r"Task '?([\w-]+)'? finished with status (\w+)")
-CACHE_HIT = re.compile(r"Task '?([\w-]+)'? cache hit")
+CACHE_HIT = re.compile(r"Task '?([\w-]+)'? cache hit \(key=([0-9a-f]+)")
 
 
 class RunnerRecords(logging.Handler):
@@ -41,14 +41,14 @@ class RunnerRecords(logging.Handler):
         super().__init__(logging.INFO)
         self.stream, self.progress = stream, progress
         self.finished: dict[str, str] = {}
-        self.cache_hits: list[str] = []
+        self.cache_hits: dict[str, str] = {}  # task -> the start of its cache key
 
     def emit(self, record: logging.LogRecord) -> None:
         message = ANSI.sub("", record.getMessage())
         if self.stream is not None:
             self.stream.write(f"{record.levelname} {message}\n")
         if hit := CACHE_HIT.search(message):
-            self.cache_hits.append(hit.group(1))
+            self.cache_hits[hit.group(1)] = hit.group(2)
             self._show(f"  {hit.group(1)}: cached")
         elif done := FINISHED.search(message):
             self.finished[done.group(1)] = done.group(2)
@@ -207,8 +207,7 @@ def run_demo_pipeline(
         verbose=verbose,
         progress=True,
     )
-    run_dir = Path(result["run_dir"])
-    outputs = _task_outputs(run_dir, result)
+    outputs = task_outputs(result)
     return {
         **result,
         "log": str(log),
@@ -220,17 +219,18 @@ def run_demo_pipeline(
     }
 
 
-def _task_outputs(run_dir: Path, result: dict):
-    """``(task, output) -> path``: this run's own output, else the newest earlier run's (where kfp.local's
-    cache most likely took it from: its entries are keyed by hashes, not by task)."""
+def task_outputs(result: dict):
+    """``(task, output) -> path`` for a ``run_local`` result: the run's own output, or for a task kfp.local
+    answered from its cache, the artifact its cache entry (``<root>/.kfp_cache/<key>.json``) points to."""
+    run_dir = Path(result["run_dir"])
 
     def find(task: str, output: str) -> str:
-        here = run_dir / task / output
-        if here.exists():
-            return str(here)
-        earlier = sorted(run_dir.parent.glob(f"*/{task}/{output}"), key=lambda p: p.stat().st_mtime)
-        if not earlier:
-            raise FileNotFoundError(f"no output {output!r} of task {task!r} under {run_dir.parent}")
-        return str(earlier[-1])
+        key = result["cache_hits"].get(task)
+        if key is None:
+            return str(run_dir / task / output)
+        entries = sorted((run_dir.parent / ".kfp_cache").glob(f"{key}*.json"))
+        if len(entries) != 1:
+            raise FileNotFoundError(f"kfp.local's cache entry {key}… of task {task!r}: found {len(entries)}")
+        return json.loads(entries[0].read_text())[output]["uri"]
 
     return find

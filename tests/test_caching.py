@@ -77,3 +77,13 @@ def test_changing_a_gate_threshold_reruns_only_the_gate_onward(two_runs: dict) -
     assert "rejected" in second["result"] and "promoted" not in second["result"]
     ran = {_base(name) for name in second["result"]["tasks"]}
     assert {"gate", "explain-rejection"} <= ran and not (ran & UPSTREAM)
+
+
+def test_a_cached_output_is_found_through_the_cache_entry(two_runs: dict) -> None:
+    from pipelines.local import task_outputs
+
+    first, second = (run["result"] for run in two_runs["runs"])
+    outputs = task_outputs(second)
+    evaluation = Path(outputs("evaluate-students", "evaluation"))  # cached: run 1's artifact
+    assert evaluation.parent.parent == Path(first["run_dir"]) and (evaluation / "metrics.json").is_file()
+    assert Path(outputs("gate", "verdict")).parent.parent == Path(second["run_dir"])  # executed again
