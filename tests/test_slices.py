@@ -164,3 +164,13 @@ def test_pipeline_defaults_are_the_packaged_configuration() -> None:
     for name in slices.PARAMETERS:
         if name != "registry_uri":
             assert inputs[name].default == DEFAULTS[name], name
+
+
+def test_numbers_kfp_turned_into_floats_come_back_whole() -> None:
+    teachers = [{"name": "t", "model": "org/m", "k": 2.0, "temperature": 1.0, "max_new_tokens": 64.0}]
+    compression = {"method": "teacher", "teacher": "t"}
+    resolved = slices.resolve(
+        default_config_path().read_text(), "", {"teachers": teachers, "compression": compression}
+    )
+    teacher = resolved["sample"][0]["teacher"]
+    assert teacher["k"] == 2 and isinstance(teacher["k"], int) and teacher["max_new_tokens"] == 64

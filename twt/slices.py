@@ -270,8 +270,22 @@ def _lean_teacher(teacher: TeacherConfig) -> dict:
     return {"name": teacher.name, "model": teacher.model, **given}
 
 
+def _whole_numbers(value: Any) -> Any:
+    """KFP passes list and dict parameters through protobuf, which makes every number a float (k: 4 arrives
+    as 4.0): whole floats inside them become ints again, so integer settings validate strictly."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    return value
+
+
 def _as_setting(name: str, value: Any) -> Any:
     """A parameter's value as the configuration writes it (the "not set" forms become null)."""
+    if name in ("teachers", "compression"):
+        return _whole_numbers(value)
     if name.endswith("_updates") and value == UNSET_UPDATES:
         return None
     if name.startswith("gate_") and isinstance(value, int | float) and value < 0:
