@@ -111,7 +111,12 @@ def describe(verdict: Mapping) -> list[str]:
     for name, check in checked.items():
         failed = check.get("failed", [])
         failed_rules += [rule for rule in failed if rule not in failed_rules]
-        state = f"fails {', '.join(failed)}" if failed else "passes every rule checked"
+        if failed:
+            state = f"fails {', '.join(failed)}"
+        elif name == student or student is None:
+            state = "passes every rule checked"
+        else:  # the token reduction is checked on the candidate only
+            state = f"passes the accuracy rules; not the candidate ({student} writes fewer tokens)"
         chosen = " (the candidate: fewest output tokens among those passing the accuracy rules)"
         lines.append(f"  {name}: {state}{chosen if name == student else ''}")
         lines += [f"      {reason}" for reason in check.get("reasons", [])]
