@@ -252,10 +252,11 @@ def seed_step(scale: str, seed: int, work: Path) -> dict:
             return target
         kwargs: dict = {"method": method, "progress": False}
         if method == "teacher":
+            from twt import tasks
             from twt.records import DistillRow, read_rows
 
             teacher = TeacherSpec.from_mapping(config.compression_teacher())
-            attempts = steps.student_attempts(
+            attempts = tasks.student_attempts(
                 stage1, list(read_rows(rows, DistillRow)), teacher.max_new_tokens
             )
             kwargs |= {"teacher": teacher, "attempts": attempts}

@@ -1,7 +1,9 @@
-"""Kubeflow Pipelines components of twt: one small file per box of the pipeline (DESIGN.md).
+"""Kubeflow Pipelines components of twt: one small file per box of the pipeline.
 
 | module | component | calls | image |
 | --- | --- | --- | --- |
+| `resolve_settings` | `resolve_settings` | `twt.tasks.resolve` | CPU |
+| `teacher_settings` | `teacher_settings` | `twt.tasks.teacher_settings` | CPU |
 | `prepare_questions` | `prepare_questions` | `twt.tasks.prepare_questions` | CPU |
 | `sample_teacher` | `sample_teacher` | `twt.tasks.sample` | GPU |
 | `select_candidates` | `select_candidates` (DCRS) | `twt.tasks.select` | CPU |
@@ -15,6 +17,8 @@
 Each is a lightweight component on the project's versioned image (`components.images`), with
 `install_kfp_package=False` (the images carry the pinned kfp). Module level imports only `kfp` (and
 `typing` for named outputs, and the image names); the body imports `twt.tasks` and calls one function,
-mapping KFP's artifact paths onto its arguments. The run configuration travels as YAML text
-(`config_yaml`), so every component sees exactly the configuration the run was submitted with.
+mapping KFP's artifact paths onto its arguments. `resolve_settings` (first in the DAG) validates the
+pipeline's typed parameters and cuts the configuration into per-step slices (`twt.slices`); every other
+component takes only its slice (`settings`, JSON text), so KFP's cache reruns exactly the steps whose
+settings changed.
 """

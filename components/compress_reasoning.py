@@ -8,7 +8,7 @@ from components.images import GPU_IMAGE
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def compress_reasoning(
-    config_yaml: str,
+    settings: str,
     rows: Input[Dataset],
     stage1_model: Input[Model],
     compressed: Output[Dataset],
@@ -18,7 +18,7 @@ def compress_reasoning(
     """Compress each reasoning: teacher-guided rewrite, CTS or unconditional token selection.
 
     Args:
-        config_yaml: The run configuration (twt.config), as YAML text.
+        settings: This step's slice of the run configuration (twt.slices), from resolve-settings.
         rows: Distillation rows from DCRS (JSONL).
         stage1_model: The stage-1 student (its attempts guide the teacher; CTS scores with it).
         compressed: Distillation rows with compressed_reasoning (JSONL).
@@ -28,7 +28,7 @@ def compress_reasoning(
     from twt import tasks
 
     tasks.compress(
-        config_yaml,
+        settings,
         rows.path,
         stage1_model.path,
         compressed.path,

@@ -9,7 +9,7 @@ from components.images import GPU_IMAGE
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def distill_stage(
-    config_yaml: str,
+    settings: str,
     stage: int,
     rows: Input[Dataset],
     model: Output[Model],
@@ -21,7 +21,7 @@ def distill_stage(
     """Train stage 1 (full reasoning), 2 (compressed reasoning) or 3 (answer only).
 
     Args:
-        config_yaml: The run configuration (twt.config), as YAML text.
+        settings: This step's slice of the run configuration (twt.slices), from resolve-settings.
         stage: 1, 2 or 3.
         rows: Distillation rows (stage 1: DCRS output; stages 2, 3: compressed rows).
         model: The trained student (Hugging Face directory with twt.json lineage).
@@ -36,7 +36,7 @@ def distill_stage(
     from twt import tasks
 
     tasks.distill_stage(
-        config_yaml,
+        settings,
         stage,
         rows.path,
         base_model.path if base_model is not None else None,

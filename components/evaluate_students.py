@@ -8,7 +8,7 @@ from components.images import GPU_IMAGE
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def evaluate_students(
-    config_yaml: str,
+    settings: str,
     eval_questions: Input[Dataset],
     stage1: Input[Model],
     stage2: Input[Model],
@@ -20,7 +20,7 @@ def evaluate_students(
     """Greedy answers of the students and baselines: accuracy, output tokens, tokens per correct answer.
 
     Args:
-        config_yaml: The run configuration (twt.config), as YAML text.
+        settings: This step's slice of the run configuration (twt.slices), from resolve-settings.
         eval_questions: Held-out question rows with gold answers (JSONL).
         stage1: The stage-1 student.
         stage2: The stage-2 student.
@@ -32,7 +32,7 @@ def evaluate_students(
     from twt import tasks
 
     tasks.evaluate(
-        config_yaml,
+        settings,
         eval_questions.path,
         {"stage1": stage1.path, "stage2": stage2.path, "stage3": stage3.path},
         evaluation.path,

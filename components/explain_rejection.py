@@ -8,7 +8,7 @@ from components.images import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def explain_rejection(
-    config_yaml: str,
+    settings: str,
     verdict: Input[Artifact],
     evaluation: Input[Artifact],
     report: Output[Markdown],
@@ -16,11 +16,11 @@ def explain_rejection(
     """Report the gate's reasons, the policy, each student's checks and the evaluation table.
 
     Args:
-        config_yaml: The run configuration (twt.config), as YAML text.
+        settings: This step's slice of the run configuration (twt.slices), from resolve-settings.
         verdict: The gate's verdict.
         evaluation: The evaluation directory (metrics.json).
         report: Why nothing was promoted.
     """
     from twt import tasks
 
-    tasks.explain_rejection(config_yaml, verdict.path, evaluation.path, report.path)
+    tasks.explain_rejection(settings, verdict.path, evaluation.path, report.path)

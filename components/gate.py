@@ -10,7 +10,7 @@ from components.images import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def gate(
-    config_yaml: str,
+    settings: str,
     evaluation: Input[Artifact],
     verdict: Output[Artifact],
     report: Output[Markdown],
@@ -18,7 +18,7 @@ def gate(
     """Apply the configured gate policy to the evaluated students.
 
     Args:
-        config_yaml: The run configuration (twt.config), as YAML text.
+        settings: This step's slice of the run configuration (twt.slices), from resolve-settings.
         evaluation: The evaluation directory (metrics.json).
         verdict: The verdict (JSON): passed, student, reasons, per-student checks.
         report: The evaluation report with the verdict.
@@ -29,5 +29,5 @@ def gate(
     """
     from twt import tasks
 
-    passed, student = tasks.gate(config_yaml, evaluation.path, verdict.path, report.path, embed_plot=True)
+    passed, student = tasks.gate(settings, evaluation.path, verdict.path, report.path, embed_plot=True)
     return (passed, student)

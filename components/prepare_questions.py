@@ -8,7 +8,7 @@ from components.images import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def prepare_questions(
-    config_yaml: str,
+    settings: str,
     s3_endpoint: str,
     train_questions: Output[Dataset],
     eval_questions: Output[Dataset],
@@ -17,7 +17,7 @@ def prepare_questions(
     """Draw (embedded task) or copy (question files, local or s3://) the questions of the run.
 
     Args:
-        config_yaml: The run configuration (twt.config), as YAML text.
+        settings: This step's slice of the run configuration (twt.slices), from resolve-settings.
         s3_endpoint: Object store for s3:// question files (TWT_S3_ENDPOINT); '' = none.
         train_questions: Question rows the teachers solve (JSONL).
         eval_questions: Held-out question rows with gold answers (JSONL).
@@ -26,7 +26,7 @@ def prepare_questions(
     from twt import tasks
 
     tasks.prepare_questions(
-        config_yaml,
+        settings,
         train_questions.path,
         eval_questions.path,
         s3_endpoint=s3_endpoint,

@@ -10,8 +10,7 @@ from components.images import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def promote_student(
-    config_yaml: str,
-    registry_uri: str,
+    settings: str,
     s3_endpoint: str,
     verdict: Input[Artifact],
     evaluation: Input[Artifact],
@@ -25,8 +24,7 @@ def promote_student(
     """Publish an immutable, versioned student with checksums, metrics, verdict, lineage and model card.
 
     Args:
-        config_yaml: The run configuration (twt.config), as YAML text.
-        registry_uri: Registry root (s3://bucket/prefix or a directory); '' = the configuration's.
+        settings: This step's slice of the run configuration (twt.slices), from resolve-settings.
         s3_endpoint: Object store for s3:// registries (TWT_S3_ENDPOINT); '' = from the environment.
         verdict: The gate's verdict (names the student).
         evaluation: The evaluation directory (metrics.json).
@@ -45,12 +43,11 @@ def promote_student(
     from twt import tasks
 
     record = tasks.promote(
-        config_yaml,
+        settings,
         verdict.path,
         evaluation.path,
         {"stage1": stage1.path, "stage2": stage2.path, "stage3": stage3.path},
         dcrs_report.path,
-        registry_uri=registry_uri,
         promoted_out=promoted.path,
         s3_endpoint=s3_endpoint,
         run_id=pipeline_run_id,

@@ -8,21 +8,19 @@ from components.images import GPU_IMAGE
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def sample_teacher(
-    config_yaml: str,
-    teacher: str,
+    settings: str,
     questions: Input[Dataset],
     candidates: Output[Dataset],
     metrics: Output[Metrics],
 ):
-    """Sample one teacher of the configuration on the training questions.
+    """Sample one teacher on the training questions.
 
     Args:
-        config_yaml: The run configuration (twt.config), as YAML text.
-        teacher: Name of the teacher in the configuration.
+        settings: One teacher's slice ({"teacher": {...}}, twt.slices.SampleSettings), from resolve-settings.
         questions: Training question rows (JSONL).
         candidates: Directory <teacher>/ with the sampling shards, DONE.json and candidates.jsonl.
         metrics: Candidates, answers found, mean tokens and confidence.
     """
     from twt import tasks
 
-    tasks.sample(config_yaml, teacher, questions.path, candidates.path, log_metric=metrics.log_metric)
+    tasks.sample(settings, None, questions.path, candidates.path, log_metric=metrics.log_metric)

@@ -8,8 +8,7 @@ from components.images import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def select_candidates(
-    config_yaml: str,
-    teachers: list,
+    settings: str,
     questions: Input[Dataset],
     candidates: Input[list[Dataset]],
     distill: Output[Dataset],
@@ -19,8 +18,7 @@ def select_candidates(
     """DCRS: keep candidates that are right and confident, drop near-duplicate reasonings.
 
     Args:
-        config_yaml: The run configuration (twt.config), as YAML text.
-        teachers: Names of the sampled teachers.
+        settings: This step's slice of the run configuration (twt.slices), from resolve-settings.
         questions: Training question rows (JSONL).
         candidates: The sampling tasks' candidate directories, one per teacher.
         distill: Distillation rows (JSONL).
@@ -30,11 +28,10 @@ def select_candidates(
     from twt import tasks
 
     tasks.select(
-        config_yaml,
+        settings,
         questions.path,
         [c.path for c in candidates],
         distill.path,
         report.path,
-        teachers=teachers,
         log_metric=metrics.log_metric,
     )

@@ -232,7 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from pipelines.local import run_local
 
-            result = run_local(args.config, args.root, args.registry, _overrides(args.set))
+            log = Path(args.root) / "tasks.log"  # kfp's own lines; the console gets one line per task
+            result = run_local(
+                args.config, args.root, args.registry, _overrides(args.set), log_file=log, progress=True
+            )
             print(json.dumps(result, indent=2))
     except _user_errors() as err:
         if os.environ.get("TWT_DEBUG"):

@@ -41,15 +41,19 @@ from components.explain_rejection import explain_rejection
 from components.gate import gate
 from components.prepare_questions import prepare_questions
 from components.promote_student import promote_student
+from components.resolve_settings import resolve_settings
 from components.sample_teacher import sample_teacher
 from components.select_candidates import select_candidates
+from components.teacher_settings import teacher_settings
 from pipelines.layout import IMAGE_PULL_SECRET, MODEL_CACHE_PVC, apply_layout
-from twt.config import default_config_path
+from twt.config import RunConfig, default_config_path
+from twt.slices import parameter_values
 
 PIPELINE_NAME = "twt-distillation"
 PIPELINE_ROOT = "s3://twt-artifacts/pipeline-root"  # = kfp-launcher's defaultPipelineRoot (manifests/base)
 DEMO_CONFIG = default_config_path().read_text(encoding="utf-8")
-DEMO_TEACHERS = [t["name"] for t in yaml.safe_load(DEMO_CONFIG)["teachers"]]
+# the typed parameters' defaults: the packaged demo configuration's values (validated here, at compile time)
+DEFAULTS = parameter_values(RunConfig.model_validate(yaml.safe_load(DEMO_CONFIG)))
 
 # Variables a teacher's api_key_env may name: each is read from the key of the same name in the teacher
 # API keys Secret (optional: a missing key leaves the variable unset). Add a name here and recompile.
@@ -108,9 +112,27 @@ def _secret(task: dsl.PipelineTask, secret_name, which: str, optional: bool) -> 
 
 @dsl.pipeline(name=PIPELINE_NAME, pipeline_root=PIPELINE_ROOT)
 def twt_distillation(
-    config_yaml: str = DEMO_CONFIG,
-    teachers: list = DEMO_TEACHERS,
+    run_name: str = DEFAULTS["run_name"],
+    teachers: list = DEFAULTS["teachers"],
+    dcrs_quality_threshold: float = DEFAULTS["dcrs_quality_threshold"],
+    dcrs_similarity_threshold: float = DEFAULTS["dcrs_similarity_threshold"],
+    compression: dict = DEFAULTS["compression"],
+    stage1_epochs: float = DEFAULTS["stage1_epochs"],
+    stage1_updates: int = DEFAULTS["stage1_updates"],
+    stage1_learning_rate: float = DEFAULTS["stage1_learning_rate"],
+    stage2_epochs: float = DEFAULTS["stage2_epochs"],
+    stage2_updates: int = DEFAULTS["stage2_updates"],
+    stage2_learning_rate: float = DEFAULTS["stage2_learning_rate"],
+    stage3_epochs: float = DEFAULTS["stage3_epochs"],
+    stage3_updates: int = DEFAULTS["stage3_updates"],
+    stage3_learning_rate: float = DEFAULTS["stage3_learning_rate"],
+    gate_min_accuracy: float = DEFAULTS["gate_min_accuracy"],
+    gate_max_accuracy_drop: float = DEFAULTS["gate_max_accuracy_drop"],
+    gate_min_token_reduction: float = DEFAULTS["gate_min_token_reduction"],
     registry_uri: str = "",
+    registry_model_name: str = DEFAULTS["registry_model_name"],
+    registry_tags: list = DEFAULTS["registry_tags"],
+    config_override: str = "",
     s3_endpoint: str = "http://minio.twt.svc.cluster.local:9000",
     minio_secret: str = "twt-minio-credentials",
     hf_token_secret: str = "twt-hf-token",
@@ -137,18 +159,46 @@ def twt_distillation(
 
     Samples every teacher, selects candidates by DCRS, trains three stages (full, compressed, no
     reasoning), evaluates them against the baselines, and promotes the gate's student to the registry,
-    or reports why not.
+    or reports why not. The first task (resolve settings) validates the parameters and gives each step only
+    the settings it uses, so a changed gate threshold reruns the gate and promotion, not sampling or training.
+    Defaults: the packaged demo configuration (tiny models in the image).
 
     Args:
-        config_yaml: The run configuration as YAML text (twt.config: task, teachers, student, dcrs,
-            compression, stages, evaluation, gate, registry). Default: configs/demo.yaml (tiny models in the
-            image). Paths should be absolute, ${TWT_DATA}, URIs or hub ids.
-        teachers: Teacher names from config_yaml to sample, one parallel task each (python -m pipelines run
-            passes them all).
+        run_name: Name of the run (letters, digits, '.', '_', '-'); recorded in the students' lineage.
+        teachers: The teachers, a JSON list of objects with name, model (path, URI or hub id; for backend
+            openai the served model), backend (transformers, vllm or openai), k (samples per question) and
+            temperature; optional: top_p, max_new_tokens, seed, batch_size, dtype, tensor_parallel_size,
+            base_url, api_key_env (openai), prompts. One sampling task each.
+        dcrs_quality_threshold: DCRS quality threshold tau in [0, 1]: candidates scoring below are dropped.
+        dcrs_similarity_threshold: DCRS similarity threshold in [0, 1]: a reasoning this cosine-similar to a
+            kept one of the same question is a duplicate.
+        compression: Stage-2 compression, a JSON object: method (teacher, cts or unconditional) and its
+            settings: teacher (method teacher: a teacher name); ratio, reference_model, window (cts,
+            unconditional); condition (cts). A setting the method does not use is refused.
+        stage1_epochs: Stage 1 (full reasoning): passes over the rows.
+        stage1_updates: Stage 1: budget in optimiser updates instead of epochs; 0 = by epochs.
+        stage1_learning_rate: Stage 1: peak learning rate.
+        stage2_epochs: Stage 2 (compressed reasoning): passes over the rows.
+        stage2_updates: Stage 2: budget in optimiser updates; 0 = by epochs.
+        stage2_learning_rate: Stage 2: peak learning rate.
+        stage3_epochs: Stage 3 (answer only): passes over the rows.
+        stage3_updates: Stage 3: budget in optimiser updates; 0 = by epochs.
+        stage3_learning_rate: Stage 3: peak learning rate.
+        gate_min_accuracy: Gate: the promoted student's accuracy at least this, in [0, 1]; negative = not
+            checked.
+        gate_max_accuracy_drop: Gate: accuracy at most this far (absolute) below stage 1's; negative = not
+            checked.
+        gate_min_token_reduction: Gate: mean output tokens at least this fraction below stage 1's; negative =
+            not checked.
         registry_uri: Where the promoted student is published, s3://bucket/prefix (e.g. s3://twt-registry) or
             a directory; '' = the configuration's registry.uri.
-        s3_endpoint: Object store for s3:// question files and registries (TWT_S3_ENDPOINT), host:port or
-            http(s)://host:port.
+        registry_model_name: Registered model name (lower case, digits, '.', '_', '-').
+        registry_tags: Labels recorded with the published version, a JSON list of strings.
+        config_override: Optional whole configuration (twt.config), as YAML text or a path or s3:// URI of a
+            YAML file; it supplies every setting without a parameter (task, student, evaluation, ...). A
+            parameter changed from its default overrides the file's value; one left at its default keeps it.
+        s3_endpoint: Object store for s3:// question files, configurations and registries (TWT_S3_ENDPOINT),
+            host:port or http(s)://host:port.
         minio_secret: Name of the Secret with the object store keys 'accesskey' and 'secretkey'
             (manifests/base: twt-minio-credentials).
         hf_token_secret: Name of the Secret whose key 'token' becomes HF_TOKEN for gated hub models (optional
@@ -188,40 +238,69 @@ def twt_distillation(
         "tolerations": gpu_tolerations,
     }
 
-    questions = prepare_questions(config_yaml=config_yaml, s3_endpoint=s3_endpoint)
+    resolved = resolve_settings(
+        config_override=config_override,
+        s3_endpoint=s3_endpoint,
+        run_name=run_name,
+        teachers=teachers,
+        dcrs_quality_threshold=dcrs_quality_threshold,
+        dcrs_similarity_threshold=dcrs_similarity_threshold,
+        compression=compression,
+        stage1_epochs=stage1_epochs,
+        stage1_updates=stage1_updates,
+        stage1_learning_rate=stage1_learning_rate,
+        stage2_epochs=stage2_epochs,
+        stage2_updates=stage2_updates,
+        stage2_learning_rate=stage2_learning_rate,
+        stage3_epochs=stage3_epochs,
+        stage3_updates=stage3_updates,
+        stage3_learning_rate=stage3_learning_rate,
+        gate_min_accuracy=gate_min_accuracy,
+        gate_max_accuracy_drop=gate_max_accuracy_drop,
+        gate_min_token_reduction=gate_min_token_reduction,
+        registry_uri=registry_uri,
+        registry_model_name=registry_model_name,
+        registry_tags=registry_tags,
+    )
+    # always recomputed (an override URI's content can change); its outputs are what the steps' caches key on
+    _on_cpu(_common(resolved, "resolve settings", caching=False), CPU_SMALL)
+    _secret(resolved, minio_secret, "minio", optional=True)
+    step = resolved.outputs
+
+    questions = prepare_questions(settings=step["questions"], s3_endpoint=s3_endpoint)
     _on_cpu(_common(questions, "questions", caching=True), CPU_SMALL)
     _secret(questions, minio_secret, "minio", optional=True)
 
-    with dsl.ParallelFor(teachers, name="teachers") as teacher:
-        sampled = sample_teacher(
-            config_yaml=config_yaml, teacher=teacher, questions=questions.outputs["train_questions"]
-        )
+    teacher_list = teacher_settings(sample=step["sample"])
+    _on_cpu(_common(teacher_list, "teachers", caching=False), CPU_SMALL)
+
+    with dsl.ParallelFor(teacher_list.output, name="teachers") as teacher:
+        sampled = sample_teacher(settings=teacher, questions=questions.outputs["train_questions"])
         _on_gpu(_common(sampled, "sample teacher", caching=True), gpu).set_retry(**SAMPLE_RETRY)
         _secret(sampled, hf_token_secret, "hf_token", optional=True)
         _secret(sampled, teacher_keys_secret, "teacher_keys", optional=True)
 
     dcrs = select_candidates(
-        config_yaml=config_yaml,
-        teachers=teachers,
+        settings=step["select"],
         questions=questions.outputs["train_questions"],
         candidates=dsl.Collected(sampled.outputs["candidates"]),
     )
     _on_cpu(_common(dcrs, "DCRS", caching=True), CPU_DCRS)
     _secret(dcrs, hf_token_secret, "hf_token", optional=True)
 
-    stage1 = distill_stage(config_yaml=config_yaml, stage=1, rows=dcrs.outputs["distill"])
+    stage1 = distill_stage(settings=step["stage1"], stage=1, rows=dcrs.outputs["distill"])
     compressed = compress_reasoning(
-        config_yaml=config_yaml, rows=dcrs.outputs["distill"], stage1_model=stage1.outputs["model"]
+        settings=step["compress"], rows=dcrs.outputs["distill"], stage1_model=stage1.outputs["model"]
     )
     stage2 = distill_stage(
-        config_yaml=config_yaml,
+        settings=step["stage2"],
         stage=2,
         rows=compressed.outputs["compressed"],
         base_model=stage1.outputs["model"],
         compression_report=compressed.outputs["report"],
     )
     stage3 = distill_stage(
-        config_yaml=config_yaml,
+        settings=step["stage3"],
         stage=3,
         rows=compressed.outputs["compressed"],
         base_model=stage2.outputs["model"],
@@ -244,19 +323,18 @@ def twt_distillation(
         "stage3": stage3.outputs["model"],
     }
     evaluated = evaluate_students(
-        config_yaml=config_yaml, eval_questions=questions.outputs["eval_questions"], **students
+        settings=step["evaluate"], eval_questions=questions.outputs["eval_questions"], **students
     )
     _on_gpu(_common(evaluated, "evaluate", caching=True), gpu)
     _secret(evaluated, hf_token_secret, "hf_token", optional=True)
     _secret(evaluated, teacher_keys_secret, "teacher_keys", optional=True)
 
-    verdict = gate(config_yaml=config_yaml, evaluation=evaluated.outputs["evaluation"])
+    verdict = gate(settings=step["gate"], evaluation=evaluated.outputs["evaluation"])
     _on_cpu(_common(verdict, "gate", caching=True), CPU_SMALL)
 
     with dsl.If(verdict.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
         promoted = promote_student(
-            config_yaml=config_yaml,
-            registry_uri=registry_uri,
+            settings=step["promote"],
             s3_endpoint=s3_endpoint,
             verdict=verdict.outputs["verdict"],
             evaluation=evaluated.outputs["evaluation"],
@@ -270,7 +348,7 @@ def twt_distillation(
         _secret(promoted, model_registry_secret, "model_registry", optional=True)
     with dsl.Else(name="gate-failed"):
         rejected = explain_rejection(
-            config_yaml=config_yaml,
+            settings=step["explain"],
             verdict=verdict.outputs["verdict"],
             evaluation=evaluated.outputs["evaluation"],
         )

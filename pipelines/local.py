@@ -15,7 +15,10 @@ machine). The registry is ``--registry``, else the configuration's ``registry.ur
 import builtins
 import contextlib
 import json
+import logging
 import os
+import re
+import sys
 import time
 import warnings
 from collections.abc import Mapping
@@ -24,6 +27,71 @@ from pathlib import Path
 from pipelines.release import run_arguments
 
 PROMOTE_TASK, REJECT_TASK = "promote-student", "explain-rejection"
+STAGE_TASKS = {1: "distill-stage", 2: "distill-stage-2", 3: "distill-stage-3"}
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+FINISHED = re.compile(r"Task '?([\w-]+)'? finished with status (\w+)")
+CACHE_HIT = re.compile(r"Task '?([\w-]+)'? cache hit \(key=([0-9a-f]+)")
+
+
+class RunnerRecords(logging.Handler):
+    """kfp.local's own log records of one run: which tasks finished how, which were cache hits. Each line
+    goes to ``stream`` (colour codes removed), and with ``progress`` a short line per task to stdout."""
+
+    def __init__(self, stream=None, progress: bool = False) -> None:
+        super().__init__(logging.INFO)
+        self.stream, self.progress = stream, progress
+        self.finished: dict[str, str] = {}
+        self.cache_hits: dict[str, str] = {}  # task -> the start of its cache key
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = ANSI.sub("", record.getMessage())
+        if self.stream is not None:
+            self.stream.write(f"{record.levelname} {message}\n")
+        if hit := CACHE_HIT.search(message):
+            self.cache_hits[hit.group(1)] = hit.group(2)
+            self._show(f"  {hit.group(1)}: cached")
+        elif done := FINISHED.search(message):
+            self.finished[done.group(1)] = done.group(2)
+            self._show(f"  {done.group(1)}: {done.group(2).lower()}")
+
+    def _show(self, line: str) -> None:
+        if self.progress:
+            sys.__stdout__.write(line + "\n")
+            sys.__stdout__.flush()
+
+
+@contextlib.contextmanager
+def runner_records(records: RunnerRecords, verbose: bool = False):
+    """Route kfp.local's log records into ``records`` for the whole run (kfp logs cache hits outside its
+    logging context, and inside it replaces the root logger's handlers with one printing to stdout, colour
+    codes included); ``verbose`` keeps kfp's own console lines as well."""
+    from kfp.local import logging_utils
+
+    original = logging_utils.local_logger_context
+
+    @contextlib.contextmanager
+    def context():
+        if not verbose:
+            yield
+            return
+        with original():  # clears the root handlers (ours too) and restores them afterwards
+            logging.getLogger().addHandler(records)
+            try:
+                yield
+            finally:
+                logging.getLogger().removeHandler(records)
+
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(records)
+    logging_utils.local_logger_context = context
+    try:
+        yield records
+    finally:
+        logging_utils.local_logger_context = original
+        logger.removeHandler(records)
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -68,6 +136,9 @@ def run_local(
     registry_uri: str | None = None,
     overrides: Mapping[str, object] | None = None,
     log_file: str | os.PathLike | None = None,
+    caching: bool = True,
+    verbose: bool = False,
+    progress: bool = False,
 ) -> dict:
     """Run the whole pipeline locally; returns the run directory, seconds, and the promotion record or the
     rejection report's path. ``log_file`` takes the tasks' own output (see ``kfp_local_session``)."""
@@ -88,11 +159,26 @@ def run_local(
     # ParallelFor runs two tasks at once; torch's default of one thread per core would oversubscribe the
     # cores, and spinning OpenMP threads then slow sampling several-fold (measured here on 2 cores)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    # kfp.local's cache: <root>/.kfp_cache, keyed by each task's component, command and inputs
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(root),
+        raise_on_error=True,
+        enable_caching=caching,
+    )
     started = time.time()
-    with kfp_local_session(log_file):
+    with contextlib.ExitStack() as stack:
+        stream = stack.enter_context(Path(log_file).open("a", encoding="utf-8")) if log_file else None
+        records = stack.enter_context(runner_records(RunnerRecords(stream, progress), verbose))
+        stack.enter_context(kfp_local_session(log_file))
         twt_distillation(**arguments)
-    return run_outcome(root, started, registry_uri=arguments["registry_uri"])
+    return run_outcome(
+        root,
+        started,
+        registry_uri=arguments["registry_uri"],
+        tasks=records.finished,  # kfp.local's own record of each executed task's status
+        cache_hits=records.cache_hits,  # and of the tasks it answered from its cache
+    )
 
 
 def run_outcome(root: Path, started: float, **extra) -> dict:
@@ -107,3 +193,50 @@ def run_outcome(root: Path, started: float, **extra) -> dict:
     elif run_dir is not None and (run_dir / REJECT_TASK / "report").is_file():
         result["rejected"] = str(run_dir / REJECT_TASK / "report")
     return result
+
+
+def run_demo_pipeline(
+    config_path: str | os.PathLike, workdir: str | os.PathLike, verbose: bool = False
+) -> dict:
+    """``twt demo``'s pipeline runner (``twt.demo.PipelineRunner``): the pipeline through kfp.local under
+    ``<workdir>/kfp`` with a short line per task on the console and kfp's own lines in ``tasks.log``;
+    returns where the DCRS report, the evaluation metrics and the verdict are (this module knows the
+    pipeline's task and output names, the library does not)."""
+    kfp_root = Path(workdir) / "kfp"
+    log = kfp_root / "tasks.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    result = run_local(
+        config_path,
+        kfp_root,
+        registry_uri=str(Path(workdir) / "registry"),
+        log_file=log,
+        verbose=verbose,
+        progress=True,
+    )
+    outputs = task_outputs(result)
+    return {
+        **result,
+        "log": str(log),
+        "dcrs_report": outputs("select-candidates", "report"),
+        "metrics": str(Path(outputs("evaluate-students", "evaluation")) / "metrics.json"),
+        "verdict": outputs("gate", "verdict"),
+        "stage_models": {n: outputs(task, "model") for n, task in STAGE_TASKS.items()},
+        "compression_report": outputs("compress-reasoning", "report"),
+    }
+
+
+def task_outputs(result: dict):
+    """``(task, output) -> path`` for a ``run_local`` result: the run's own output, or for a task kfp.local
+    answered from its cache, the artifact its cache entry (``<root>/.kfp_cache/<key>.json``) points to."""
+    run_dir = Path(result["run_dir"])
+
+    def find(task: str, output: str) -> str:
+        key = result["cache_hits"].get(task)
+        if key is None:
+            return str(run_dir / task / output)
+        entries = sorted((run_dir.parent / ".kfp_cache").glob(f"{key}*.json"))
+        if len(entries) != 1:
+            raise FileNotFoundError(f"kfp.local's cache entry {key}… of task {task!r}: found {len(entries)}")
+        return json.loads(entries[0].read_text())[output]["uri"]
+
+    return find

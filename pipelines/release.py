@@ -251,16 +251,18 @@ def run_arguments(
     resolved: bool = False,
     overrides: Mapping[str, object] | None = None,
 ) -> dict:
-    """Pipeline arguments from a twt configuration file: its text as ``config_yaml`` and its teacher names
-    as ``teachers``, plus ``overrides`` (other pipeline parameters by name).
+    """Pipeline arguments from a twt configuration file: its text as ``config_override``, plus ``overrides``
+    (other pipeline parameters by name: a typed parameter changed from its default overrides the file).
 
-    The file is validated here first (a bad file fails before anything is submitted). ``resolved`` sends
-    the validated configuration with its paths made absolute and ``${TWT_DATA}`` expanded (for a run on
-    this machine); otherwise the file's own text goes (for a cluster, where paths resolve in the image).
+    The file is validated here first, with the overrides applied (a bad file or parameter fails before
+    anything is submitted, in one line naming it). ``resolved`` sends the validated configuration with its
+    paths made absolute and ``${TWT_DATA}`` expanded (for a run on this machine); otherwise the file's own
+    text goes (for a cluster, where paths resolve in the image).
     """
-    from pipelines.distillation import TEACHER_KEY_ENVS, twt_distillation
+    from pipelines.distillation import DEMO_CONFIG, TEACHER_KEY_ENVS, twt_distillation
     from pipelines.layout import accelerator_arguments
-    from twt.config import load_config
+    from twt.config import ConfigError, load_config
+    from twt.slices import PARAMETERS, resolve
 
     config = load_config(config_path)
     for teacher in config.teachers:
@@ -271,13 +273,18 @@ def run_arguments(
                 "pipelines.distillation.TEACHER_KEY_ENVS and recompile"
             )
     text = config.model_dump_yaml() if resolved else Path(config_path).read_text(encoding="utf-8")
-    arguments = {"config_yaml": text, "teachers": config.teacher_names}
+    arguments = {"config_override": text}
     arguments.update(accelerator_arguments(config))  # HTTP-served teachers need no accelerator
     known = set(twt_distillation.component_spec.inputs or {})
     for name, value in (overrides or {}).items():
         if name not in known:
             raise ReleaseError(f"no pipeline parameter {name!r}; parameters: {sorted(known)}")
         arguments[name] = value
+    typed = {name: value for name, value in arguments.items() if name in PARAMETERS}
+    try:
+        resolve(DEMO_CONFIG, config.model_dump_yaml(), typed)
+    except ConfigError as err:
+        raise ReleaseError(str(err)) from None
     return arguments
 
 

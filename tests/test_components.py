@@ -29,6 +29,8 @@ COMPONENTS_DIR = ROOT / "components"
 # module -> (component function, the twt.tasks function it calls, image)
 COMPONENTS = {
     "prepare_questions": ("prepare_questions", "prepare_questions", "cpu"),
+    "resolve_settings": ("resolve_settings", "resolve", "cpu"),
+    "teacher_settings": ("teacher_settings", "teacher_settings", "cpu"),
     "sample_teacher": ("sample_teacher", "sample", "gpu"),
     "select_candidates": ("select_candidates", "select", "cpu"),
     "distill_stage": ("distill_stage", "distill_stage", "gpu"),

@@ -364,9 +364,9 @@ def test_vectorised_greedy_matches_the_plain_definition(cap):
 
 
 def test_config_and_input_errors(tmp_path: Path):
-    with pytest.raises(DCRSError, match="similarity_threshold"):
+    with pytest.raises(ValueError, match="similarity_threshold"):
         DCRSConfig(similarity_threshold=1.5)
-    with pytest.raises(DCRSError, match="max_per_question"):
+    with pytest.raises(ValueError, match="max_per_question"):
         DCRSConfig(max_per_question=0)
     questions = tmp_path / "questions.jsonl"
     write_rows(questions, QUESTIONS)
@@ -434,13 +434,14 @@ def real_run(tmp_path_factory: pytest.TempPathFactory):
     write_rows(root / "questions.jsonl", questions)
     write_rows(root / "a.jsonl", teacher_a)
     write_rows(root / "b.jsonl", teacher_b)
-    config = DCRSConfig(cache_dir=str(root / "cache"), use_gold=True)
+    config = DCRSConfig(use_gold=True)
     report = run_dcrs(
         root / "questions.jsonl",
         [root / "a.jsonl", root / "b.jsonl"],
         root / "distill.jsonl",
         root / "report.json",
         config,
+        cache_dir=root / "cache",
     )
     return root, report
 

@@ -105,10 +105,12 @@ def test_sampling_loops_over_the_teacher_parameter_and_dcrs_collects(spec: dict)
         n for n, (_, t) in dag_tasks(spec).items() if t["componentRef"]["name"] == component
     )
     loop = spec["root"]["dag"]["tasks"][loop_task_name]
-    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--teachers"
-    assert loop["inputs"]["parameters"]["pipelinechannel--teachers"]["componentInputParameter"] == "teachers"
+    # the loop runs over the teachers' settings, resolved from the typed parameter by the first tasks
+    items = loop["parameterIterator"]["items"]["inputParameter"]
+    assert items == "pipelinechannel--teacher-settings-Output"
+    assert loop["inputs"]["parameters"][items]["taskOutputParameter"]["producerTask"] == "teacher-settings"
     item = loop["parameterIterator"]["itemInput"]
-    assert sample["inputs"]["parameters"]["teacher"]["componentInputParameter"] == item
+    assert sample["inputs"]["parameters"]["settings"]["componentInputParameter"] == item
     collected = spec["root"]["dag"]["tasks"]["select-candidates"]["inputs"]["artifacts"]["candidates"]
     assert collected["taskOutputArtifact"]["producerTask"] == loop_task_name
     assert spec["components"]["comp-select-candidates"]["inputDefinitions"]["artifacts"]["candidates"][
@@ -253,8 +255,12 @@ def test_every_parameter_is_documented(spec: dict) -> None:
 
 def test_demo_defaults_make_a_runnable_pipeline(spec: dict) -> None:
     defaults = spec["root"]["inputDefinitions"]["parameters"]
-    assert defaults["config_yaml"]["defaultValue"] == default_config_path().read_text()
-    assert defaults["teachers"]["defaultValue"] == ["teacher-large", "teacher-verbose", "teacher-noisy"]
+    assert defaults["config_override"]["defaultValue"] == ""
+    demo = yaml.safe_load(default_config_path().read_text())
+    assert [t["name"] for t in defaults["teachers"]["defaultValue"]] == [t["name"] for t in demo["teachers"]]
+    assert defaults["teachers"]["parameterType"] == "LIST"
+    assert defaults["dcrs_quality_threshold"]["parameterType"] == "NUMBER_DOUBLE"
+    assert defaults["gate_min_accuracy"]["defaultValue"] == demo["gate"]["min_accuracy"]
 
 
 # --- versioned compile, check, upload, run -----------------------------------------------------------------
@@ -386,11 +392,7 @@ def test_run_submits_the_configuration_as_parameters(compiled: Path) -> None:
     assert result.run_id == "run-1"
     ((name, call),) = client.calls
     assert name == "create_run_from_pipeline_package" and call["pipeline_file"] == str(compiled)
-    assert call["arguments"] == {
-        "config_yaml": config.read_text(),
-        "teachers": ["teacher-large", "teacher-verbose", "teacher-noisy"],
-        "gpu_cpu": "16",
-    }
+    assert call["arguments"] == {"config_override": config.read_text(), "gpu_cpu": "16"}
     assert call["service_account"] == "twt-pipeline-runner" and call["experiment_name"] == "demo"
 
 
@@ -456,7 +458,8 @@ def test_the_demo_runs_the_pipeline_by_default(local_run: dict) -> None:
     summary, printed = local_run["summary"], local_run["printed"]
     assert summary["runner"] == "kfp" and summary["trained_tiny_models"] == []
     assert Path(summary["kfp_run"]).is_relative_to(local_run["work"] / "kfp")
-    for expected in ("acc. reasoning", "DCRS", "held-out evaluation", "gate: PASSED", "twt-student@1"):
+    shown = ("acc. reasoning", "DCRS", "held-out evaluation", "gate: PROMOTE stage", "students considered")
+    for expected in (*shown, "twt-student@1"):
         assert expected in printed, expected
     assert "pulled back and verified every checksum" in printed
     # the tasks' own chatter goes to the log, not to the console
@@ -500,7 +503,7 @@ def test_local_run_sampled_each_teacher_in_the_loop(local_run: dict) -> None:
 
 
 def test_local_run_writes_what_twt_run_writes(local_run: dict, small_config: Path, tmp_path: Path) -> None:
-    """DESIGN.md: the CLI and the pipeline call the same functions, so they write the same files."""
+    """The CLI and the pipeline call the same functions, so they write the same files."""
     import torch
 
     from twt import run as steps
@@ -542,21 +545,21 @@ def test_the_else_branch_reports_why(local_run: dict, small_config: Path, tmp_pa
     evaluation = Path(local_run["run_dir"]) / "evaluate-students" / "evaluation"
 
     @dsl.pipeline(name="gate-branches")
-    def branches(config_yaml: str):
+    def branches(settings: str):
         imported = dsl.importer(artifact_uri=str(evaluation), artifact_class=dsl.Artifact, reimport=True)
-        verdict = gate(config_yaml=config_yaml, evaluation=imported.output)
+        verdict = gate(settings=settings, evaluation=imported.output)
         with dsl.If(verdict.outputs["passed"] == True):  # noqa: E712
             explain_rejection(
-                config_yaml="unused", verdict=verdict.outputs["verdict"], evaluation=imported.output
+                settings="unused", verdict=verdict.outputs["verdict"], evaluation=imported.output
             )
         with dsl.Else():
             explain_rejection(
-                config_yaml=config_yaml, verdict=verdict.outputs["verdict"], evaluation=imported.output
+                settings=settings, verdict=verdict.outputs["verdict"], evaluation=imported.output
             )
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     with kfp_local_session():
-        branches(config_yaml=yaml.safe_dump(data))
+        branches(settings=yaml.safe_dump(data))
     reports = list((tmp_path / "root").glob("gate-branches-*/explain-rejection*/report"))
     assert len(reports) == 1
     text = reports[0].read_text()

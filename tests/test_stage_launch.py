@@ -17,6 +17,7 @@ from test_train import base_model  # noqa: F401  (fixture)
 
 from twt.config import TrainingConfig, default_config_path, parse_config
 from twt.records import write_rows
+from twt.slices import stage_settings
 from twt.stage_launch import LaunchError, choose_engine, launch_job, launch_stage, stage_sft
 from twt.trainjob import TrainJobError, kube_clients
 
@@ -58,17 +59,19 @@ def _run(tmp: Path, base: Path, **training):
 
 def test_the_checkpoint_location_derives_from_run_and_stage(tmp_path: Path, base_model: Path) -> None:  # noqa: F811
     run = _run(tmp_path, base_model, checkpoints="s3://ck/prefix", parallel="ddp")
-    sft = stage_sft(run, 2, "run-42")
+    sft = stage_sft(stage_settings(run, 2), "run-42")
     assert sft.checkpoint_uri == f"s3://ck/prefix/{run.name}/run-42/stage2"
     assert sft.save_every == 2 and sft.parallel == "ddp" and sft.device is None
-    assert stage_sft(_run(tmp_path, base_model), 1, None).checkpoint_uri.endswith(f"{run.name}/local/stage1")
+    assert stage_sft(stage_settings(_run(tmp_path, base_model), 1), None).checkpoint_uri.endswith(
+        f"{run.name}/local/stage1"
+    )
 
 
 def test_a_process_count_that_does_not_divide_the_batch_stops_the_stage(tmp_path: Path, base_model) -> None:  # noqa: F811
     run = _run(tmp_path, base_model, processes=3, device="cpu")
     write_rows(tmp_path / "rows.jsonl", _rows(8))
     with pytest.raises(ValueError, match=r"^3 processes do not divide the global batch of 4 rows"):
-        launch_stage(run, 1, tmp_path / "rows.jsonl", str(base_model), tmp_path / "out", {})
+        launch_stage(stage_settings(run, 1), tmp_path / "rows.jsonl", str(base_model), tmp_path / "out", {})
     assert not (tmp_path / "out").exists()
 
 
@@ -90,7 +93,7 @@ def test_a_stage_runs_as_a_trainjob_and_its_model_comes_back(tmp_path: Path, bas
     (tmp_path / "pod").mkdir()
     write_rows(tmp_path / "rows.jsonl", _rows(24))
     run = _run(tmp_path, base_model, processes=4, checkpoints=s3.uri("ck"), image="twt:test", namespace="twt")
-    sft_job = stage_sft(run, 1, "run-7")
+    sft_job = stage_sft(stage_settings(run, 1), "run-7")
     from dataclasses import asdict
 
     from twt.stage_launch import StageJob
@@ -99,7 +102,9 @@ def test_a_stage_runs_as_a_trainjob_and_its_model_comes_back(tmp_path: Path, bas
     lines: list[str] = []
     with KubeApiDouble("execute", executor=_kubelet(tmp_path / "pod", {})) as api:
         clients = kube_clients(client.ApiClient(client.Configuration(host=api.url)))
-        result = launch_job(run, job, "trainjob", clients=clients, log=lines.append, poll_s=0.1)
+        result = launch_job(
+            stage_settings(run, 1), job, "trainjob", clients=clients, log=lines.append, poll_s=0.1
+        )
         (submitted,) = api.jobs.values()
     assert (
         submitted["spec"]["trainer"]["numProcPerNode"] == 4
@@ -121,15 +126,19 @@ def test_a_failing_trainjob_fails_the_stage_with_its_error(tmp_path: Path, base_
     from twt.stage_launch import StageJob
 
     job = StageJob(
-        1, str(tmp_path / "rows.jsonl"), str(base_model), str(tmp_path / "m"), asdict(stage_sft(run, 1, "r"))
+        1,
+        str(tmp_path / "rows.jsonl"),
+        str(base_model),
+        str(tmp_path / "m"),
+        asdict(stage_sft(stage_settings(run, 1), "r")),
     )
     lines: list[str] = []
     with KubeApiDouble("execute", executor=lambda job: (1, "twt: error: CUDA out of memory\n")) as api:
         clients = kube_clients(client.ApiClient(client.Configuration(host=api.url)))
         with pytest.raises(TrainJobError, match=r"^TrainJob twt-.* in namespace twt failed: jobset failed"):
-            launch_job(run, job, "trainjob", clients=clients, log=lines.append, poll_s=0.1)
+            launch_job(stage_settings(run, 1), job, "trainjob", clients=clients, log=lines.append, poll_s=0.1)
     assert any(line.endswith("twt: error: CUDA out of memory") for line in lines)
     local = _run(tmp_path, base_model, processes=2, image="x")  # checkpoints on this pod's disk
-    job.sft = asdict(stage_sft(local, 1, "r"))
+    job.sft = asdict(stage_sft(stage_settings(local, 1), "r"))
     with pytest.raises(LaunchError, match=r"training.checkpoints must be s3://"):
-        launch_job(local, job, "trainjob", clients=clients)
+        launch_job(stage_settings(local, 1), job, "trainjob", clients=clients)

@@ -31,8 +31,9 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
+
+from twt.config import CompressionConfig, DCRSConfig, setting_help
 
 Handler = Callable[[argparse.Namespace], int | None]
 
@@ -47,8 +48,19 @@ def _print_json(data: object) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from twt.demo import run_demo
 
+    pipeline_runner = None
+    if args.runner == "kfp":  # the entry point hands the pipeline layer in; the library never imports it
+        from functools import partial
+
+        from pipelines.local import run_demo_pipeline
+
+        pipeline_runner = partial(run_demo_pipeline, verbose=args.verbose)
     run_demo(
-        config_path=args.config, workdir=args.workdir, eval_questions=args.eval_questions, runner=args.runner
+        config_path=args.config,
+        workdir=args.workdir,
+        eval_questions=args.eval_questions,
+        runner=args.runner,
+        pipeline_runner=pipeline_runner,
     )
 
 
@@ -73,29 +85,27 @@ def cmd_task_questions(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
+    from twt import tasks
     from twt.config import default_config_path, load_config
     from twt.records import read_json
-    from twt.sampling import DONE_FILE, merge_candidates, sample_teacher
-    from twt.teachers import TeacherSpec
+    from twt.sampling import DONE_FILE
 
     config = load_config(args.config or default_config_path())
     names = args.teacher or config.teacher_names
     for name in names:
-        spec = TeacherSpec.from_mapping(config.teacher(name))
-        teacher_dir = sample_teacher(
-            spec, args.questions, args.out, shard_size=args.shard_size, progress=not args.quiet
+        merged = tasks.sample(
+            config, name, args.questions, args.out, progress=not args.quiet, shard_size=args.shard_size
         )
-        merged = merge_candidates(args.out, spec.name)
-        done = read_json(teacher_dir / DONE_FILE)
+        done = read_json(merged.parent / DONE_FILE)
         print(
-            f"{spec.name}: {done['candidates']} candidates, {done['without_answer']} without an answer, "
+            f"{name}: {done['candidates']} candidates, {done['without_answer']} without an answer, "
             f"{done['mean_tokens']} tokens on average -> {merged}"
         )
 
 
 def cmd_dcrs(args: argparse.Namespace) -> None:
     from twt.config import default_config_path, load_config
-    from twt.dcrs import DCRSConfig, run_dcrs
+    from twt.dcrs import run_dcrs
 
     section = load_config(args.config or default_config_path()).dcrs.model_dump()
     overrides = {
@@ -104,41 +114,35 @@ def cmd_dcrs(args: argparse.Namespace) -> None:
         "max_per_question": args.max_per_question,
     }
     section.update({key: value for key, value in overrides.items() if value is not None})
-    config = DCRSConfig(**section, cache_dir=str(args.cache_dir) if args.cache_dir else None)
-    report = run_dcrs(args.questions, args.candidates, args.out, args.report, config)
+    config = DCRSConfig.model_validate(section)
+    report = run_dcrs(
+        args.questions, args.candidates, args.out, args.report, config, cache_dir=args.cache_dir
+    )
     _print_json({key: report[key] for key in ("candidates", "teachers", "questions", "pseudo_label")})
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
+    from twt import tasks
     from twt.config import default_config_path, load_config
-    from twt.stages import run_stage
-    from twt.train import SFTConfig
 
-    stage = load_config(args.config or default_config_path()).stage(args.stage)
-    overrides = {"device": args.device} if args.device else {}
-    if args.max_updates:
-        overrides["max_updates"] = args.max_updates
-    if args.parallel:
-        overrides["parallel"] = args.parallel
-    sft = SFTConfig.from_stage(stage, **overrides)
-    if args.processes > 1:
-        from twt.distributed import check_layout
-        from twt.stage_launch import StageJob, launch_local
-
-        check_layout(sft.batch_size, sft.grad_accum, args.processes, sft.parallel, sft.device)
-        job = StageJob(args.stage, str(args.data), str(args.base), str(args.out), asdict(sft))
-        job.mix_previous, job.progress = stage.mix_previous, not args.quiet
-        result = launch_local(job, args.processes)
-    else:
-        result = run_stage(
-            args.stage,
-            args.data,
-            args.base,
-            args.out,
-            sft,
-            mix_previous=stage.mix_previous,
-            progress=not args.quiet,
-        )
+    config = load_config(args.config or default_config_path())
+    # where and how it trains: --processes/--parallel over the training section; checkpoints beside the
+    # output unless the configuration names a durable location
+    launch = {"processes": args.processes, "parallel": args.parallel}
+    launch = {k: v for k, v in launch.items() if v}
+    if config.training.checkpoints is None:
+        launch["checkpoints"] = str(Path(args.out).parent / f".{Path(args.out).name}.checkpoints")
+    config.training = config.training.model_copy(update=launch)
+    result = tasks.distill_stage(  # the same step as twt run and the pipeline: lineage in <out>/twt.json
+        config,
+        args.stage,
+        args.data,
+        args.base,
+        args.out,
+        progress=not args.quiet,
+        device=args.device,
+        max_updates=args.max_updates,
+    )
     training = result["training"]
     print(
         f"stage {args.stage}: {result['pairs']} examples ({result['mixed_previous']} from stage "
@@ -168,21 +172,32 @@ def cmd_compress(args: argparse.Namespace) -> None:
     config = load_config(args.config or default_config_path())
     settings = config.compression
     method = args.method or settings.method
-    kwargs: dict = {"method": method, "progress": not args.quiet}
     if method == "teacher":
         teacher = config.teacher(args.teacher) if args.teacher else config.compression_teacher()
-        kwargs |= {"teacher": TeacherSpec.from_mapping(teacher), "attempts": args.attempts}
+        report = run_compress(
+            args.data,
+            args.out,
+            args.report,
+            method=method,
+            teacher=TeacherSpec.from_mapping(teacher),
+            attempts=args.attempts,
+            progress=not args.quiet,
+        )
     else:
         reference = args.reference or settings.reference_model
         if reference is None:
             raise ValueError(f"method {method!r} needs --reference MODEL (e.g. the stage-1 student)")
-        kwargs |= {
-            "reference_model": str(reference),
-            "ratio": args.ratio if args.ratio is not None else settings.ratio,
-            "condition": settings.condition,
-            "window": settings.window,
-        }
-    report = run_compress(args.data, args.out, args.report, **kwargs)
+        report = run_compress(
+            args.data,
+            args.out,
+            args.report,
+            method=method,
+            reference_model=str(reference),
+            ratio=args.ratio if args.ratio is not None else settings.ratio,
+            condition=settings.condition,
+            window=settings.window,
+            progress=not args.quiet,
+        )
     _print_json({k: v for k, v in report.items() if k != "details"})
 
 
@@ -351,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", type=Path, default=None, help="where artifacts go (default: runs/demo)")
     demo.add_argument("--eval-questions", type=int, default=None, help="held-out questions to score")
     demo.add_argument(
+        "-v", "--verbose", action="store_true", help="kfp's own log lines on the console (always: tasks.log)"
+    )
+    demo.add_argument(
         "--runner",
         choices=("kfp", "direct"),
         default="kfp",
@@ -391,9 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     dcrs.add_argument("--out", type=Path, required=True, help="distillation rows to write (JSONL)")
     dcrs.add_argument("--report", type=Path, required=True, help="report to write (JSON)")
     dcrs.add_argument("--config", type=Path, default=None, help="run configuration for the dcrs section")
-    dcrs.add_argument("--quality-threshold", type=float, help="override dcrs.quality_threshold")
-    dcrs.add_argument("--similarity-threshold", type=float, help="override dcrs.similarity_threshold")
-    dcrs.add_argument("--max-per-question", type=int, help="override dcrs.max_per_question")
+    flags = (("quality_threshold", float), ("similarity_threshold", float), ("max_per_question", int))
+    for field, kind in flags:
+        dcrs.add_argument(f"--{field.replace('_', '-')}", type=kind, help=setting_help(DCRSConfig, field))
     dcrs.add_argument("--cache-dir", type=Path, help="embedding cache, so an interrupted run resumes")
     dcrs.set_defaults(handler=cmd_dcrs)
 
@@ -411,7 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--max-updates", type=int, default=None, help="stop after this many updates")
     distill.add_argument("--quiet", action="store_true", help="no progress bar")
     distill.add_argument(
-        "--processes", type=int, default=1, help="training processes on this machine (torchrun; CPU: gloo)"
+        "--processes",
+        type=int,
+        default=None,
+        help="training processes on this machine (torchrun; CPU: gloo); default: the training section",
     )
     distill.add_argument("--parallel", choices=("ddp", "fsdp"), default=None, help="default: ddp")
     distill.set_defaults(handler=cmd_distill)
@@ -430,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--teacher", help="teacher: which teacher rewrites (default: compression.teacher)")
     compress.add_argument("--attempts", type=Path, help="teacher: the stage-1 student's attempts (JSONL)")
     compress.add_argument("--reference", type=Path, help="cts/unconditional: the scoring model")
-    compress.add_argument("--ratio", type=float, help="cts/unconditional: share of tokens kept")
+    compress.add_argument("--ratio", type=float, help=setting_help(CompressionConfig, "ratio"))
     compress.add_argument("--quiet", action="store_true", help="no progress bar")
     compress.set_defaults(handler=cmd_compress)
 

@@ -29,7 +29,7 @@ import os
 import re
 import string
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -39,6 +39,7 @@ from pydantic import (
     ValidationError,
     create_model,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -66,9 +67,37 @@ def _problem(field: str | tuple[str | int, ...], problem: str) -> PydanticCustom
 
 
 class _Section(BaseModel):
-    """Every section: unknown keys refused, numbers strict (no bool for a number, no NaN or infinity)."""
+    """A settings section. ``applies`` maps a field to (the field that selects, the values it is used with):
+    such a field given while it has no effect is refused by name, and left out of dumps when unused. Unknown
+    keys are refused, numbers are strict (no bool for a number, no NaN or infinity)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    applies: ClassVar[dict[str, tuple[str, tuple[str, ...]]]] = {}
+
+    def unused_fields(self) -> list[str]:
+        """The fields that have no effect with this section's chosen options."""
+        return [f for f, (selector, values) in self.applies.items() if getattr(self, selector) not in values]
+
+    @model_validator(mode="after")
+    def _refuse_unused(self) -> Any:
+        for name in self.unused_fields():
+            if name in self.model_fields_set:
+                selector, values = self.applies[name]
+                used = " or ".join(repr(v) for v in values)
+                raise _problem(
+                    name,
+                    f"has no effect: only used when {selector} is {used} ({selector} is "
+                    f"{getattr(self, selector)!r}); remove it",
+                )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _drop_unused(self, handler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in self.unused_fields():
+                data.pop(name, None)
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -206,6 +235,13 @@ class TeacherConfig(_Section):
     timeout_s: float = Field(60, gt=0, description="openai: seconds before a request is retried.")
     prompts: PromptsConfig | None = Field(None, description="Overrides of the three prompt templates.")
 
+    applies: ClassVar = {
+        "batch_size": ("backend", ("transformers", "vllm")),
+        "dtype": ("backend", ("transformers", "vllm")),
+        "max_concurrency": ("backend", ("openai",)),
+        "timeout_s": ("backend", ("openai",)),
+    }
+
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, name: str | None) -> str | None:
@@ -243,6 +279,13 @@ class StudentConfig(_Section):
         "auto", description="Training dtype; 'auto' = bfloat16 on GPUs that support it, else float32."
     )
 
+    @field_validator("dtype")
+    @classmethod
+    def _only_auto(cls, dtype: str) -> str:
+        if dtype != "auto":  # twt.train picks the precision itself; another value would be ignored
+            raise ValueError("only 'auto' is implemented (bf16 autocast on GPUs with bf16, else float32)")
+        return dtype
+
 
 # --- selection and compression -----------------------------------------------------------------------------
 
@@ -254,7 +297,9 @@ class DCRSConfig(_Section):
     similarity_threshold: float = Field(
         0.9, ge=0, le=1, description="Two reasonings for one question this cosine-similar are duplicates."
     )
-    max_per_question: int = Field(4, ge=1, description="Keep at most this many reasonings per question.")
+    max_per_question: int | None = Field(
+        4, ge=1, description="Keep at most this many reasonings per question; null = no cap."
+    )
     embedding_model: str | None = Field(
         None, description="sentence-transformers model for similarity; null = bundled all-MiniLM-L6-v2."
     )
@@ -303,6 +348,17 @@ class CompressionConfig(_Section):
         description="teacher: the stage-1 student's attempt ({attempt}) ends with whether its answer was "
         "right (for served teachers; the tiny local teacher was trained on attempts without it).",
     )
+
+    applies: ClassVar = {
+        "teacher": ("method", ("teacher",)),
+        "ratio": ("method", ("cts", "unconditional")),
+        "reference_model": ("method", ("cts", "unconditional")),
+        "condition": ("method", ("cts",)),
+        "window": ("method", ("cts", "unconditional")),
+        "selection": ("method", ("cts", "unconditional")),
+        "segment": ("method", ("cts", "unconditional")),
+        "attempt_verdict": ("method", ("teacher",)),
+    }
 
 
 # --- training stages --------------------------------------------------------------------------------------
@@ -460,6 +516,11 @@ class GateConfig(_Section):
         description="Mean generated tokens at least this fraction below reduction_baseline's.",
     )
     reduction_baseline: str = Field("stage1", description="Baseline for min_token_reduction.")
+    candidates: list[str] = Field(
+        ["stage3", "stage2", "stage1"],
+        min_length=1,
+        description="The students the gate may promote, final stage first.",
+    )
 
 
 class RegistryConfig(_Section):
@@ -475,6 +536,9 @@ class RegistryConfig(_Section):
         "auto",
         pattern=r"^(auto|(0|[1-9][0-9]{0,8})(\.(0|[1-9][0-9]{0,8})){0,2})$",
         description="'auto' = one more than the largest published; else 1 to 3 numbers, e.g. 3 or 1.2.0.",
+    )
+    tags: list[str] = Field(
+        default_factory=list, description="Labels recorded with a published version, e.g. [candidate]."
     )
     kubeflow_registry_address: str | None = Field(
         None,
@@ -614,7 +678,7 @@ class RunConfig(_Section):
             parent = data
             for part in loc[:-1]:
                 parent = parent[part]
-            value = parent[loc[-1]]
+            value = parent.get(loc[-1])  # a field unused with the chosen options is not dumped
             if value is not None:
                 value = _expand_env(value, loc)
                 parent[loc[-1]] = _resolve_path(value, base, kind) if kind != "output" else value
@@ -640,6 +704,17 @@ class RunConfig(_Section):
             key = f"stage{n}"
             data["stages"][key] = getattr(self.stages, key).model_dump(mode="json", exclude_none=True)
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
+
+
+def schema_default(model: type[BaseModel], field: str) -> Any:
+    """The default of a settings field, for library classes that share the field: one place for each."""
+    return model.model_fields[field].get_default(call_default_factory=True)
+
+
+def setting_help(model: type[BaseModel], field: str) -> str:
+    """A command-line flag's help, from the schema: the field's description and its default."""
+    info = model.model_fields[field]
+    return f"{info.description} (default {info.get_default(call_default_factory=True)!r})"
 
 
 # --- paths ------------------------------------------------------------------------------------------------

@@ -42,16 +42,16 @@ import hashlib
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from twt.config import DCRSConfig  # the settings: one schema, shared with the run configuration
 from twt.records import Candidate, DistillRow, Question, read_nonempty, read_rows, write_json, write_rows
 from twt.task import normalize_answer
 
-CONFIDENCE_SOURCES = ("candidate", "vote_share")
 QUALITY_REASONS = ("passed", "no_answer", "empty_reasoning", "disagrees", "low_score")
 DIVERSITY_REASONS = ("kept", "exact_duplicate", "near_duplicate", "over_cap", "not_eligible")
 PASSED, NO_ANSWER, EMPTY_REASONING, DISAGREES, LOW_SCORE = range(5)
@@ -64,52 +64,6 @@ LISTED_IDS = 100  # at most this many ids of questions left with nothing in the 
 
 class DCRSError(ValueError):
     """Inputs DCRS cannot use: a bad setting, an unknown question id, a candidate given twice."""
-
-
-@dataclass
-class DCRSConfig:
-    """Settings of the selection (field names match ``twt.config.DCRSConfig``: ``DCRSConfig(**section)``).
-
-    Attributes:
-        quality_threshold: τ_q in [0, 1]; a candidate needs quality score ≥ this (default 0.5).
-        similarity_threshold: τ_sim in [0, 1]; a candidate is a near-duplicate when its cosine similarity to
-            a kept one of the same question is ≥ this (default 0.9).
-        max_per_question: keep at most this many candidates per question; None = no cap (default).
-        use_gold: label questions that have a gold answer with it instead of the vote (default False: the
-            teachers' vote is the pseudo-label, as in TwT's unsupervised setting; gold is an option).
-        embedding_model: sentence-transformers name or path; None = the bundled all-MiniLM-L6-v2.
-        batch_size: embedding batch size (default 256).
-        device: embedding device ("cpu", "cuda", ...); None = sentence-transformers' choice.
-        cache_dir: directory for embedding chunks so an interrupted run resumes; None = no cache.
-        confidence: what a candidate's confidence is (``CONFIDENCE_SOURCES``): "candidate" = as sampled
-            (self-reported where the teacher's prompt asks for it, else the sequence probability from
-            log-probabilities); "vote_share" = every candidate weighs 1, so the vote is a plain majority and
-            the score is the label's share of the votes (default "candidate").
-    """
-
-    quality_threshold: float = 0.5
-    similarity_threshold: float = 0.9
-    max_per_question: int | None = None
-    use_gold: bool = False
-    embedding_model: str | None = None
-    batch_size: int = 256
-    device: str | None = None
-    cache_dir: str | None = None
-    confidence: str = "candidate"
-
-    def __post_init__(self) -> None:
-        for name in ("quality_threshold", "similarity_threshold"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise DCRSError(f"DCRSConfig.{name}: must be in [0, 1], got {value}")
-        if self.max_per_question is not None and self.max_per_question < 1:
-            raise DCRSError(f"DCRSConfig.max_per_question: must be >= 1 or None, got {self.max_per_question}")
-        if self.batch_size < 1:
-            raise DCRSError(f"DCRSConfig.batch_size: must be >= 1, got {self.batch_size}")
-        if self.confidence not in CONFIDENCE_SOURCES:
-            raise DCRSError(
-                f"DCRSConfig.confidence: must be one of {CONFIDENCE_SOURCES}, got {self.confidence!r}"
-            )
 
 
 # --- the table the selection works on ----------------------------------------------------------------------
@@ -551,9 +505,14 @@ def run_dcrs(
     out_path: str | os.PathLike,
     report_path: str | os.PathLike,
     config: DCRSConfig | None = None,
+    *,
+    device: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Select distillation rows from candidate files; writes ``out_path`` (JSONL) and the report (JSON).
 
+    ``device``: embedding device ("cpu", "cuda"; None = sentence-transformers' choice); ``cache_dir``: where
+    embedding chunks go so an interrupted run resumes (None = no cache).
     Output rows follow the question file's order, then the greedy order (score descending); ``source`` is
     ``"<teacher>#<sample>"``. Returns the report.
     """
@@ -572,7 +531,11 @@ def run_dcrs(
     tick = time.perf_counter()
     needed = np.unique(table.text[checked.passed])
     vectors = embed_texts(
-        [table.texts[i] for i in needed], model, config.batch_size, config.device, config.cache_dir
+        [table.texts[i] for i in needed],
+        model,
+        config.batch_size,
+        device,
+        str(cache_dir) if cache_dir else None,
     )
     embedding_s = time.perf_counter() - tick
     row_of_text = np.full(len(table.texts), -1, dtype=np.int64)
@@ -610,7 +573,7 @@ def run_dcrs(
         "similarity": config.similarity_threshold,
         "max_per_question": config.max_per_question,
     }
-    report["config"] = {**asdict(config), "embedding_model": model}
+    report["config"] = {**config.model_dump(), "embedding_model": model}
     report["embedding"] = {
         "model": model,
         "texts_embedded": len(needed),

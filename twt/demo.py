@@ -15,8 +15,9 @@ Steps:
      (``<workdir>/registry``) and a verified pull; otherwise the report of why not.
 
 Step 4 runs, by default (``runner="kfp"``), as the ``twt-distillation`` Kubeflow pipeline itself through
-``kfp.local`` (``pipelines.local``): the DAG a cluster runs, its artifacts under ``<workdir>/kfp`` and each
-task's own output in ``<workdir>/kfp/tasks.log``. kfp.local does not cache, so a rerun runs the DAG again.
+``kfp.local`` (``pipelines.local.run_demo_pipeline``, handed in by the CLI): the DAG a cluster runs, its
+artifacts under ``<workdir>/kfp``, each task's own output and kfp's log lines in ``<workdir>/kfp/tasks.log``.
+kfp.local caches tasks by their inputs, so a rerun reuses every step whose settings did not change.
 ``runner="direct"`` calls the same ``twt.tasks`` functions through ``twt.run`` in this process; each step
 writes its files under the work directory and a rerun reuses what a finished step left, so an interrupted
 run resumes (steps 1–3 resume with either runner).
@@ -30,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from twt.config import RunConfig, data_dir, default_config_path, load_config
@@ -58,6 +60,11 @@ def run_seeds(config: RunConfig) -> dict:
         "teachers": {t.name: t.seed for t in config.teachers},
         "stages": {f"stage{n}": config.stage(n).seed for n in (1, 2, 3)},
     }
+
+
+# (config path, work directory) -> run_dir, seconds, log, the paths of dcrs_report, compression_report,
+# metrics, verdict and stage_models {1: dir, 2: dir, 3: dir}, plus promoted (the record) or rejected (a path)
+PipelineRunner = Callable[[Path, Path], dict]
 
 
 def missing_tiny_models(config: RunConfig) -> list[str]:
@@ -117,17 +124,21 @@ def run_demo(
     eval_questions: int | None = None,
     progress: bool = True,
     runner: str = "kfp",
+    pipeline_runner: PipelineRunner | None = None,
 ) -> dict:
     """Run the embedded default (see the module docstring); returns what ``demo.json`` holds.
 
     ``runner`` "direct" calls the steps of ``twt.run`` in this process (resumable in ``workdir``); "kfp" runs
-    the ``twt-distillation`` pipeline itself through ``kfp.local`` (``pipelines.local``), artifacts under
-    ``<workdir>/kfp``. Both call the same ``twt.tasks`` functions.
+    the ``twt-distillation`` pipeline through ``pipeline_runner`` (the CLI passes
+    ``pipelines.local.run_demo_pipeline``: kfp.local, artifacts under ``<workdir>/kfp``; the library does
+    not import the pipeline layer). Both call the same ``twt.tasks`` functions.
     """
     from twt import run as steps
 
     if runner not in ("direct", "kfp"):
         raise ValueError(f"runner must be 'direct' or 'kfp', got {runner!r}")
+    if runner == "kfp" and pipeline_runner is None:
+        raise ValueError("runner 'kfp' needs the pipeline runner (pipelines.local.run_demo_pipeline)")
     config_path = Path(config_path or default_config_path())
     config = load_config(config_path)
     run = steps.RunDir(config, Path(workdir or config.workdir))
@@ -146,7 +157,7 @@ def run_demo(
     print(f"questions: {train_path} (train), {eval_path} ({len(evalq)} held out)")
     summary["teachers"] = teacher_scores(run, evalq)
     if runner == "kfp":
-        summary |= _run_kfp(config_path, run)
+        summary |= _run_pipeline(pipeline_runner, config_path, run)
     else:
         summary |= _run_direct(run, progress)
     summary["seconds"] = round(time.perf_counter() - started, 1)
@@ -167,22 +178,7 @@ def _run_direct(run, progress: bool) -> dict:
             compression = steps.compress_step(run, progress)
             summary["compression"] = {k: v for k, v in compression.items() if k != "details"}
             print(f"\ncompression ({compression['method']}): {_compression_line(compression)}")
-        result = steps.stage_step(run, stage, progress)
-        training = result.get("training", {})
-        for phase in result.get("phases", []):  # stage 2 as a stepwise schedule (twt.internalize)
-            print(
-                f"stage 2 phase {phase['phase']}: {phase['kept_tokens_mean']:.1f} reasoning tokens kept, "
-                f"{phase['training']['updates']} updates, loss -> {phase['training']['final_loss']}"
-            )
-        if result.get("phases"):
-            training = {
-                "examples": result["rows"],
-                "updates": sum(p["training"]["updates"] for p in result["phases"]),
-            }
-        print(
-            f"stage {stage}: {training.get('examples')} examples, {training.get('updates')} updates, "
-            f"loss {training.get('first_loss')} -> {training.get('final_loss')}"
-        )
+        _print_stage(stage, steps.stage_step(run, stage, progress))
     metrics = steps.evaluate_step(run, progress)
     verdict = steps.gate_step(run)
     summary |= {"evaluation": metrics["models"], "gate": verdict}
@@ -196,29 +192,25 @@ def _run_direct(run, progress: bool) -> dict:
     return summary
 
 
-def _run_kfp(config_path: Path, run) -> dict:
-    """The pipeline through ``kfp.local``; the tables are read back from its artifacts."""
-    from pipelines.local import REJECT_TASK, run_local
-
-    log = run.path("kfp", "tasks.log")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"\nrunning the twt-distillation pipeline with kfp.local (each task's own log: {log})")
-    result = run_local(config_path, run.path("kfp"), registry_uri=str(run.path("registry")), log_file=log)
-    run_dir = Path(result["run_dir"])
-    report = read_json(run_dir / "select-candidates" / "report")
-    metrics = read_json(run_dir / "evaluate-students" / "evaluation" / "metrics.json")
-    verdict = read_json(run_dir / "gate" / "verdict")
-    summary = {"kfp_run": str(run_dir), "dcrs": _print_dcrs(report)}
+def _run_pipeline(pipeline_runner: PipelineRunner, config_path: Path, run) -> dict:
+    """The pipeline through ``pipeline_runner``; the tables are read back from the files it names."""
+    print("\nrunning the twt-distillation pipeline (each task's own log: see below)")
+    result = pipeline_runner(config_path, run.root)
+    report = read_json(result["dcrs_report"])
+    metrics = read_json(result["metrics"])
+    verdict = read_json(result["verdict"])
+    summary = {"kfp_run": result["run_dir"], "dcrs": _print_dcrs(report)}
+    compression = read_json(result["compression_report"])
+    print(f"\ncompression ({compression['method']}): {_compression_line(compression)}")
+    for stage, model_dir in sorted(result["stage_models"].items()):
+        _print_stage(stage, read_json(Path(model_dir) / "twt.json"))
     _print_evaluation(metrics, verdict)
-    summary |= {
-        "evaluation": metrics["models"],
-        "gate": verdict,
-    }
-    if "promoted" in result:
+    summary |= {"evaluation": metrics["models"], "gate": verdict}
+    if result.get("promoted"):
         summary["promoted"] = _print_promoted(result["promoted"])
     else:
-        print(f"why not promoted: {run_dir / REJECT_TASK / 'report'}")
-    print(f"pipeline run: {run_dir} ({result['seconds']} s)")
+        print(f"why not promoted: {result.get('rejected')}")
+    print(f"pipeline run: {result['run_dir']} ({result['seconds']} s); task logs: {result.get('log')}")
     return summary
 
 
@@ -236,14 +228,33 @@ def _print_dcrs(report: dict) -> dict:
 
 
 def _print_evaluation(metrics: dict, verdict: dict) -> None:
+    from twt.evaluate import metrics_table
+    from twt.gate import describe
+
     print(f"\nheld-out evaluation ({metrics['questions']} questions, greedy):")
-    print(_eval_table(metrics["models"]))
+    print(metrics_table(metrics["models"]))
+    print()
+    print("\n".join(describe(verdict)))
+
+
+def _print_stage(stage: int, record: dict) -> None:
+    """One line per trained stage, from its lineage record (``twt.json``); a stage 2 trained as a stepwise
+    schedule (``twt.internalize``) also gets one line per phase."""
+    training = record.get("training", {})
+    for phase in record.get("phases", []):
+        print(
+            f"stage 2 phase {phase['phase']}: {phase['kept_tokens_mean']:.1f} reasoning tokens kept, "
+            f"{phase['training']['updates']} updates, loss -> {phase['training']['final_loss']}"
+        )
+    if record.get("phases"):
+        training = {
+            "examples": record["rows"],
+            "updates": sum(p["training"]["updates"] for p in record["phases"]),
+        }
     print(
-        f"\ngate: {'PASSED' if verdict['passed'] else 'FAILED'}"
-        + (f" (student {verdict['student']})" if verdict["student"] else "")
+        f"stage {stage}: {training.get('examples')} examples, {training.get('updates')} updates, "
+        f"loss {training.get('first_loss')} -> {training.get('final_loss')}"
     )
-    for reason in verdict["reasons"]:
-        print(f"  - {reason}")
 
 
 def _print_promoted(promoted: dict) -> dict:
@@ -281,20 +292,6 @@ def _compression_line(report: dict) -> str:
         f"{report['length_out']} {report['unit']} (ratio {report['achieved_ratio']:.3f}); "
         f"rejected: {rejected}"
     )
-
-
-def _eval_table(models: dict) -> str:
-    rows = [
-        [
-            name,
-            r["role"],
-            f"{r['accuracy']:.1%}",
-            f"{r['mean_output_tokens']:.1f}",
-            f"{r['tokens_per_correct']:.1f}" if r["tokens_per_correct"] is not None else "-",
-        ]
-        for name, r in models.items()
-    ]
-    return _table(["model", "role", "accuracy", "mean tokens", "tokens per correct"], rows)
 
 
 def _dcrs_table(report: dict) -> str:

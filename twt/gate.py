@@ -1,6 +1,6 @@
 """The promotion gate: a policy from configuration decides whether a student may be published, and says why.
 
-    verdict = decide(metrics, GatePolicy(min_accuracy=0.5, drop_baseline="stage1", ...))
+    verdict = decide(metrics, GateConfig(min_accuracy=0.5, drop_baseline="stage1", ...))
     verdict.passed, verdict.student, verdict.reasons
 
 ``metrics`` maps an evaluated model's name (``student-base``, ``stage1``, ``stage2``, ``stage3``, a teacher)
@@ -11,7 +11,7 @@ Rules (a rule set to None is not checked; "equal to the threshold" passes):
   drop           candidate accuracy ≥ baseline accuracy − ``max_accuracy_drop``   (baseline ``drop_baseline``)
   reduction      1 − candidate tokens / baseline tokens ≥ ``min_token_reduction`` (``reduction_baseline``)
 
-Which student: every stage's student is a candidate (``candidates``, default stage3, stage2, stage1). The gate
+Which student: every stage's student is a candidate (``candidates``, final stage first). The gate
 takes the one with the fewest mean output tokens among those that pass the two accuracy rules (ties: the
 later stage), then checks the reduction rule on it. So a run whose final, answer-only stage lost too much
 accuracy still promotes its best compressed student, and the verdict says so. A missing baseline, or a
@@ -23,29 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
-DEFAULT_CANDIDATES = ("stage3", "stage2", "stage1")
-
-
-@dataclass(frozen=True)
-class GatePolicy:
-    """Field names match ``twt.config.GateConfig``: ``GatePolicy(**config.gate.model_dump())``.
-
-    Attributes:
-        min_accuracy: least accuracy of the promoted student; None = not checked (default 0.5).
-        max_accuracy_drop: most absolute accuracy lost against ``drop_baseline``; None = not checked (0.05).
-        drop_baseline: evaluated model the drop is measured against (default "stage1").
-        min_token_reduction: least relative cut in mean output tokens against ``reduction_baseline``;
-            None = not checked (default 0.5).
-        reduction_baseline: evaluated model the reduction is measured against (default "stage1").
-        candidates: the students the gate may promote, final stage first (default stage3, stage2, stage1).
-    """
-
-    min_accuracy: float | None = 0.5
-    max_accuracy_drop: float | None = 0.05
-    drop_baseline: str = "stage1"
-    min_token_reduction: float | None = 0.5
-    reduction_baseline: str = "stage1"
-    candidates: tuple[str, ...] = DEFAULT_CANDIDATES
+from twt.config import GateConfig  # the policy: one schema, shared with the run configuration
 
 
 @dataclass
@@ -65,7 +43,7 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def accuracy_reasons(name: str, metrics: Mapping[str, Mapping], policy: GatePolicy) -> tuple[bool, list[str]]:
+def accuracy_reasons(name: str, metrics: Mapping[str, Mapping], policy: GateConfig) -> tuple[bool, list[str]]:
     """Whether ``name`` passes the two accuracy rules, with one sentence per rule checked."""
     acc = metrics[name]["accuracy"]
     ok, reasons = True, []
@@ -97,8 +75,59 @@ def accuracy_reasons(name: str, metrics: Mapping[str, Mapping], policy: GatePoli
     return ok, reasons
 
 
+def _failed_accuracy_rules(name: str, metrics: Mapping[str, Mapping], policy: GateConfig) -> list[str]:
+    """The names of the accuracy rules ``name`` fails (the policy's field names)."""
+    acc, failed = metrics[name]["accuracy"], []
+    if policy.min_accuracy is not None and acc < policy.min_accuracy:
+        failed.append("min_accuracy")
+    if policy.max_accuracy_drop is not None:
+        base = metrics.get(policy.drop_baseline)
+        if base is None or base["accuracy"] - acc > policy.max_accuracy_drop + 1e-12:
+            failed.append("max_accuracy_drop")
+    return failed
+
+
+# what a user can change when a rule fails: the setting (and its pipeline parameter) or the training
+ADVICE = {
+    "min_accuracy": "lower gate.min_accuracy (pipeline parameter gate_min_accuracy), or train longer "
+    "(stages.*.updates; stageN_updates)",
+    "max_accuracy_drop": "allow a larger drop with gate.max_accuracy_drop (gate_max_accuracy_drop), or keep "
+    "more of stage 1 in later stages (stages.stageN.mix_previous, more updates)",
+    "min_token_reduction": "lower gate.min_token_reduction (gate_min_token_reduction), or compress harder "
+    "(compression.method cts with a smaller ratio) and train stage 3 longer",
+}
+
+
+def describe(verdict: Mapping) -> list[str]:
+    """The verdict as a decision a person reads: promote or not, which students were considered, which
+    rule each failed (with the numbers), and what can be changed."""
+    checked, student = verdict.get("checked") or {}, verdict.get("student")
+    head = f"gate: PROMOTE {student}" if verdict["passed"] else "gate: NOT PROMOTED"
+    lines = [head]
+    if not checked:
+        return [*lines, *[f"  {reason}" for reason in verdict["reasons"]]]
+    lines.append(f"  students considered, final stage first: {', '.join(checked)}")
+    failed_rules: list[str] = []
+    for name, check in checked.items():
+        failed = check.get("failed", [])
+        failed_rules += [rule for rule in failed if rule not in failed_rules]
+        if failed:
+            state = f"fails {', '.join(failed)}"
+        elif name == student or student is None:
+            state = "passes every rule checked"
+        else:  # the token reduction is checked on the candidate only
+            state = f"passes the accuracy rules; not the candidate ({student} writes fewer tokens)"
+        chosen = " (the candidate: fewest output tokens among those passing the accuracy rules)"
+        lines.append(f"  {name}: {state}{chosen if name == student else ''}")
+        lines += [f"      {reason}" for reason in check.get("reasons", [])]
+    if not verdict["passed"]:
+        lines.append("  to change the outcome:")
+        lines += [f"    - {rule}: {ADVICE[rule]}" for rule in failed_rules if rule in ADVICE]
+    return lines
+
+
 def reduction_reason(
-    name: str, metrics: Mapping[str, Mapping], policy: GatePolicy
+    name: str, metrics: Mapping[str, Mapping], policy: GateConfig
 ) -> tuple[bool, str | None]:
     """Whether ``name`` cuts enough output tokens against the reduction baseline."""
     if policy.min_token_reduction is None:
@@ -124,9 +153,9 @@ def reduction_reason(
     )
 
 
-def decide(metrics: Mapping[str, Mapping], policy: GatePolicy | None = None) -> Verdict:
+def decide(metrics: Mapping[str, Mapping], policy: GateConfig | None = None) -> Verdict:
     """Pick the student to promote and judge it (see the module docstring)."""
-    policy = policy or GatePolicy()
+    policy = policy or GateConfig()
     present = [c for c in policy.candidates if c in metrics]
     if not present:
         return Verdict(
@@ -135,7 +164,8 @@ def decide(metrics: Mapping[str, Mapping], policy: GatePolicy | None = None) -> 
     checked, passing = {}, []
     for rank, name in enumerate(present):
         ok, reasons = accuracy_reasons(name, metrics, policy)
-        checked[name] = {"accuracy_ok": ok, "reasons": reasons}
+        failed = _failed_accuracy_rules(name, metrics, policy)
+        checked[name] = {"accuracy_ok": ok, "reasons": reasons, "failed": failed}
         if ok:
             passing.append((metrics[name]["mean_output_tokens"], rank, name))
     if not passing:
@@ -164,5 +194,8 @@ def decide(metrics: Mapping[str, Mapping], policy: GatePolicy | None = None) -> 
     ok, reason = reduction_reason(chosen, metrics, policy)
     if reason:
         reasons.append(reason)
+        checked[chosen]["reasons"] = [*checked[chosen]["reasons"], reason]
     checked[chosen]["reduction_ok"] = ok
+    if not ok:
+        checked[chosen]["failed"] = ["min_token_reduction"]
     return Verdict(ok, chosen, reasons, checked)

@@ -1,6 +1,6 @@
 """JSONL rows with a schema: questions, candidates and distillation rows.
 
-The formats are the contracts between pipeline steps (see DESIGN.md). Reading streams row by row and a
+The formats are the contracts between pipeline steps. Reading streams row by row and a
 malformed line fails with ``RecordError`` naming the file and the line; writing is atomic (a temporary file
 in the same directory, then ``os.replace``), so a reader never sees half a file.
 

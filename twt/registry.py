@@ -38,12 +38,11 @@ import contextlib
 import datetime as dt
 import math
 import os
-import re
 import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -564,11 +563,13 @@ def publish(
     lineage: Mapping[str, Any] | None = None,
     card_extra: Mapping[str, str] | str | None = None,
     settings: S3Settings | None = None,
+    tags: Sequence[str] = (),
 ) -> RegistryVersion:
     """Publish ``model_dir`` as ``model@version`` under ``root`` with a model card; versions are immutable.
 
     ``metrics``: evaluated model name → numbers (``twt.evaluate``'s format, see ``metric_rows``). ``gate``:
     the verdict (a ``twt.gate.Verdict`` or its dict). ``lineage`` defaults to ``model_dir/twt.json``.
+    ``tags``: labels recorded in the manifest.
     ``card_extra``: markdown appended to the card (a string, or section title → text).
     Files under hidden paths and ``checkpoints/`` are not published; a ``README.md`` is replaced by the card.
     """
@@ -595,7 +596,7 @@ def publish(
 
     def attempt(version: str) -> RegistryVersion:
         uri = version_uri(root, model, version)
-        meta = {"kind": KIND, "model": model, "version": version, "created": created}
+        meta = {"kind": KIND, "model": model, "version": version, "created": created, "tags": list(tags)}
         meta.update({k: None if v is None else dict(v) for k, v in extra_meta.items()})
         with tempfile.TemporaryDirectory(prefix="twt-publish-") as tmp:
             stage = Path(tmp)  # links to the model files plus the card: nothing big is copied here

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from twt import tasks
 from twt.config import RunConfig
-from twt.records import DistillRow, read_json
+from twt.records import read_json
 from twt.teachers import TeacherSpec
 
 
@@ -48,13 +48,24 @@ class RunDir:
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
 
-    @property
-    def train_questions(self) -> Path:
-        return self.path("questions", "train.jsonl")
-
-    @property
-    def eval_questions(self) -> Path:
-        return self.path("questions", "eval.jsonl")
+    # the layout (the module docstring): the one place that names the run's files
+    train_questions = property(lambda self: self.path("questions", "train.jsonl"))
+    eval_questions = property(lambda self: self.path("questions", "eval.jsonl"))
+    candidates = property(lambda self: self.path("candidates"))
+    distill_rows = property(lambda self: self.path("dcrs", "distill.jsonl"))
+    dcrs_report = property(lambda self: self.path("dcrs", "report.json"))
+    embeddings = property(lambda self: self.path("dcrs", "embeddings"))
+    compressed_rows = property(lambda self: self.path("compress", "rows.jsonl"))
+    compress_report = property(lambda self: self.path("compress", "report.json"))
+    attempts = property(lambda self: self.path("compress", "attempts.json"))
+    eval_dir = property(lambda self: self.path("eval"))
+    metrics = property(lambda self: self.path("eval", "metrics.json"))
+    eval_report = property(lambda self: self.path("eval", "report.md"))
+    verdict = property(lambda self: self.path("gate.json"))
+    promoted = property(lambda self: self.path("promoted.json"))
+    pulled = property(lambda self: self.path("pulled"))
+    rejected = property(lambda self: self.path("rejected.md"))
+    registry = property(lambda self: self.path("registry"))
 
     def stage_dir(self, stage: int) -> Path:
         return self.path(f"stage{stage}")
@@ -81,23 +92,23 @@ def questions_step(run: RunDir, eval_questions: int | None = None) -> tuple[Path
 def sample_step(run: RunDir, progress: bool = True) -> list[Path]:
     """k candidates per question from every teacher (resumable shards); the merged candidate files."""
     return [
-        tasks.sample(run.config, name, run.train_questions, run.path("candidates"), progress)
+        tasks.sample(run.config, name, run.train_questions, run.candidates, progress)
         for name in run.config.teacher_names
     ]
 
 
 def dcrs_step(run: RunDir) -> dict:
     """DCRS over every teacher's candidates: ``dcrs/distill.jsonl`` and ``dcrs/report.json``."""
-    report_path = run.path("dcrs", "report.json")
-    if report_path.is_file() and run.path("dcrs", "distill.jsonl").is_file():
+    report_path = run.dcrs_report
+    if report_path.is_file() and run.distill_rows.is_file():
         return read_json(report_path)
     return tasks.select(
         run.config,
         run.train_questions,
-        [run.path("candidates")],
-        run.path("dcrs", "distill.jsonl"),
+        [run.candidates],
+        run.distill_rows,
         report_path,
-        cache_dir=run.path("dcrs", "embeddings"),
+        cache_dir=run.embeddings,
     )
 
 
@@ -107,37 +118,30 @@ def stage_step(run: RunDir, stage: int, progress: bool = True) -> dict:
     if _done(out):
         return read_json(out / "twt.json")
     if stage == 1:
-        return tasks.distill_stage(
-            run.config, 1, run.path("dcrs", "distill.jsonl"), None, out, None, progress
-        )
+        return tasks.distill_stage(run.config, 1, run.distill_rows, None, out, None, progress)
     return tasks.distill_stage(
         run.config,
         stage,
-        run.path("compress", "rows.jsonl"),
+        run.compressed_rows,
         run.stage_dir(stage - 1),
         out,
-        run.path("compress", "report.json"),
+        run.compress_report,
         progress,
     )
 
 
-def student_attempts(model_dir: Path, rows: list[DistillRow], max_new_tokens: int) -> dict[str, str]:
-    """The stage-1 student's own greedy solution of each question (what teacher-guided compression sees)."""
-    return tasks.student_attempts(model_dir, rows, max_new_tokens)
-
-
 def compress_step(run: RunDir, progress: bool = True) -> dict:
     """Stage-2 data: every kept reasoning compressed by the configured method."""
-    report_path, out = run.path("compress", "report.json"), run.path("compress", "rows.jsonl")
+    report_path, out = run.compress_report, run.compressed_rows
     if report_path.is_file() and out.is_file():
         return read_json(report_path)
     return tasks.compress(
         run.config,
-        run.path("dcrs", "distill.jsonl"),
+        run.distill_rows,
         run.stage_dir(1),
         out,
         report_path,
-        attempts_path=run.path("compress", "attempts.json"),
+        attempts_path=run.attempts,
         progress=progress,
     )
 
@@ -147,50 +151,39 @@ def stage_models(run: RunDir) -> dict[str, Path]:
     return {f"stage{s}": run.stage_dir(s) for s in (1, 2, 3)}
 
 
-def eval_targets(run: RunDir) -> list:
-    """The students of every stage and the configured baselines, as evaluation targets."""
-    return tasks.eval_targets(run.config, stage_models(run))
-
-
 def evaluate_step(run: RunDir, progress: bool = True) -> dict:
     """Every stage's student and the baselines on the held-out questions: ``eval/``."""
-    return tasks.evaluate(
-        run.config, run.eval_questions, stage_models(run), run.path("eval"), progress=progress
-    )
+    return tasks.evaluate(run.config, run.eval_questions, stage_models(run), run.eval_dir, progress=progress)
 
 
 def gate_step(run: RunDir) -> dict:
     """The gate's verdict on the evaluated students (``gate.json``); the report gains the verdict."""
-    tasks.gate(
-        run.config, run.path("eval", "metrics.json"), run.path("gate.json"), run.path("eval", "report.md")
-    )
-    return read_json(run.path("gate.json"))
+    tasks.gate(run.config, run.metrics, run.verdict, run.eval_report)
+    return read_json(run.verdict)
 
 
 def promote_step(run: RunDir) -> dict:
     """Publish the gate's student to the registry, then pull it back verified (``promoted.json``)."""
-    verdict = read_json(run.path("gate.json"))
+    verdict = read_json(run.verdict)
     if not verdict["passed"]:
         raise ValueError(f"the gate did not pass; nothing to promote ({'; '.join(verdict['reasons'])})")
-    if run.path("promoted.json").is_file():
-        return read_json(run.path("promoted.json"))
+    if run.promoted.is_file():
+        return read_json(run.promoted)
     return tasks.promote(
         run.config,
-        run.path("gate.json"),
-        run.path("eval", "metrics.json"),
+        run.verdict,
+        run.metrics,
         stage_models(run),
-        run.path("dcrs", "report.json"),
-        registry_uri=run.config.registry.uri or str(run.path("registry")),
-        promoted_out=run.path("promoted.json"),
-        pulled_dir=run.path("pulled"),
+        run.dcrs_report,
+        registry_uri=run.config.registry.uri or str(run.registry),
+        promoted_out=run.promoted,
+        pulled_dir=run.pulled,
     )
 
 
 def reject_step(run: RunDir) -> str:
     """Why the gate refused promotion, as Markdown (``rejected.md``)."""
-    return tasks.explain_rejection(
-        run.config, run.path("gate.json"), run.path("eval", "metrics.json"), run.path("rejected.md")
-    )
+    return tasks.explain_rejection(run.config, run.verdict, run.metrics, run.rejected)
 
 
 def run_all(run: RunDir, eval_questions: int | None = None, progress: bool = True) -> dict:

@@ -146,26 +146,26 @@ def choose_engine(training, in_cluster: bool | None = None) -> str:
     return engine if big else ("torchrun" if processes > 1 else "inprocess")
 
 
-def stage_sft(run, stage: int, run_id: str | None):
-    """The ``SFTConfig`` of a stage: its settings plus the run's training section (checkpoints, layout)."""
+def stage_sft(step, run_id: str | None, **overrides):
+    """The ``SFTConfig`` of a stage from its settings (``twt.slices.StageSettings``): the stage's training
+    settings plus where it trains (``launch``: checkpoints, layout); ``overrides`` win (device,
+    max_updates)."""
     from twt.checkpoints import checkpoint_uri
     from twt.train import SFTConfig
 
-    training = run.training
-    root = training.checkpoints or f"{run.workdir}/checkpoints"
-    return SFTConfig.from_stage(
-        run.stage(stage),
-        parallel=training.parallel,
-        attn_implementation=training.attn_implementation,
-        checkpoint_uri=checkpoint_uri(root, run=run.name, run_id=run_id, stage=stage),
-        keep_last_checkpoint=training.keep_last_checkpoint,
-        device=None if training.device == "auto" else training.device,
-    )
+    launch = step.launch
+    values = {
+        "parallel": launch.parallel,
+        "attn_implementation": launch.attn_implementation,
+        "checkpoint_uri": checkpoint_uri(launch.checkpoints, run=step.run, run_id=run_id, stage=step.stage),
+        "keep_last_checkpoint": launch.keep_last_checkpoint,
+        "device": None if launch.device == "auto" else launch.device,
+    }
+    return SFTConfig.from_stage(step.training, **{**values, **overrides})
 
 
 def launch_stage(
-    run,
-    stage: int,
+    step,
     rows: str | os.PathLike,
     base: str,
     model_out: str | os.PathLike,
@@ -173,34 +173,36 @@ def launch_stage(
     *,
     run_id: str | None = None,
     progress: bool = True,
+    overrides: dict | None = None,
     log=print,
 ) -> dict:
-    """Train a stage of ``run`` (a ``RunConfig``) where its training section says; the stage record."""
+    """Train the stage of ``step`` (``twt.slices.StageSettings``) where its ``launch`` settings say; returns
+    the stage record."""
     from twt.distributed import check_layout
 
-    training = run.training
-    sft = stage_sft(run, stage, run_id)
+    training = step.launch
+    sft = stage_sft(step, run_id, **(overrides or {}))
     engine = choose_engine(training)
     world = training.processes * training.nodes
     check_layout(
         sft.batch_size, sft.grad_accum, world, sft.parallel, "cuda" if engine.endswith("job") else sft.device
     )
     job = StageJob(
-        stage, str(rows), str(base), str(model_out), asdict(sft), run.stage(stage).mix_previous, lineage
+        step.stage, str(rows), str(base), str(model_out), asdict(sft), step.training.mix_previous, lineage
     )
     job.progress = progress
     if engine == "inprocess":
         return run_worker(job)
     if engine == "torchrun":
         return launch_local(job, training.processes)
-    return launch_job(run, job, engine, log=log)
+    return launch_job(step, job, engine, log=log)
 
 
-def launch_job(run, job: StageJob, engine: str, *, clients=None, log=print, poll_s: float = 10) -> dict:
+def launch_job(step, job: StageJob, engine: str, *, clients=None, log=print, poll_s: float = 10) -> dict:
     """Run ``job`` as a TrainJob or PyTorchJob; inputs and the trained model travel through object storage."""
     from twt import store, trainjob
 
-    training = run.training
+    training = step.launch
     where = job.sft["checkpoint_uri"]
     if not where.startswith("s3://"):
         raise LaunchError(
@@ -222,7 +224,7 @@ def launch_job(run, job: StageJob, engine: str, *, clients=None, log=print, poll
     )  # fmt: skip
     gpus = training.processes if training.device != "cpu" else 0
     spec = trainjob.JobSpec(
-        name=trainjob.job_name(run.name, job.stage, where),
+        name=trainjob.job_name(step.run, job.stage, where),
         namespace=training.namespace or trainjob.own_namespace(),
         image=image,
         args=["train-worker", "--spec", remote.to_json()],

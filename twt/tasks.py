@@ -1,19 +1,17 @@
 """The pipeline's boxes as plain functions on paths: what the Kubeflow components and ``twt run`` both call.
 
-    tasks.prepare_questions(config_yaml, "q/train.jsonl", "q/eval.jsonl")
-    tasks.sample(config_yaml, "teacher-large", "q/train.jsonl", "candidates")   # candidates/teacher-large/
-    tasks.select(config_yaml, "q/train.jsonl", ["candidates"], "dcrs/distill.jsonl", "dcrs/report.json")
-    tasks.distill_stage(config_yaml, 1, "dcrs/distill.jsonl", None, "stage1")
-    tasks.compress(config_yaml, "dcrs/distill.jsonl", "stage1", "compress/rows.jsonl", "compress/report.json")
-    tasks.distill_stage(config_yaml, 2, "compress/rows.jsonl", "stage1", "stage2", "compress/report.json")
-    tasks.evaluate(config_yaml, "q/eval.jsonl", {"stage1": "stage1", ...}, "eval")
-    passed, student = tasks.gate(config_yaml, "eval/metrics.json", "gate.json")
-    tasks.promote(config_yaml, "gate.json", "eval/metrics.json", {"stage1": "stage1", ...},
-                  "dcrs/report.json", "runs/x/registry")            # or tasks.explain_rejection(...)
+    tasks.prepare_questions(config, train_out, eval_out)
+    tasks.sample(config, "teacher-large", train_out, candidates_dir)       # candidates_dir/teacher-large/
+    tasks.select(config, train_out, [candidates_dir], distill_out, report_out)
+    tasks.distill_stage(config, 1, distill_out, None, stage1_dir)
+    ...                                                   # compress, stages 2 and 3, evaluate, gate, promote
 
-Every function takes the run configuration first, as YAML text (the pipeline parameter ``config_yaml``,
-validated here by ``twt.config.parse_config`` with relative paths against the working directory) or as an
-already loaded ``RunConfig`` (what ``twt.run`` passes), then its input paths, then its output paths. A
+The paths are the caller's: ``twt.run.RunDir`` names a local run's files (the one place that spells the
+layout), KFP names its artifacts.
+
+Every function takes its settings first: the whole ``RunConfig`` (what ``twt.run`` and the CLI pass), or
+only the step's slice (``twt.slices``: a model, a dict or JSON text, what the Kubeflow components pass, so a
+task's inputs hold only the settings it uses), then its input paths, then its output paths. A
 function writes only its outputs; it never decides whether to run (``twt.run`` skips finished steps, KFP
 caches tasks). So a KFP run and ``twt run``/``twt demo`` produce the same files: one KFP output artifact
 is one output path here (a file, or a directory for models, candidates and the evaluation).
@@ -21,19 +19,21 @@ is one output path here (a file, or a directory for models, candidates and the e
 ``log_metric``, where a function takes it, receives the step's headline numbers as ``(name, value)``;
 the components pass ``Output[Metrics].log_metric``, the local runner passes nothing.
 
-No ``kfp`` here: the library never imports it (DESIGN.md).
+No ``kfp`` here: the library never imports it (tests/test_imports.py checks).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from twt.config import RunConfig, parse_config
+from twt import slices
+from twt.config import ReferenceConfig, RunConfig, parse_config
 from twt.records import (
     DistillRow,
     Question,
@@ -45,7 +45,7 @@ from twt.records import (
     write_text,
 )
 
-ConfigLike = str | RunConfig
+ConfigLike = str | RunConfig | Mapping | slices._Slice
 LogMetric = Callable[[str, float], None] | None
 STAGE_NAMES = ("stage1", "stage2", "stage3")
 MERGED_CANDIDATES = "candidates.jsonl"  # twt.sampling.MERGED_FILE, named here without importing torch
@@ -59,6 +59,16 @@ def load(config: ConfigLike) -> RunConfig:
     return parse_config(config, source="config_yaml", base_dir=os.getcwd())
 
 
+def _slice(config: ConfigLike, model: type, build: Callable[[RunConfig], object]):
+    """The step's settings: built from a whole configuration (``RunConfig`` or YAML text), or parsed from
+    a slice (model, dict, JSON object text)."""
+    if isinstance(config, str) and not config.lstrip().startswith("{"):
+        config = load(config)
+    if isinstance(config, RunConfig):
+        return build(config)
+    return slices.parse_slice(model, config)
+
+
 def _read_json(path: str | os.PathLike) -> dict:
     return read_json(path, "task input", dict)
 
@@ -70,6 +80,12 @@ def _log(log_metric: LogMetric, values: Mapping[str, float | int | None]) -> Non
     for name, value in values.items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             log_metric(name, float(value))
+    # a metrics artifact (the bound method's owner) also gets its file: kfp.local's cache treats an output
+    # artifact whose file is missing as a cache miss, and KFP's Metrics keep their numbers only in metadata
+    owner = getattr(log_metric, "__self__", None)
+    path = getattr(owner, "path", None)
+    if isinstance(path, str) and path:
+        write_json(path, dict(getattr(owner, "metadata", {}) or {}))
 
 
 def _use_s3_endpoint(s3_endpoint: str | None) -> None:
@@ -82,6 +98,47 @@ def _metrics_file(path: str | os.PathLike) -> Path:
     """``metrics.json`` itself, or the evaluation directory that holds it."""
     path = Path(path)
     return path / METRICS_FILE if path.is_dir() else path
+
+
+# --- the settings of a pipeline run ------------------------------------------------------------------------
+
+RESOLVED_STEPS = (
+    "questions",
+    "sample",
+    "select",
+    "stage1",
+    "stage2",
+    "stage3",
+    "compress",
+    "evaluate",
+    "gate",
+    "promote",
+    "explain",
+)
+
+
+def resolve(arguments: Mapping[str, object]) -> tuple:
+    """Each step's settings as JSON text (``sample``: the list of the teachers' settings), in
+    ``RESOLVED_STEPS`` order, from the pipeline's arguments: the typed
+    parameters (``twt.slices.PARAMETERS``), ``config_override`` and ``s3_endpoint``; the defaults are the
+    packaged demo configuration (``twt.slices.resolve``). A bad argument is one ``ConfigError`` line."""
+    from twt.config import default_config_path
+
+    arguments = dict(arguments)
+    config_override = str(arguments.pop("config_override", "") or "")
+    _use_s3_endpoint(str(arguments.pop("s3_endpoint", "") or ""))
+    settings = slices.resolve(default_config_path().read_text(encoding="utf-8"), config_override, arguments)
+    # JSON text: KFP's dict parameters cannot hold null, and would turn every integer into a float
+    return tuple(_json(settings[step]) for step in RESOLVED_STEPS)
+
+
+def teacher_settings(sample: str) -> list[str]:
+    """``resolve``'s ``sample`` output (a JSON list) as one JSON text per teacher (the loop's items)."""
+    return [_json(one) for one in json.loads(sample)]
+
+
+def _json(data: object) -> str:
+    return json.dumps(data, sort_keys=True)
 
 
 # --- questions ---------------------------------------------------------------------------------------------
@@ -116,9 +173,8 @@ def prepare_questions(
     """
     from twt.task import make_questions
 
-    run = load(config)
+    task = _slice(config, slices.QuestionsSettings, slices.questions_settings).task
     _use_s3_endpoint(s3_endpoint)
-    task = run.task
     if task.kind == "files":
         with tempfile.TemporaryDirectory(prefix="twt-questions-") as scratch:
             train = _local_rows(task.questions, Question, Path(scratch))
@@ -141,22 +197,28 @@ def prepare_questions(
 
 def sample(
     config: ConfigLike,
-    teacher_name: str,
+    teacher_name: str | None,
     questions: str | os.PathLike,
     out_dir: str | os.PathLike,
     progress: bool = True,
     log_metric: LogMetric = None,
+    shard_size: int | None = None,
 ) -> Path:
     """``k`` candidates per question from one teacher into ``out_dir/<teacher>/`` (resumable shards, then
-    the merged ``candidates.jsonl``); returns the merged file."""
+    the merged ``candidates.jsonl``); returns the merged file. ``teacher_name`` picks the teacher of a
+    whole configuration (a slice names its one teacher: None)."""
     from twt.sampling import DONE_FILE, merge_candidates, sample_teacher
     from twt.teachers import TeacherSpec
 
-    run = load(config)
-    if teacher_name not in run.teacher_names:
-        raise ValueError(f"no teacher {teacher_name!r} in the configuration; it has {run.teacher_names}")
-    spec = TeacherSpec.from_mapping(run.teacher(teacher_name))
-    teacher_dir = sample_teacher(spec, questions, out_dir, progress=progress)
+    if isinstance(config, RunConfig) and teacher_name not in config.teacher_names:
+        raise ValueError(f"no teacher {teacher_name!r} in the configuration; it has {config.teacher_names}")
+    step = _slice(config, slices.SampleSettings, lambda run: slices.sample_settings(run, teacher_name))
+    teacher = step.teacher
+    spec = TeacherSpec.from_mapping(teacher)
+    if shard_size is None:
+        teacher_dir = sample_teacher(spec, questions, out_dir, progress=progress)
+    else:
+        teacher_dir = sample_teacher(spec, questions, out_dir, shard_size=shard_size, progress=progress)
     merged = merge_candidates(out_dir, spec.name)
     done = _read_json(teacher_dir / DONE_FILE)
     _log(log_metric, {k: done[k] for k in ("candidates", "with_answer", "mean_tokens", "mean_confidence")})
@@ -168,13 +230,13 @@ def candidate_files(
 ) -> list[Path]:
     """Each teacher's merged candidates, in configuration order: ``<dir>/<teacher>/candidates.jsonl`` from
     whichever of ``candidate_dirs`` holds it (one directory for a local run, one per KFP sampling task)."""
-    run = load(config)
-    names = list(teachers) if teachers else run.teacher_names
-    unknown = sorted(set(names) - set(run.teacher_names))
+    configured = _slice(config, slices.SelectSettings, slices.select_settings).teachers
+    names = list(teachers) if teachers else configured
+    unknown = sorted(set(names) - set(configured))
     if unknown:
-        raise ValueError(f"teachers {unknown} are not in the configuration; it has {run.teacher_names}")
+        raise ValueError(f"teachers {unknown} are not in the configuration; it has {configured}")
     files = []
-    for name in [n for n in run.teacher_names if n in names]:
+    for name in [n for n in configured if n in names]:
         found = [Path(d) / name / MERGED_CANDIDATES for d in candidate_dirs]
         found = [f for f in found if f.is_file()]
         if not found:
@@ -199,12 +261,11 @@ def select(
 ) -> dict:
     """DCRS over the teachers' candidates (``teachers``: default every configured one): the distillation
     rows and the report (``twt.dcrs.run_dcrs``). ``cache_dir`` keeps embeddings for a resumed run."""
-    from twt.dcrs import DCRSConfig, run_dcrs
+    from twt.dcrs import run_dcrs
 
-    run = load(config)
-    files = candidate_files(run, candidate_dirs, teachers)
-    settings = DCRSConfig(**run.dcrs.model_dump(), cache_dir=str(cache_dir) if cache_dir else None)
-    report = run_dcrs(questions, files, distill_out, report_out, settings)
+    settings = _slice(config, slices.SelectSettings, slices.select_settings)
+    files = candidate_files(settings, candidate_dirs, teachers)
+    report = run_dcrs(questions, files, distill_out, report_out, settings.dcrs, cache_dir=cache_dir)
     _log(log_metric, {f"candidates_{k}": v for k, v in report["candidates"].items()})
     return report
 
@@ -222,6 +283,8 @@ def distill_stage(
     progress: bool = True,
     log_metric: LogMetric = None,
     run_id: str | None = None,
+    device: str | None = None,
+    max_updates: int | None = None,
 ) -> dict:
     """Train stage ``stage`` (1, 2, 3) on ``rows`` from ``base_model_dir`` (None: the configured student
     base; stages 2 and 3 start from the previous stage) into ``model_out``; returns the stage record.
@@ -234,24 +297,27 @@ def distill_stage(
     """
     from twt.stage_launch import launch_stage
 
-    run = load(config)
-    if stage not in (1, 2, 3):
-        raise ValueError(f"no stage {stage}; stages are 1, 2 and 3")
+    step = _slice(config, slices.StageSettings, lambda run: slices.stage_settings(run, stage))
+    if step.stage != stage:
+        raise ValueError(f"the settings are stage {step.stage}'s, not stage {stage}'s")
     if stage > 1 and base_model_dir is None:
         raise ValueError(f"stage {stage} starts from stage {stage - 1}'s model: give base_model_dir")
-    base = run.student.model if base_model_dir is None else str(base_model_dir)
+    base = step.student.model if base_model_dir is None else str(base_model_dir)
     lineage = {
-        "run": run.name,
-        "teachers": [{"name": t.name, "model": t.model, "backend": t.backend} for t in run.teachers],
-        "base_model": run.student.model,
+        "run": step.run,
+        "teachers": [t.model_dump() for t in step.teachers],
+        "base_model": step.student.model,
     }
     if stage > 1 and compress_report is not None and Path(compress_report).is_file():
         report = _read_json(compress_report)
         lineage["compression"] = {k: report.get(k) for k in ("method", "target_ratio", "achieved_ratio")}
-    if stage == 2 and run.internalize.schedule != "none":
-        return _internalize_stage(run, rows, base, model_out, lineage, progress, log_metric)
+    if stage == 2 and step.internalize is not None:
+        return _internalize_stage(step, rows, base, model_out, lineage, progress, log_metric)
     run_id = run_id or os.environ.get("KFP_RUN_ID") or os.environ.get("TWT_RUN_ID")
-    result = launch_stage(run, stage, rows, base, model_out, lineage, run_id=run_id, progress=progress)
+    overrides = {k: v for k, v in (("device", device), ("max_updates", max_updates)) if v is not None}
+    result = launch_stage(
+        step, rows, base, model_out, lineage, run_id=run_id, progress=progress, overrides=overrides
+    )
     training = result.get("training", {})
     _log(
         log_metric,
@@ -266,23 +332,23 @@ def distill_stage(
 
 
 def _internalize_stage(
-    run, rows, base, model_out, lineage: dict, progress: bool, log_metric: LogMetric
+    step, rows, base, model_out, lineage: dict, progress: bool, log_metric: LogMetric
 ) -> dict:
     """Stage 2 as a stepwise schedule (``twt.internalize``) from the full reasoning of ``rows`` down to none;
     each phase's kept tokens and final loss are logged as ``internalize_<name>_phase<p>``."""
     from twt.internalize import run_internalize
     from twt.train import SFTConfig
 
-    settings = run.stage(2)
+    settings = step.training
     result = run_internalize(
         rows,
         base,
         model_out,
-        run.internalize.schedule_config(settings.seed),
+        step.internalize.schedule_config(settings.seed),
         SFTConfig.from_stage(settings),
-        reference_model=run.compression.reference_model,
+        reference_model=step.reference_model,
         extra_lineage=lineage,
-        log_metric=(lambda name, value, step: log_metric(f"{name}_phase{step}", value))
+        log_metric=(lambda name, value, phase: log_metric(f"{name}_phase{phase}", value))
         if log_metric
         else None,
         progress=progress,
@@ -293,16 +359,21 @@ def _internalize_stage(
 
 
 def train_reference_model(
-    config: ConfigLike, rows: str | os.PathLike, out_dir: str | os.PathLike, progress=True
+    config: ConfigLike | ReferenceConfig, rows: str | os.PathLike, out_dir: str | os.PathLike, progress=True
 ):
     """CTS's reference model trained on the DCRS ``rows`` into ``out_dir`` (reused when its data and
-    settings are unchanged): ``twt.reference.train_reference`` with the ``reference`` settings."""
+    settings are unchanged): ``twt.reference.train_reference`` with the ``reference`` settings (a whole
+    configuration, or its ``reference`` section with ``base_model`` set, as the compress step's slice has)."""
     from twt.reference import ReferenceSettings, train_reference
 
-    run = load(config)
-    settings = run.reference
+    if isinstance(config, ReferenceConfig):
+        settings, base = config, config.base_model
+    else:
+        run = load(config)
+        settings, base = run.reference, run.reference.base_model or run.student.model
+    if not base:
+        raise ValueError("the reference model needs a base model (reference.base_model)")
     values = settings.model_dump(exclude={"train", "base_model"})
-    base = settings.base_model or run.student.model
     return train_reference(rows, base, out_dir, ReferenceSettings(**values), progress=progress)
 
 
@@ -339,11 +410,12 @@ def compress(
     from twt.compress import run_compress
     from twt.teachers import TeacherSpec
 
-    run = load(config)
-    settings = run.compression
-    kwargs: dict = {"method": settings.method, "progress": progress}
+    step = _slice(config, slices.CompressSettings, slices.compress_settings)
+    settings = step.compression
     if settings.method == "teacher":
-        teacher = TeacherSpec.from_mapping(run.compression_teacher())
+        if step.teacher is None:
+            raise ValueError("compression method 'teacher' needs the rewriting teacher in its settings")
+        teacher = TeacherSpec.from_mapping(step.teacher)
         if attempts_path is not None and Path(attempts_path).is_file():
             attempts = _read_json(attempts_path)
         else:
@@ -356,20 +428,33 @@ def compress(
                 attempts = {i: attempt_with_verdict(text, answers[i]) for i, text in attempts.items()}
             if attempts_path is not None:
                 write_json(attempts_path, attempts)
-        kwargs |= {"teacher": teacher, "attempts": attempts}
+        report = run_compress(
+            rows,
+            rows_out,
+            report_out,
+            method="teacher",
+            teacher=teacher,
+            attempts=attempts,
+            progress=progress,
+        )
     else:
         reference = settings.reference_model or str(stage1_model)
-        if run.reference.train and not settings.reference_model:
-            reference = str(train_reference_model(run, rows, Path(rows_out).parent / "reference", progress))
-        kwargs |= {
-            "reference_model": reference,
-            "ratio": settings.ratio,
-            "condition": settings.condition,
-            "window": settings.window,
-            "selection": settings.selection,
-            "segment": settings.segment,
-        }
-    report = run_compress(rows, rows_out, report_out, **kwargs)
+        if step.reference is not None and not settings.reference_model:
+            out_dir = Path(rows_out).parent / "reference"
+            reference = str(train_reference_model(step.reference, rows, out_dir, progress))
+        report = run_compress(
+            rows,
+            rows_out,
+            report_out,
+            method=settings.method,
+            reference_model=reference,
+            ratio=settings.ratio,
+            condition=settings.condition,
+            window=settings.window,
+            selection=settings.selection,
+            segment=settings.segment,
+            progress=progress,
+        )
     _log(
         log_metric,
         {k: report.get(k) for k in ("rows_in", "rows_out", "length_in", "length_out", "achieved_ratio")},
@@ -384,31 +469,29 @@ def eval_targets(config: ConfigLike, stage_models: Mapping[str, str | os.PathLik
     """The students (``stage_models``: name → model directory) and the configured baselines."""
     from twt.evaluate import EvalTarget
 
-    run = load(config)
-    baselines = run.evaluation.baselines
+    step = _slice(config, slices.EvaluateSettings, slices.evaluate_settings)
     names = [n for n in reversed(STAGE_NAMES) if n in stage_models] + sorted(
         set(stage_models) - set(STAGE_NAMES)
     )
     targets = [EvalTarget(n, str(stage_models[n]), "solve", role="student") for n in names]
-    if "student-base" in baselines:
+    if step.student is not None:
         # the base student was only ever asked for direct answers: that is its fair baseline
-        targets.append(EvalTarget("student-base", run.student.model, "direct", role="baseline"))
-    for teacher in run.teachers:
-        if "teachers" in baselines or teacher.name in baselines:
-            options = {}
-            if teacher.backend == "openai":
-                options = {"base_url": teacher.base_url, "api_key_env": teacher.api_key_env}
-            targets.append(
-                EvalTarget(
-                    teacher.name,
-                    teacher.model,
-                    "solve",
-                    teacher.templates(),
-                    role="teacher",
-                    backend=teacher.backend,
-                    options=options,
-                )
+        targets.append(EvalTarget("student-base", step.student.model, "direct", role="baseline"))
+    for teacher in step.teachers:  # the teachers evaluated as baselines
+        options = {}
+        if teacher.backend == "openai":
+            options = {"base_url": teacher.base_url, "api_key_env": teacher.api_key_env}
+        targets.append(
+            EvalTarget(
+                teacher.name,
+                teacher.model,
+                "solve",
+                teacher.templates(),
+                role="teacher",
+                backend=teacher.backend,
+                options=options,
             )
+        )
     return targets
 
 
@@ -439,10 +522,10 @@ def evaluate(
     same report with the picture embedded (KFP's Markdown viewer shows one file). Returns the metrics."""
     from twt.evaluate import evaluate_models
 
-    run = load(config)
-    settings = run.evaluation
+    step = _slice(config, slices.EvaluateSettings, slices.evaluate_settings)
+    settings = step.evaluation
     metrics = evaluate_models(
-        eval_targets(run, stage_models),
+        eval_targets(step, stage_models),
         read_nonempty(eval_questions, Question, "questions"),
         out_dir,
         max_new_tokens=settings.max_new_tokens,
@@ -472,12 +555,12 @@ def gate(
     """The gate's verdict on the evaluated students (``twt.gate.decide`` with the configured policy),
     written to ``verdict_out``; ``report_out`` gets the evaluation report with the verdict (the picture
     linked, or embedded with ``embed_plot``). Returns (passed, the chosen student or "")."""
-    from twt.gate import GatePolicy, decide
+    from twt.gate import decide
 
-    run = load(config)
+    policy = _slice(config, slices.GateSettings, slices.gate_settings).gate
     metrics_file = _metrics_file(metrics_path)
     metrics = _read_json(metrics_file)
-    verdict = decide(metrics["models"], GatePolicy(**run.gate.model_dump())).to_dict()
+    verdict = decide(metrics["models"], policy).to_dict()
     write_json(verdict_out, verdict)
     if report_out is not None:
         text = _report(metrics, metrics_file.parent, verdict, embed_plot)
@@ -487,7 +570,7 @@ def gate(
 
 def registry_root(config: ConfigLike, registry_uri: str | None = None) -> str:
     """Where promotion publishes: ``registry_uri`` when given, else the configuration's ``registry.uri``."""
-    root = registry_uri or load(config).registry.uri
+    root = registry_uri or _slice(config, slices.PromoteSettings, slices.promote_settings).registry.uri
     if not root:
         raise ValueError(
             "no registry to publish to: set registry.uri in the configuration or pass a registry URI "
@@ -520,7 +603,7 @@ def promote(
     """
     from twt import registry
 
-    run = load(config)
+    settings = _slice(config, slices.PromoteSettings, slices.promote_settings).registry
     _use_s3_endpoint(s3_endpoint)
     verdict = _read_json(verdict_path)
     if not verdict["passed"]:
@@ -528,15 +611,21 @@ def promote(
     student = verdict["student"]
     if student not in models:
         raise ValueError(f"the gate chose {student!r}, which is not among the models given: {sorted(models)}")
-    root = registry_root(run, registry_uri)
-    settings = run.registry
+    root = registry_root(config, registry_uri)
     model_dir = Path(models[student])
     metrics = _read_json(_metrics_file(metrics_path))["models"]
     dcrs = _read_json(dcrs_report)
     lineage = _read_json(model_dir / "twt.json")
     lineage["dcrs"] = {"candidates": dcrs["candidates"], "thresholds": dcrs.get("thresholds")}
     version = registry.publish(
-        model_dir, root, settings.model_name, settings.version, metrics=metrics, gate=verdict, lineage=lineage
+        model_dir,
+        root,
+        settings.model_name,
+        settings.version,
+        metrics=metrics,
+        gate=verdict,
+        lineage=lineage,
+        tags=settings.tags,
     )
     kubeflow = None
     if settings.kubeflow_registry_address or os.environ.get("TWT_MODEL_REGISTRY_ADDRESS"):
@@ -577,14 +666,14 @@ def explain_rejection(
     checks and the evaluation table; written to ``report_out`` and returned."""
     from twt.evaluate import metrics_table
 
-    run = load(config)
+    step = _slice(config, slices.ExplainSettings, slices.explain_settings)
     verdict = _read_json(verdict_path)
     metrics = _read_json(_metrics_file(metrics_path))
     state = "passed" if verdict["passed"] else "did not pass"
     lines = [
         f"# Not promoted: the gate {state}" if not verdict["passed"] else "# Promotion was possible",
         "",
-        f"Run `{run.name}`; candidate student: {verdict['student'] or 'none qualified'}.",
+        f"Run `{step.run}`; candidate student: {verdict['student'] or 'none qualified'}.",
         "",
         "## Why",
         "",
@@ -592,7 +681,7 @@ def explain_rejection(
         "",
         "## The policy (configuration `gate`)",
         "",
-        *[f"- `{key}`: {value}" for key, value in run.gate.model_dump().items()],
+        *[f"- `{key}`: {value}" for key, value in step.gate.model_dump().items()],
     ]
     checked = verdict.get("checked") or {}
     if checked:

@@ -41,6 +41,8 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from twt.config import StageConfig, schema_default
+
 IGNORE = -100
 CHECKPOINTS = "checkpoints"
 
@@ -53,24 +55,26 @@ class TrainError(ValueError):
 class SFTConfig:
     """Settings of one fine-tuning run (field names match ``twt.config.StageConfig``).
 
+    Fields shared with ``twt.config.StageConfig`` take their defaults from it (one place for each).
+
     Attributes:
-        epochs: passes over the examples; fractions allowed (default 2).
-        learning_rate: peak learning rate (default 1e-3).
-        batch_size: rows (packed) or examples (unpacked) per micro-batch (default 32).
-        grad_accum: micro-batches per optimiser update (default 1).
-        warmup_ratio: share of updates spent warming up linearly (default 0.05).
-        max_length: token cap of a packed row and of one example (default 256).
-        lora: train LoRA adapters instead of all weights (default False).
-        lora_r, lora_alpha: LoRA rank and scaling (default 8, 16).
-        pack: pack examples into rows with a block-diagonal mask (default True).
-        seed: seed of the data order (and of LoRA's initialisation) (default 0).
-        save_every: checkpoint every this many updates; 0 = none (default 0).
+        epochs: passes over the examples; fractions allowed.
+        learning_rate: peak learning rate.
+        batch_size: rows (packed) or examples (unpacked) per micro-batch.
+        grad_accum: micro-batches per optimiser update.
+        warmup_ratio: share of updates spent warming up linearly.
+        max_length: token cap of a packed row and of one example.
+        lora: train LoRA adapters instead of all weights.
+        lora_r, lora_alpha: LoRA rank and scaling.
+        pack: pack examples into rows with a block-diagonal mask.
+        seed: seed of the data order (and of LoRA's initialisation).
+        save_every: checkpoint every this many updates; 0 = none.
         weight_decay: AdamW weight decay (default 0.01).
         log_every: log every this many updates (default 10).
         updates: a budget in optimiser updates instead of epochs: the examples are cycled, reshuffled each
             pass, until this many updates (``epochs`` is then ignored). Short examples pack many to a row,
             so an epoch of answer-only pairs is a few updates: budgets in updates keep stages comparable.
-            None = ``epochs`` decides (default None).
+            None = ``epochs`` decides.
         max_updates: stop after this many updates; None = the whole plan (default None).
         device: "cpu", "cuda", ...; None = what accelerate picks (default None).
         parallel: "ddp" (each process holds the model) or "fsdp" (full shard) (default "ddp").
@@ -80,21 +84,21 @@ class SFTConfig:
         keep_last_checkpoint: keep the newest checkpoint when the run ends, not none (default False).
     """
 
-    epochs: float = 2.0
-    learning_rate: float = 1e-3
-    batch_size: int = 32
-    grad_accum: int = 1
-    warmup_ratio: float = 0.05
-    max_length: int = 256
-    lora: bool = False
-    lora_r: int = 8
-    lora_alpha: int = 16
-    pack: bool = True
-    seed: int = 0
-    save_every: int = 0
+    epochs: float = schema_default(StageConfig, "epochs")
+    learning_rate: float = schema_default(StageConfig, "learning_rate")
+    batch_size: int = schema_default(StageConfig, "batch_size")
+    grad_accum: int = schema_default(StageConfig, "grad_accum")
+    warmup_ratio: float = schema_default(StageConfig, "warmup_ratio")
+    max_length: int = schema_default(StageConfig, "max_length")
+    lora: bool = schema_default(StageConfig, "lora")
+    lora_r: int = schema_default(StageConfig, "lora_r")
+    lora_alpha: int = schema_default(StageConfig, "lora_alpha")
+    pack: bool = schema_default(StageConfig, "pack")
+    seed: int = schema_default(StageConfig, "seed")
+    save_every: int = schema_default(StageConfig, "save_every")
     weight_decay: float = 0.01
     log_every: int = 10
-    updates: int | None = None
+    updates: int | None = schema_default(StageConfig, "updates")
     max_updates: int | None = None
     device: str | None = None
     parallel: str = "ddp"

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from twt.config import TeacherConfig, schema_default
 from twt.task import PromptTemplates
 
 BACKENDS = ("transformers", "vllm", "openai")
@@ -55,25 +56,26 @@ class Generation:
 class TeacherSpec:
     """One teacher: which model, which backend, how to prompt it and how to sample.
 
+    Fields shared with ``twt.config.TeacherConfig`` take their defaults from it (one place for each).
+
     Attributes:
         name: short unique name; candidates are written under ``<out_dir>/<name>/``.
         model: local model directory (transformers, vllm) or the served model id (openai).
-        backend: "transformers" | "vllm" | "openai" (default "transformers").
+        backend: "transformers" | "vllm" | "openai".
         templates: prompts for the solve / rewrite / direct instructions (default ``PromptTemplates()``).
-        temperature: sampling temperature; 0 means greedy (default 0.7).
-        top_p: nucleus sampling mass, 1.0 disables it (default 0.95).
-        max_new_tokens: generation budget per completion (default 256).
-        k: completions sampled per question by ``twt.sampling`` (default 4).
-        seed: base seed; every (question, sample) draws from a stream derived from it (default 0).
-        batch_size: sequences per forward pass (transformers backend; default 32).
-        dtype: "auto" (bf16 on GPU, fp32 on CPU) | "bfloat16" | "float16" | "float32" (default "auto").
+        temperature: sampling temperature; 0 means greedy.
+        top_p: nucleus sampling mass, 1.0 disables it.
+        max_new_tokens: generation budget per completion.
+        k: completions sampled per question by ``twt.sampling``.
+        seed: base seed; every (question, sample) draws from a stream derived from it.
+        batch_size: sequences per forward pass.
+        dtype: "auto" (bf16 on GPU, fp32 on CPU) | "bfloat16" | "float16" | "float32".
         device: "cpu", "cuda", "cuda:1", ...; None picks CUDA when available (default None).
-        tensor_parallel_size: GPUs one vLLM engine spans (default 1).
-        base_url: endpoint of the openai backend, e.g. "http://vllm:8000/v1" (default None).
-        api_key_env: NAME of the environment variable holding the API key, never the key (default None:
-            no key, the SDK sends "EMPTY").
-        max_concurrency: requests in flight at once (openai backend; default 8).
-        timeout_s: seconds per HTTP request before it counts as failed (default 120).
+        tensor_parallel_size: GPUs one vLLM engine spans.
+        base_url: endpoint of the openai backend, e.g. "http://vllm:8000/v1".
+        api_key_env: NAME of the environment variable holding the API key, never the key.
+        max_concurrency: requests in flight at once.
+        timeout_s: seconds per HTTP request before it counts as failed.
         max_retries: retries with exponential backoff on 429, 5xx, timeouts and connection errors (default 3).
         stop: strings that end a completion, not included in the text (default none: stop at EOS only).
         static_cache: transformers on CUDA: static KV cache with a compiled decode step; the first batch of
@@ -84,21 +86,21 @@ class TeacherSpec:
 
     name: str
     model: str
-    backend: str = "transformers"
+    backend: str = schema_default(TeacherConfig, "backend")
     templates: PromptTemplates = field(default_factory=PromptTemplates)
-    temperature: float = 0.7
-    top_p: float = 0.95
-    max_new_tokens: int = 256
-    k: int = 4
-    seed: int = 0
-    batch_size: int = 32
-    dtype: str = "auto"
+    temperature: float = schema_default(TeacherConfig, "temperature")
+    top_p: float = schema_default(TeacherConfig, "top_p")
+    max_new_tokens: int = schema_default(TeacherConfig, "max_new_tokens")
+    k: int = schema_default(TeacherConfig, "k")
+    seed: int = schema_default(TeacherConfig, "seed")
+    batch_size: int = schema_default(TeacherConfig, "batch_size")
+    dtype: str = schema_default(TeacherConfig, "dtype")
     device: str | None = None
-    tensor_parallel_size: int = 1
-    base_url: str | None = None
-    api_key_env: str | None = None
-    max_concurrency: int = 8
-    timeout_s: float = 120.0
+    tensor_parallel_size: int = schema_default(TeacherConfig, "tensor_parallel_size")
+    base_url: str | None = schema_default(TeacherConfig, "base_url")
+    api_key_env: str | None = schema_default(TeacherConfig, "api_key_env")
+    max_concurrency: int = schema_default(TeacherConfig, "max_concurrency")
+    timeout_s: float = schema_default(TeacherConfig, "timeout_s")
     max_retries: int = 3
     stop: tuple[str, ...] = ()
     static_cache: bool = False

@@ -1,0 +1,176 @@
+"""Each step gets only its settings: the compiled spec's components take their slice (``twt.slices``) and
+plumbing, never the run's parameters; a changed setting changes the slices of exactly the steps that use
+it; a bad pipeline parameter is one line naming it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from pipelines import release
+from twt import slices
+from twt.config import ConfigError, RunConfig, default_config_path
+
+# the steps (resolve-settings outputs) each component's settings come from
+STEP_OF_TASK = {
+    "prepare-questions": "questions",
+    "select-candidates": "select",
+    "distill-stage": "stage1",
+    "distill-stage-2": "stage2",
+    "distill-stage-3": "stage3",
+    "compress-reasoning": "compress",
+    "evaluate-students": "evaluate",
+    "gate": "gate",
+    "promote-student": "promote",
+    "explain-rejection": "explain",
+}
+# inputs a component may take besides its settings: where the object store is, which stage it trains
+PLUMBING = {"s3_endpoint", "stage"}
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("compiled") / "twt.yaml"
+    return release.load_spec(release.compile_pipeline(out))
+
+
+def _tasks(spec: dict) -> dict[str, dict]:
+    found = dict(spec["root"]["dag"]["tasks"])
+    for body in spec["components"].values():
+        found |= body.get("dag", {}).get("tasks", {})
+    return found
+
+
+def test_every_component_takes_its_own_settings_and_nothing_else(spec: dict) -> None:
+    tasks = _tasks(spec)
+    run_parameters = set(spec["root"]["inputDefinitions"]["parameters"])
+    checked = set()
+    for name, task in tasks.items():
+        component = spec["components"][task["componentRef"]["name"]]
+        if "executorLabel" not in component or name in ("resolve-settings", "teacher-settings"):
+            continue
+        inputs = set(component.get("inputDefinitions", {}).get("parameters", {}))
+        assert inputs - PLUMBING == {"settings"}, f"{name} takes {sorted(inputs)}"
+        assert not (inputs - PLUMBING) & run_parameters, name
+        source = task["inputs"]["parameters"]["settings"]
+        if name == "sample-teacher":  # one teacher's settings: the loop's item
+            assert "loop-item" in source["componentInputParameter"]
+        elif "componentInputParameter" in source:  # inside a dsl.If branch: passed down from the root DAG
+            expected = f"pipelinechannel--resolve-settings-{STEP_OF_TASK[name]}"
+            assert source["componentInputParameter"] == expected
+        else:
+            assert source["taskOutputParameter"] == {
+                "producerTask": "resolve-settings",
+                "outputParameterKey": STEP_OF_TASK[name],
+            }, name
+        checked.add(name)
+    assert checked == set(STEP_OF_TASK) | {"sample-teacher"}
+
+
+def test_typed_parameters_carry_their_descriptions(spec: dict) -> None:
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    for name in slices.PARAMETERS:
+        assert len(parameters[name].get("description", "")) >= 20, name
+    assert parameters["stage2_learning_rate"]["parameterType"] == "NUMBER_DOUBLE"
+    assert parameters["stage3_updates"]["parameterType"] == "NUMBER_INTEGER"
+    assert parameters["teachers"]["parameterType"] == "LIST"
+    assert parameters["compression"]["parameterType"] == "STRUCT"
+
+
+def _demo() -> dict:
+    return yaml.safe_load(default_config_path().read_text())
+
+
+def _slices_with(change) -> dict:
+    data = _demo()
+    change(data)
+    return json.loads(json.dumps(slices.step_settings(RunConfig.model_validate(data))))
+
+
+@pytest.mark.parametrize(
+    ("change", "steps"),
+    [
+        (lambda d: d["gate"].update(min_accuracy=0.9), {"gate", "explain"}),
+        (lambda d: d["dcrs"].update(quality_threshold=0.7), {"select"}),
+        (lambda d: d["stages"]["stage2"].update(learning_rate=1e-4), {"stage2"}),
+        (lambda d: d["stages"]["common"].update(batch_size=4), {"stage1", "stage2", "stage3"}),
+        (lambda d: d["registry"].update(model_name="other"), {"promote"}),
+        (lambda d: d["evaluation"].update(max_new_tokens=64), {"evaluate"}),
+        (lambda d: d["task"].update(train_questions=10), {"questions"}),
+        (lambda d: d.update(compression={"method": "cts"}), {"compress"}),
+        (lambda d: d["teachers"][1].update(temperature=0.3), {"sample", "evaluate"}),
+    ],
+)
+def test_a_setting_changes_only_the_steps_that_use_it(change, steps: set[str]) -> None:
+    before, after = _slices_with(lambda d: None), _slices_with(change)
+    changed = {step for step in before if before[step] != after[step]}
+    assert changed == steps
+    if "sample" in steps:  # only the changed teacher's sampling task
+        assert [a == b for a, b in zip(before["sample"], after["sample"], strict=True)] == [True, False, True]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"gate_min_accuracy": 1.5}, r"^gate_min_accuracy \(gate\.min_accuracy: .*less than or equal to 1"),
+        ({"teachers": "teacher-large"}, r"^teachers: expected a JSON list of teachers"),
+        ({"compression": {"method": "teacher", "ratio": 0.3}}, r"^compression \(compression\.ratio: has no"),
+        ({"stage1_learning_rate": 0}, r"^stage1_learning_rate \(stages\.stage1\.learning_rate: "),
+        ({"gpus": 2}, r"^gpus: no such pipeline parameter"),
+    ],
+)
+def test_a_bad_parameter_is_one_line_naming_it(parameters: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        slices.resolve(default_config_path().read_text(), "", parameters)
+    assert "\n" not in str(err.value)
+
+
+def test_parameters_apply_and_an_override_keeps_what_they_leave_at_default(tmp_path) -> None:
+    base = default_config_path().read_text()
+    applied = slices.resolve(base, "", {"gate_min_accuracy": 0.8, "gate_min_token_reduction": -1})
+    assert applied["gate"]["gate"]["min_accuracy"] == 0.8
+    assert applied["gate"]["gate"]["min_token_reduction"] is None  # negative = not checked
+    override = _demo()
+    override["gate"]["min_accuracy"] = 0.25
+    override["dcrs"]["quality_threshold"] = 0.6
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(override))
+    defaults = slices.parameter_values(RunConfig.model_validate(_demo()))
+    resolved = slices.resolve(base, str(path), {**defaults, "dcrs_quality_threshold": 0.8})
+    assert resolved["gate"]["gate"]["min_accuracy"] == 0.25  # parameter at its default: the file's value
+    assert resolved["select"]["dcrs"]["quality_threshold"] == 0.8  # parameter changed: it applies
+
+
+def test_parameter_values_reproduce_the_configuration() -> None:
+    config = RunConfig.model_validate(_demo())
+    again = slices.apply_parameters(_demo(), slices.parameter_values(config))
+    assert slices.step_settings(RunConfig.model_validate(again)) == slices.step_settings(config)
+
+
+def test_submission_refuses_a_bad_parameter_before_anything_runs() -> None:
+    config = default_config_path()
+    with pytest.raises(release.ReleaseError, match=r"^gate_min_accuracy \(gate\.min_accuracy: "):
+        release.run_arguments(config, overrides={"gate_min_accuracy": 2.0})
+    arguments = release.run_arguments(config, overrides={"gate_min_accuracy": 0.7})
+    assert arguments["gate_min_accuracy"] == 0.7 and "gate:" in arguments["config_override"]
+
+
+def test_pipeline_defaults_are_the_packaged_configuration() -> None:
+    from pipelines.distillation import DEFAULTS, twt_distillation
+
+    inputs = twt_distillation.component_spec.inputs
+    for name in slices.PARAMETERS:
+        if name != "registry_uri":
+            assert inputs[name].default == DEFAULTS[name], name
+
+
+def test_numbers_kfp_turned_into_floats_come_back_whole() -> None:
+    teachers = [{"name": "t", "model": "org/m", "k": 2.0, "temperature": 1.0, "max_new_tokens": 64.0}]
+    compression = {"method": "teacher", "teacher": "t"}
+    resolved = slices.resolve(
+        default_config_path().read_text(), "", {"teachers": teachers, "compression": compression}
+    )
+    teacher = resolved["sample"][0]["teacher"]
+    assert teacher["k"] == 2 and isinstance(teacher["k"], int) and teacher["max_new_tokens"] == 64

@@ -1,0 +1,162 @@
+"""Structure rules checked on the source: the library imports no KFP and no pipeline layer, each settings
+default is written once (in ``twt.config``), and no two library classes share a name."""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from twt import config as schema
+
+TWT = Path(__file__).resolve().parents[1] / "twt"
+FORBIDDEN = ("kfp", "pipelines", "components")
+# the console entry point is an adapter: ``twt demo`` hands the kfp.local runner (pipelines.local) in
+ADAPTER_IMPORTS = {"cli.py": {"pipelines.local"}}
+
+
+def _modules() -> list[Path]:
+    return sorted(TWT.rglob("*.py"))
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def _forbidden(path: Path) -> set[str]:
+    bad = {m for m in _imports(path) if m.split(".")[0] in FORBIDDEN}
+    return bad - ADAPTER_IMPORTS.get(path.relative_to(TWT).as_posix(), set())
+
+
+def test_the_library_imports_no_kfp_and_no_pipeline_layer() -> None:
+    offenders = {p.relative_to(TWT).as_posix(): sorted(_forbidden(p)) for p in _modules() if _forbidden(p)}
+    assert offenders == {}
+
+
+def test_the_import_check_catches_a_lazy_import(tmp_path: Path) -> None:
+    module = tmp_path / "x.py"
+    module.write_text("def f():\n    from pipelines.local import run_local\n    import kfp.dsl\n")
+    assert {m for m in _imports(module) if m.split(".")[0] in FORBIDDEN} == {"pipelines.local", "kfp.dsl"}
+
+
+def _settings_fields() -> dict[str, set[type]]:
+    """Field name → the settings sections (``twt.config``) that define it with a default."""
+    fields: dict[str, set[type]] = defaultdict(set)
+    for value in vars(schema).values():
+        if isinstance(value, type) and issubclass(value, schema._Section) and value is not schema._Section:
+            for name, info in value.model_fields.items():
+                if not info.is_required():
+                    fields[name].add(value)
+    return fields
+
+
+def _literal_defaults(path: Path) -> list[tuple[str, str, int]]:
+    """(class, field, line) of every class-level field with a literal default in ``path``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if (
+                    isinstance(item, ast.AnnAssign)
+                    and isinstance(item.target, ast.Name)
+                    and isinstance(item.value, ast.Constant | ast.UnaryOp)
+                ):
+                    found.append((node.name, item.target.id, item.lineno))
+    return found
+
+
+# library classes that mirror a settings section: their shared fields must take the schema's default
+MIRRORS = {"TeacherSpec": schema.TeacherConfig, "SFTConfig": schema.StageConfig}
+
+
+def test_each_settings_default_is_written_once() -> None:
+    """A library class mirroring a settings section writes no literal default for a field the section
+    has: it takes ``schema_default(...)``, so the value lives only in twt/config.py."""
+    duplicates = []
+    for path in _modules():
+        if path.name == "config.py":
+            continue
+        for cls, field, line in _literal_defaults(path):
+            section = MIRRORS.get(cls)
+            if section is not None and field in section.model_fields:
+                duplicates.append(f"{path.relative_to(TWT)}:{line} {cls}.{field}")
+    assert duplicates == []
+
+
+def test_mirrored_defaults_equal_the_schema() -> None:
+    from twt.teachers import TeacherSpec
+    from twt.train import SFTConfig
+
+    for cls, section in ((TeacherSpec, schema.TeacherConfig), (SFTConfig, schema.StageConfig)):
+        for name, field in cls.__dataclass_fields__.items():
+            if name in section.model_fields and not section.model_fields[name].is_required():
+                assert field.default == schema.schema_default(section, name), f"{cls.__name__}.{name}"
+
+
+def test_no_two_library_classes_share_a_name() -> None:
+    where: dict[str, list[str]] = defaultdict(list)
+    for path in _modules():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ClassDef):
+                where[node.name].append(path.relative_to(TWT).as_posix())
+    assert {name: files for name, files in where.items() if len(files) > 1} == {}
+
+
+def test_settings_sections_are_pydantic_models() -> None:
+    assert issubclass(schema.DCRSConfig, BaseModel)
+    import twt.dcrs
+    import twt.gate
+
+    assert twt.dcrs.DCRSConfig is schema.DCRSConfig and twt.gate.GateConfig is schema.GateConfig
+    assert _settings_fields()["max_per_question"] == {schema.DCRSConfig}
+
+
+def test_the_readme_settings_section_is_generated_from_the_schema() -> None:
+    from twt.settings_reference import README, readme_section, reference_markdown
+
+    assert readme_section(README.read_text(encoding="utf-8")) == reference_markdown(), (
+        "README.md's settings section is stale: run `python -m twt.settings_reference --write`"
+    )
+    for name, info in schema.GateConfig.model_fields.items():
+        assert f"`gate.{name}`" in reference_markdown() and info.description in reference_markdown()
+
+
+def test_cli_setting_flags_take_their_help_from_the_schema() -> None:
+    from twt.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices
+    helps = {a.dest: a.help for a in sub["dcrs"]._actions}
+    helps |= {f"compress.{a.dest}": a.help for a in sub["compress"]._actions}
+    for field in ("quality_threshold", "similarity_threshold", "max_per_question"):
+        assert schema.DCRSConfig.model_fields[field].description in helps[field]
+    assert schema.CompressionConfig.model_fields["ratio"].description in helps["compress.ratio"]
+
+
+def test_twt_distill_writes_the_lineage_the_pipeline_step_writes(tmp_path) -> None:
+    """``twt distill`` goes through ``twt.tasks.distill_stage``: the model records the run and teachers."""
+    import json
+
+    from twt.cli import main
+    from twt.config import data_dir, default_config_path, load_config
+    from twt.records import DistillRow, write_rows
+
+    rows = tmp_path / "rows.jsonl"
+    write_rows(rows, [DistillRow(id=f"q{i}", question=f"{i}+1", reasoning=f"{i}+1={(i + 1) % 10}",
+                                 answer=str((i + 1) % 10), source="t#0") for i in range(8)])
+    out = tmp_path / "stage1"
+    base = data_dir() / "tiny" / "student-base"
+    argv = ["distill", "--stage", "1", "--data", str(rows), "--base", str(base), "--out", str(out)]
+    assert main([*argv, "--max-updates", "1", "--device", "cpu", "--quiet"]) == 0
+    lineage = json.loads((out / "twt.json").read_text())
+    config = load_config(default_config_path())
+    assert lineage["run"] == config.name
+    assert [t["name"] for t in lineage["teachers"]] == config.teacher_names
