@@ -27,7 +27,7 @@ from benchmarks.quality import SCALES, evaluate, make_config, shared_step  # noq
 
 
 def parse_schedule(text: str, updates_per_phase: int, smoothing: float | None, reset: bool, seed: int):
-    from twt.internalize import InternalizeConfig
+    from twt.internalize import Schedule
 
     name, _, arg = text.partition(":")
     kwargs: dict = {"updates_per_phase": updates_per_phase, "smoothing": smoothing, "reset_optimizer": reset}
@@ -35,7 +35,7 @@ def parse_schedule(text: str, updates_per_phase: int, smoothing: float | None, r
         kwargs["tokens_per_phase"] = int(arg or 6)
     elif arg:
         kwargs["ratios"] = tuple(float(r) for r in arg.split("/"))
-    return InternalizeConfig(schedule=name, seed=seed, **kwargs)
+    return Schedule(schedule=name, seed=seed, **kwargs)
 
 
 def main() -> None:

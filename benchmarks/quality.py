@@ -280,17 +280,17 @@ def seed_step(scale: str, seed: int, work: Path) -> dict:
         """A stepwise schedule whose phases share ``budget`` updates; every phase evaluated (a curve)."""
         from transformers import AutoTokenizer
 
-        from twt.internalize import InternalizeConfig, n_phases
+        from twt.internalize import Schedule, n_phases
         from twt.records import DistillRow, read_rows
 
-        shape = InternalizeConfig(**schedule)
+        shape = Schedule(**schedule)
         tokenizer = AutoTokenizer.from_pretrained(stage1)
         lengths = [
             len(tokenizer(r.reasoning, add_special_tokens=False)["input_ids"])
             for r in read_rows(rows, DistillRow)
         ]
         per_phase = max(1, budget // n_phases(lengths, shape))
-        settings = InternalizeConfig(**schedule, updates_per_phase=per_phase, seed=seed)
+        settings = Schedule(**schedule, updates_per_phase=per_phase, seed=seed)
         summary = run_internalize(
             rows,
             stage1,

@@ -253,7 +253,7 @@ def test_unsupervised_is_the_default_and_a_wrong_majority_is_measured_against_go
     kept = {k for k, v in outcome(table, order, selection, candidates).items() if v == "kept"}
     assert kept == {"q0/d#0", "q1/a#0"}
     assert summarize(table, selection)["pseudo_label"]["accuracy"] == 0.0  # the vote alone stays wrong
-    with pytest.raises(DCRSError, match="confidence"):
+    with pytest.raises(ValueError, match="confidence"):
         DCRSConfig(confidence="self")
 
 

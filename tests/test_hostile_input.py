@@ -72,7 +72,7 @@ def test_name_rules_are_full_matches(text):
     assert not names.is_model_name(text + "\n") and not names.is_version(text + "\n")
     assert not names.is_tag(text + "\n")
     if not valid:
-        with pytest.raises(registry.InvalidNameError, match="invalid model name"):
+        with pytest.raises(registry.RegistryNameError, match="invalid model name"):
             registry.check_model_name(text)
 
 

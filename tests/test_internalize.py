@@ -12,7 +12,7 @@ from test_train import base_model  # noqa: F401  (fixture)
 
 from twt.internalize import (
     PHASES_LOG,
-    InternalizeConfig,
+    Schedule,
     InternalizeError,
     kept_positions,
     n_phases,
@@ -28,7 +28,7 @@ from twt.train import SFTConfig
 
 
 def test_left_schedule_removes_a_fixed_number_per_phase_from_the_left() -> None:
-    config = InternalizeConfig(schedule="left", tokens_per_phase=4)
+    config = Schedule(schedule="left", tokens_per_phase=4)
     ids = [list(range(10)), list(range(100, 103)), list(range(200, 208))]
     assert n_phases([len(r) for r in ids], config) == 3  # ceil(10 / 4): the last phase leaves nothing
     assert [len(r) for r in phase_rows(ids, 1, config)] == [6, 0, 4]
@@ -39,7 +39,7 @@ def test_left_schedule_removes_a_fixed_number_per_phase_from_the_left() -> None:
 
 
 def test_cts_schedule_decays_the_ratio_and_drops_the_least_important_first() -> None:
-    config = InternalizeConfig(schedule="cts", ratios=(0.75, 0.5, 0.25, 0.0))
+    config = Schedule(schedule="cts", ratios=(0.75, 0.5, 0.25, 0.0))
     scores = [0.9, 0.1, 0.5, 0.3, 0.7, 0.2, 0.8, 0.4]  # token i's importance
     ids = [list(range(8))]
     assert n_phases([8], config) == 4
@@ -56,16 +56,16 @@ def test_cts_schedule_decays_the_ratio_and_drops_the_least_important_first() -> 
 
 
 def test_smoothing_removes_a_few_more_tokens_from_a_few_rows() -> None:
-    smooth = InternalizeConfig(tokens_per_phase=2, smoothing=1.0, seed=3)
+    smooth = Schedule(tokens_per_phase=2, smoothing=1.0, seed=3)
     offsets = [smoothing_offset(smooth, 1, row) for row in range(2000)]
     share_zero = offsets.count(0) / len(offsets)
     assert 0.58 < share_zero < 0.68  # P(0) = 1 − e^{−1} ≈ 0.632
     assert max(offsets) >= 3
     assert offsets == [smoothing_offset(smooth, 1, row) for row in range(2000)]  # seeded
     # λ = 4 (the paper's): almost every row removes exactly the phase's count
-    paper = InternalizeConfig(tokens_per_phase=2, smoothing=4.0)
+    paper = Schedule(tokens_per_phase=2, smoothing=4.0)
     assert sum(smoothing_offset(paper, 1, row) == 0 for row in range(2000)) / 2000 > 0.97
-    assert all(smoothing_offset(InternalizeConfig(), 1, row) == 0 for row in range(100))  # off
+    assert all(smoothing_offset(Schedule(), 1, row) == 0 for row in range(100))  # off
     # capped at the row's length
     assert all(len(kept_positions(3, 1, row, smooth)) >= 0 for row in range(200))
     assert min(len(kept_positions(10, 1, row, smooth)) for row in range(2000)) < 8
@@ -83,7 +83,7 @@ def test_smoothing_removes_a_few_more_tokens_from_a_few_rows() -> None:
 )
 def test_bad_schedules_are_refused(kwargs: dict, match: str) -> None:
     with pytest.raises(InternalizeError, match=match):
-        InternalizeConfig(**kwargs)
+        Schedule(**kwargs)
 
 
 def _rows(n: int) -> list[DistillRow]:
@@ -99,7 +99,7 @@ def _rows(n: int) -> list[DistillRow]:
 def test_run_trains_every_phase_logs_it_and_resumes(tmp_path: Path, base_model: Path) -> None:  # noqa: F811
     rows = tmp_path / "rows.jsonl"
     write_rows(rows, _rows(24))  # two operations: "a+b=c;c*d=e", 11 tokens
-    config = InternalizeConfig(
+    config = Schedule(
         schedule="left", tokens_per_phase=6, updates_per_phase=2, reset_optimizer=False
     )
     sft = SFTConfig(batch_size=4, learning_rate=1e-3, device="cpu")

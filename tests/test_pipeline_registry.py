@@ -33,7 +33,7 @@ from pipelines.release import ReleaseError
 from twt import pipeline_registry as preg
 from twt import store
 from twt.cli import main as twt_main
-from twt.registry import InvalidNameError, VersionExistsError, VersionNotFoundError
+from twt.registry import RegistryNameError, VersionExistsError, VersionNotFoundError
 from twt.store import ChecksumError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,12 +191,12 @@ def test_latest_without_a_tag_is_the_highest_version_and_refs_are_checked(root, 
     with pytest.raises(VersionNotFoundError, match=r"@3 does not exist"):
         preg.set_tag(root.uri, NAME, "stable", "3", settings=root.settings)
     for bad in ("twt", "twt@", "@1", "twt@1@2", "twt@01", "Twt@1", "twt@Stable", "twt@-x"):
-        with pytest.raises(InvalidNameError):
+        with pytest.raises(RegistryNameError):
             preg.parse_ref(bad)
     for bad in ("1", "Stable", "a_b", "a" * 64, "sha256:x", ""):
-        with pytest.raises(InvalidNameError):
+        with pytest.raises(RegistryNameError):
             preg.check_tag(bad)
-    with pytest.raises(InvalidNameError):  # validated before anything is written
+    with pytest.raises(RegistryNameError):  # validated before anything is written
         publish(root, tmp_path, "2.0", tags=["ok", "Not OK"])
     assert [v.version for v in preg.list_versions(root.uri, NAME, settings=root.settings)] == ["1.2", "1.10"]
     publish(root, tmp_path, "2.0", tags="stable")  # one tag as a string, not the tags s, t, a, b, l, e

@@ -66,7 +66,7 @@ def test_settings_reach_the_reference_trainer(tmp_path: Path, base_model: Path) 
     from twt.config import ConfigError, default_config_path, parse_config
 
     data = yaml.safe_load(default_config_path().read_text())
-    data["compression"].update(method="cts", selection="windowed", segment=8)
+    data["compression"] = {"method": "cts", "selection": "windowed", "segment": 8}
     data["reference"] = {"train": True, "base_model": str(base_model), "updates": 2, "batch_size": 2}
     config = parse_config(yaml.safe_dump(data), "test", base_dir=default_config_path().parent)
     assert config.compression.selection == "windowed" and config.reference.train

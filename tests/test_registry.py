@@ -18,7 +18,7 @@ from s3_server import start_server
 
 from twt import registry, store
 from twt.registry import (
-    InvalidNameError,
+    RegistryNameError,
     RegistryError,
     VersionExistsError,
     VersionNotFoundError,
@@ -323,16 +323,16 @@ def test_concurrent_auto_publishes_take_the_next_numbers(root, tmp_path, monkeyp
 @pytest.mark.parametrize("name", ["../x", "A B", "x/y", "", "a" * 64, "a..b", "-x", ".x", "Student", "a@b"])
 def test_invalid_model_names_are_rejected(name, tmp_path):
     make_model(tmp_path / "model")
-    with pytest.raises(InvalidNameError, match=f"invalid model name {name!r}"):
+    with pytest.raises(RegistryNameError, match=f"invalid model name {name!r}"):
         registry.publish(tmp_path / "model", tmp_path / "reg", name, "1")
     assert not (tmp_path / "reg").exists() and not (tmp_path / "x").exists()
-    assert isinstance(InvalidNameError("x"), ValueError) and isinstance(InvalidNameError("x"), StoreError)
+    assert isinstance(RegistryNameError("x"), ValueError) and isinstance(RegistryNameError("x"), StoreError)
 
 
 @pytest.mark.parametrize("version", ["", "01", "1.2.3.4", "v1", "latest", "1.", "1..2", "x", "1/2", "-1"])
 def test_invalid_versions_are_rejected(version, tmp_path):
     make_model(tmp_path / "model")
-    with pytest.raises(InvalidNameError, match=f"invalid version {version!r}"):
+    with pytest.raises(RegistryNameError, match=f"invalid version {version!r}"):
         registry.publish(tmp_path / "model", tmp_path / "reg", "student", version)
     assert not (tmp_path / "reg").exists()
 
@@ -352,11 +352,11 @@ def test_versions_and_refs():
     assert registry.parse_ref("student@1.2") == ("student", "1.2")
     assert registry.parse_ref("student@latest") == ("student", "latest")
     for bad in ["student", "student@", "@1", "a@b@c", ""]:
-        with pytest.raises(InvalidNameError, match=r"expected NAME@VERSION or NAME@latest"):
+        with pytest.raises(RegistryNameError, match=r"expected NAME@VERSION or NAME@latest"):
             registry.parse_ref(bad)
-    with pytest.raises(InvalidNameError, match="invalid version '01'"):
+    with pytest.raises(RegistryNameError, match="invalid version '01'"):
         registry.parse_ref("student@01")
-    with pytest.raises(InvalidNameError, match=r"invalid model name '\.\./x'"):
+    with pytest.raises(RegistryNameError, match=r"invalid model name '\.\./x'"):
         registry.parse_ref("../x@1")
 
 

@@ -27,7 +27,8 @@ STEP_OF_TASK = {
     "explain-rejection": "explain",
 }
 # inputs a component may take besides its settings: where the object store is, which stage it trains
-PLUMBING = {"s3_endpoint", "stage"}
+# run identity and wiring, not settings: run_id (durable checkpoints), pipeline_run_id (Model Registry)
+PLUMBING = {"s3_endpoint", "stage", "run_id", "pipeline_run_id"}
 
 
 @pytest.fixture(scope="module")

@@ -468,7 +468,7 @@ class InternalizeConfig(_Section):
 
     @model_validator(mode="after")
     def _valid_schedule(self) -> InternalizeConfig:
-        from twt.internalize import InternalizeConfig as Schedule
+        from twt.internalize import Schedule
         from twt.internalize import InternalizeError
 
         if self.schedule != "none":
@@ -479,8 +479,8 @@ class InternalizeConfig(_Section):
         return self
 
     def schedule_config(self, seed: int = 0):
-        """The ``twt.internalize.InternalizeConfig`` of these settings (None for schedule 'none')."""
-        from twt.internalize import InternalizeConfig as Schedule
+        """The ``twt.internalize.Schedule`` of these settings (None for schedule 'none')."""
+        from twt.internalize import Schedule
 
         if self.schedule == "none":
             return None

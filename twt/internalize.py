@@ -1,6 +1,6 @@
 """Stepwise internalisation: stage 2 removes the reasoning gradually, phase by phase, down to none.
 
-    config = InternalizeConfig(schedule="left", tokens_per_phase=6, updates_per_phase=150)
+    config = Schedule(schedule="left", tokens_per_phase=6, updates_per_phase=150)
     result = run_internalize("dcrs/distill.jsonl", "stage1", "stage2", config, sft=SFTConfig(...))
 
 Stepwise Internalization (Deng, Choi & Shieber 2024, arXiv 2405.14838) trains on the reasoning with a fixed
@@ -61,8 +61,8 @@ class InternalizeError(ValueError):
 
 
 @dataclass(frozen=True)
-class InternalizeConfig:
-    """Settings of a stepwise schedule (field names match ``twt.config.InternalizeConfig``).
+class Schedule:
+    """Settings of a stepwise schedule (field names match ``twt.config.Schedule``).
 
     Attributes:
         schedule: "left" (Deng et al.) or "cts" (ratio decay, least important tokens first).
@@ -116,14 +116,14 @@ def removal_order(n: int, schedule: str, scores: Sequence[float] | None = None) 
     return [int(i) for i in keep_first[::-1]]
 
 
-def n_phases(lengths: Sequence[int], config: InternalizeConfig) -> int:
+def n_phases(lengths: Sequence[int], config: Schedule) -> int:
     """How many phases the schedule has on rows of these token lengths (the last removes everything)."""
     if config.schedule == "cts":
         return len(config.ratios)
     return max(1, math.ceil(max(lengths, default=0) / config.tokens_per_phase))
 
 
-def removed_count(n: int, phase: int, config: InternalizeConfig) -> int:
+def removed_count(n: int, phase: int, config: Schedule) -> int:
     """Tokens of an ``n``-token reasoning removed at ``phase`` (1-based), before smoothing."""
     if config.schedule == "left":
         return min(n, phase * config.tokens_per_phase)
@@ -131,7 +131,7 @@ def removed_count(n: int, phase: int, config: InternalizeConfig) -> int:
     return n - (kept_count(n, ratio) if ratio > 0 else 0)
 
 
-def smoothing_offset(config: InternalizeConfig, phase: int, row: int) -> int:
+def smoothing_offset(config: Schedule, phase: int, row: int) -> int:
     """Extra tokens removed from one row at one phase: geometric, ``P(o) ∝ exp(−λ·o)``; 0 when off."""
     if config.smoothing is None:
         return 0
@@ -140,7 +140,7 @@ def smoothing_offset(config: InternalizeConfig, phase: int, row: int) -> int:
 
 
 def kept_positions(
-    n: int, phase: int, row: int, config: InternalizeConfig, scores: Sequence[float] | None = None
+    n: int, phase: int, row: int, config: Schedule, scores: Sequence[float] | None = None
 ) -> list[int]:
     """The positions a phase keeps of one row's tokens, in their original order."""
     removed = min(n, removed_count(n, phase, config) + smoothing_offset(config, phase, row))
@@ -151,7 +151,7 @@ def kept_positions(
 def phase_rows(
     token_ids: Sequence[Sequence[int]],
     phase: int,
-    config: InternalizeConfig,
+    config: Schedule,
     scores: Sequence[Sequence[float]] | None = None,
 ) -> list[list[int]]:
     """The kept token ids of every row at ``phase``."""
@@ -195,7 +195,7 @@ def run_internalize(
     rows_path: str | os.PathLike,
     base_model: str | os.PathLike,
     out_dir: str | os.PathLike,
-    config: InternalizeConfig,
+    config: Schedule,
     sft,
     *,
     reference_model: str | os.PathLike | None = None,

@@ -49,7 +49,7 @@ from typing import Any
 from twt import names as name_rules
 from twt import store
 from twt.registry import (
-    InvalidNameError,
+    RegistryNameError,
     RegistryError,
     VersionExistsError,
     VersionNotFoundError,
@@ -134,14 +134,14 @@ class Tag:
 
 
 def check_tag(tag: str) -> str:
-    return name_rules.check_tag(tag, InvalidNameError)
+    return name_rules.check_tag(tag, RegistryNameError)
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
     """``"name@version"`` or ``"name@tag"`` → (name, version or tag); tell them apart with ``is_tag``."""
     name, sep, which = ref.partition("@") if isinstance(ref, str) else ("", "", "")
     if not sep or not name or not which or "@" in which:
-        raise InvalidNameError(f"invalid pipeline reference {ref!r}: expected NAME@VERSION or NAME@TAG")
+        raise RegistryNameError(f"invalid pipeline reference {ref!r}: expected NAME@VERSION or NAME@TAG")
     check_model_name(name)
     return name, which if is_tag(which) else check_version(which)
 

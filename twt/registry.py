@@ -66,7 +66,7 @@ class RegistryError(StoreError):
     """A registry operation failed; one line naming the model, version or root."""
 
 
-class InvalidNameError(RegistryError, name_rules.InvalidNameError):
+class RegistryNameError(RegistryError, name_rules.InvalidNameError):
     """A model name, version or reference that the registry does not accept."""
 
 
@@ -118,11 +118,11 @@ class RegistryVersion:
 
 
 def check_model_name(name: str) -> str:
-    return name_rules.check_model_name(name, InvalidNameError)
+    return name_rules.check_model_name(name, RegistryNameError)
 
 
 def check_version(version: str) -> str:
-    return name_rules.check_version(version, InvalidNameError)
+    return name_rules.check_version(version, RegistryNameError)
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -134,7 +134,7 @@ def parse_ref(ref: str) -> tuple[str, str]:
     """``"name@version"`` or ``"name@latest"`` → (name, version); both parts validated."""
     name, sep, version = ref.partition("@") if isinstance(ref, str) else ("", "", "")
     if not sep or not name or not version or "@" in version:
-        raise InvalidNameError(f"invalid model reference {ref!r}: expected NAME@VERSION or NAME@latest")
+        raise RegistryNameError(f"invalid model reference {ref!r}: expected NAME@VERSION or NAME@latest")
     check_model_name(name)
     return name, version if version == "latest" else check_version(version)
 
