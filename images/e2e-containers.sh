@@ -36,9 +36,17 @@ built=$(date +%s)
 if [ "$engine" = podman ]; then
     export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/images/containers.conf}
     sock_dir=$(mktemp -d "${TMPDIR:-/tmp}/twt-podman.XXXXXX")
-    podman system service --time=0 "unix://$sock_dir/podman.sock" &
+    # the service's own log (podman 4.3 logs systemd healthcheck-timer errors there) is shown on failure only
+    podman system service --time=0 "unix://$sock_dir/podman.sock" 2>"$sock_dir/service.log" &
     service=$!
-    trap 'kill "$service" 2>/dev/null || true; wait "$service" 2>/dev/null || true; rm -rf "$sock_dir"' EXIT
+    stop_service() {
+        local status=$?
+        kill "$service" 2>/dev/null || true
+        wait "$service" 2>/dev/null || true
+        [ "$status" -eq 0 ] || { echo "e2e-containers: podman service log:" >&2; tail -n 20 "$sock_dir/service.log" >&2; }
+        rm -rf "$sock_dir"
+    }
+    trap stop_service EXIT
     export DOCKER_HOST="unix://$sock_dir/podman.sock"
     for _ in $(seq 50); do [ -S "$sock_dir/podman.sock" ] && break; sleep 0.2; done
 fi

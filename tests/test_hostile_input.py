@@ -630,3 +630,19 @@ def test_a_damaged_state_file_names_itself_and_its_line(tmp_path):
     )
     assert_one_line_error(result, f"{plan}:3: PLAN.json: not valid JSON", "start over")
     assert sorted(p.name for p in plan.parent.iterdir()) == ["PLAN.json"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["nope"],
+        ["registry", "publish", "m"],
+        ["registry", "pull", "-x", "--root", "r", "--to", "d"],
+        ["sample", "--questions"],
+        ["dcrs", "--max-per-question", "many"],
+    ],
+)
+def test_usage_errors_are_one_line_too(tmp_path, monkeypatch, argv):
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(run_cli(*argv), "--help")
+    assert list(tmp_path.iterdir()) == []

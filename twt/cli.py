@@ -32,6 +32,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from twt.config import CompressionConfig, DCRSConfig, setting_help
 
@@ -355,10 +356,15 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
 # --- parser ------------------------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line too (``twt: error: ...``, exit 2), with where to find the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"twt: error: {message.splitlines()[0]} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="twt", description="Distil teachers' reasoning into a terse student."
-    )
+    parser = _Parser(prog="twt", description="Distil teachers' reasoning into a terse student.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run the embedded default end to end (tiny models, local store)")
