@@ -12,8 +12,8 @@ from test_train import base_model  # noqa: F401  (fixture)
 
 from twt.internalize import (
     PHASES_LOG,
-    Schedule,
     InternalizeError,
+    Schedule,
     kept_positions,
     n_phases,
     phase_rows,
@@ -99,9 +99,7 @@ def _rows(n: int) -> list[DistillRow]:
 def test_run_trains_every_phase_logs_it_and_resumes(tmp_path: Path, base_model: Path) -> None:  # noqa: F811
     rows = tmp_path / "rows.jsonl"
     write_rows(rows, _rows(24))  # two operations: "a+b=c;c*d=e", 11 tokens
-    config = Schedule(
-        schedule="left", tokens_per_phase=6, updates_per_phase=2, reset_optimizer=False
-    )
+    config = Schedule(schedule="left", tokens_per_phase=6, updates_per_phase=2, reset_optimizer=False)
     sft = SFTConfig(batch_size=4, learning_rate=1e-3, device="cpu")
     seen: list[tuple[str, float, int]] = []
     out = tmp_path / "stage2"

@@ -18,8 +18,8 @@ from s3_server import start_server
 
 from twt import registry, store
 from twt.registry import (
-    RegistryNameError,
     RegistryError,
+    RegistryNameError,
     VersionExistsError,
     VersionNotFoundError,
 )

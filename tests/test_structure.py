@@ -150,8 +150,19 @@ def test_twt_distill_writes_the_lineage_the_pipeline_step_writes(tmp_path) -> No
     from twt.records import DistillRow, write_rows
 
     rows = tmp_path / "rows.jsonl"
-    write_rows(rows, [DistillRow(id=f"q{i}", question=f"{i}+1", reasoning=f"{i}+1={(i + 1) % 10}",
-                                 answer=str((i + 1) % 10), source="t#0") for i in range(8)])
+    write_rows(
+        rows,
+        [
+            DistillRow(
+                id=f"q{i}",
+                question=f"{i}+1",
+                reasoning=f"{i}+1={(i + 1) % 10}",
+                answer=str((i + 1) % 10),
+                source="t#0",
+            )
+            for i in range(8)
+        ],
+    )
     out = tmp_path / "stage1"
     base = data_dir() / "tiny" / "student-base"
     argv = ["distill", "--stage", "1", "--data", str(rows), "--base", str(base), "--out", str(out)]

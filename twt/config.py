@@ -468,8 +468,7 @@ class InternalizeConfig(_Section):
 
     @model_validator(mode="after")
     def _valid_schedule(self) -> InternalizeConfig:
-        from twt.internalize import Schedule
-        from twt.internalize import InternalizeError
+        from twt.internalize import InternalizeError, Schedule
 
         if self.schedule != "none":
             try:

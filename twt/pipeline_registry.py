@@ -49,8 +49,8 @@ from typing import Any
 from twt import names as name_rules
 from twt import store
 from twt.registry import (
-    RegistryNameError,
     RegistryError,
+    RegistryNameError,
     VersionExistsError,
     VersionNotFoundError,
     check_model_name,
