@@ -230,6 +230,14 @@ def distill_stage(
         raise ValueError(f"stage {stage} starts from stage {stage - 1}'s model: give base_model_dir")
     settings = run.stage(stage)
     base = run.student.model if base_model_dir is None else str(base_model_dir)
+    if base_model_dir is None and run.student.layers is not None:  # a fresh student of the configured size
+        from twt.tiny import build_student
+
+        size = f"{run.student.hidden}x{run.student.layers}"
+        base = str(Path(model_out).parent / f"student-base-{size}")
+        build_student(
+            Path(base), run.student.hidden, run.student.layers, tokenizer_dir=Path(run.student.model)
+        )
     lineage = {
         "run": run.name,
         "teachers": [{"name": t.name, "model": t.model, "backend": t.backend} for t in run.teachers],
