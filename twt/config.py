@@ -278,6 +278,21 @@ class StudentConfig(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Training dtype; 'auto' = bfloat16 on GPUs that support it, else float32."
     )
+    hidden: int | None = Field(
+        None, ge=8, description="With layers: a fresh tiny student of this width (twt.tiny.build_student)."
+    )
+    layers: int | None = Field(
+        None,
+        ge=1,
+        description="With hidden: a fresh tiny student of this depth, built from `model`'s tokenizer with "
+        "the packaged student base's recipe; null = train `model` itself.",
+    )
+
+    @model_validator(mode="after")
+    def _size_together(self) -> StudentConfig:
+        if (self.hidden is None) != (self.layers is None):
+            raise ValueError("hidden and layers go together: set both for a fresh student, or neither")
+        return self
 
     @field_validator("dtype")
     @classmethod

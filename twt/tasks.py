@@ -303,6 +303,14 @@ def distill_stage(
     if stage > 1 and base_model_dir is None:
         raise ValueError(f"stage {stage} starts from stage {stage - 1}'s model: give base_model_dir")
     base = step.student.model if base_model_dir is None else str(base_model_dir)
+    if base_model_dir is None and step.student.layers is not None:  # a fresh student of the configured size
+        from twt.tiny import build_student
+
+        size = f"{step.student.hidden}x{step.student.layers}"
+        base = str(Path(model_out).parent / f"student-base-{size}")
+        build_student(
+            Path(base), step.student.hidden, step.student.layers, tokenizer_dir=Path(step.student.model)
+        )
     lineage = {
         "run": step.run,
         "teachers": [t.model_dump() for t in step.teachers],

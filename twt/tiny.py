@@ -329,6 +329,7 @@ def build_student(
     tokenizer_dir: Path = DEFAULT_DIR / TOKENIZER_DIR,
     seed: int = STUDENT.seed,
     progress: bool = False,
+    steps: int = STUDENT.steps,
 ) -> dict:
     """A student base of another size: ``STUDENT``'s recipe (the answer format on a short direct-answer
     budget, the same held-out questions kept out) at ``hidden`` × ``layers``. Skipped when already built."""
@@ -344,7 +345,9 @@ def build_student(
     torch.manual_seed(seed)
     plan = BuildPlan()
     held_out = {q.question for q in make_questions(plan.eval_questions, plan.eval_seed, "eval", plan.task)}
-    spec = replace(STUDENT, name=out_dir.name, hidden=hidden, layers=layers, heads=heads, seed=seed)
+    spec = replace(
+        STUDENT, name=out_dir.name, hidden=hidden, layers=layers, heads=heads, seed=seed, steps=steps
+    )
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     return train_model(spec, tokenizer, out_dir, held_out, plan.task, progress=progress)
 
