@@ -39,6 +39,7 @@ from components.distill_stage import distill_stage
 from components.evaluate_students import evaluate_students
 from components.explain_rejection import explain_rejection
 from components.gate import gate
+from components.images import GPU_IMAGE
 from components.prepare_questions import prepare_questions
 from components.promote_student import promote_student
 from components.resolve_settings import resolve_settings
@@ -67,6 +68,7 @@ SECRET_KEYS = {
     "model_registry": {"address": "TWT_MODEL_REGISTRY_ADDRESS", "token": "TWT_MODEL_REGISTRY_TOKEN"},
 }
 RUN_AS = 10001  # the images' user (images/README.md)
+IMAGE_ENV = "TWT_IMAGE"  # the training steps' own image, for the training jobs they submit (twt.stage_launch)
 # The launcher keeps local copies of s3:// and minio:// artifacts under /s3 and /minio; a non-root user
 # cannot create those at the file system root, so each task gets them as emptyDir volumes.
 SCRATCH_MOUNTS = {"kfp-s3": "/s3", "kfp-minio": "/minio"}
@@ -313,6 +315,9 @@ def twt_distillation(
     ):
         _on_gpu(_common(task, name, caching=True), gpu).set_retry(**TRAIN_RETRY)
         _secret(task, hf_token_secret, "hf_token", optional=True)
+        # a stage that outgrows the pod runs as a TrainJob/PyTorchJob on the step's own image (compile-time
+        # retargeting to another registry rewrites this value with the executor's image)
+        task.set_env_variable(IMAGE_ENV, GPU_IMAGE)
     _on_gpu(_common(compressed, "compress reasoning", caching=True), gpu).set_retry(**SAMPLE_RETRY)
     _secret(compressed, hf_token_secret, "hf_token", optional=True)
     _secret(compressed, teacher_keys_secret, "teacher_keys", optional=True)

@@ -114,10 +114,23 @@ def retargeted(pipeline, images: Mapping[str, str]) -> Iterator[dict[str, str]]:
     unknown = {name: image for name, image in original.items() if image not in swap}
     if unknown:
         raise ImageError(f"executors on images that are neither default: {unknown}")
+    # an executor's TWT_IMAGE (the image its training jobs run, pipelines.distillation) follows its image
+    containers = [executors[name]["container"] for name in original]  # protobuf Structs, not dicts
+    image_envs = [
+        env
+        for container in containers
+        for env in (container["env"] if "env" in container else [])  # noqa: SIM401 - Struct has no .get
+        if env["name"] == "TWT_IMAGE" and env["value"] in swap
+    ]
+    env_values = [env["value"] for env in image_envs]
     try:
         for name, image in original.items():
             executors[name]["container"]["image"] = swap[image]
+        for env, value in zip(image_envs, env_values, strict=True):
+            env["value"] = swap[value]
         yield executor_images_of(pipeline)
     finally:
         for name, image in original.items():
             executors[name]["container"]["image"] = image
+        for env, value in zip(image_envs, env_values, strict=True):
+            env["value"] = value

@@ -71,6 +71,16 @@ def test_image_registry_names_every_executor_and_compiles_byte_identical(tmp_pat
         f"localhost/x/twt-cpu:{VERSION}"
     }
     assert "ghcr.io" not in (tmp_path / "a.yaml").read_text()
+    # the training steps' TWT_IMAGE (the image of the jobs they submit) is their own image, retargeted too
+    spec = next(yaml.safe_load_all((tmp_path / "a.yaml").read_text()))  # the platform spec follows it
+    executors = spec["deploymentSpec"]["executors"]
+    job_images = {
+        name: env["value"]
+        for name, executor in executors.items()
+        for env in executor["container"].get("env", [])
+        if env["name"] == "TWT_IMAGE"
+    }
+    assert len(job_images) == 3 and all(images[name] == value for name, value in job_images.items())
     # the in-memory pipeline is back on its defaults after the compile
     assert set(executor_images_of(twt_distillation).values()) == {CPU_IMAGE, GPU_IMAGE}
 
