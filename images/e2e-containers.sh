@@ -25,7 +25,9 @@ else
         [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1 \
             || { echo "e2e-containers: install podman, buildah, debootstrap and runc (needs root and apt)" >&2; exit 1; }
         echo "e2e-containers: installing podman buildah debootstrap runc"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah debootstrap runc >/dev/null
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq  # a fresh machine has no package lists yet
+        apt-get install -y -qq podman buildah debootstrap runc >/dev/null
     fi
 fi
 tools=$(date +%s)
