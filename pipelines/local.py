@@ -31,15 +31,36 @@ STAGE_TASKS = {1: "distill-stage", 2: "distill-stage-2", 3: "distill-stage-3"}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 FINISHED = re.compile(r"Task '?([\w-]+)'? finished with status (\w+)")
 CACHE_HIT = re.compile(r"Task '?([\w-]+)'? cache hit \(key=([0-9a-f]+)")
+PROGRESS_BAR = re.compile(r"^[^|]{0,80}?\d{1,3}%\|")  # a tqdm line: "train stage1:  45%|####  | 450/1000 ..."
+
+
+class ConsoleProgress:
+    """The newest progress bar the running tasks print (tqdm, read from their output), redrawn in place on
+    one console line; cleared before any other line is shown."""
+
+    def __init__(self, stream, width: int = 110) -> None:
+        self.stream, self.width, self.shown = stream, width, False
+
+    def offer(self, text: str) -> None:
+        line = ANSI.sub("", text).strip()
+        if PROGRESS_BAR.match(line):
+            self.stream.write("\r\x1b[K" + line[: self.width])
+            self.stream.flush()
+            self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.shown = False
 
 
 class RunnerRecords(logging.Handler):
     """kfp.local's own log records of one run: which tasks finished how, which were cache hits. Each line
     goes to ``stream`` (colour codes removed), and with ``progress`` a short line per task to stdout."""
 
-    def __init__(self, stream=None, progress: bool = False) -> None:
+    def __init__(self, stream=None, progress: bool = False, bars: ConsoleProgress | None = None) -> None:
         super().__init__(logging.INFO)
-        self.stream, self.progress = stream, progress
+        self.stream, self.progress, self.bars = stream, progress, bars
         self.finished: dict[str, str] = {}
         self.cache_hits: dict[str, str] = {}  # task -> the start of its cache key
 
@@ -56,6 +77,8 @@ class RunnerRecords(logging.Handler):
 
     def _show(self, line: str) -> None:
         if self.progress:
+            if self.bars is not None:
+                self.bars.clear()
             sys.__stdout__.write(line + "\n")
             sys.__stdout__.flush()
 
@@ -95,14 +118,15 @@ def runner_records(records: RunnerRecords, verbose: bool = False):
 
 
 @contextlib.contextmanager
-def kfp_local_session(log_file: str | os.PathLike | None = None):
+def kfp_local_session(log_file: str | os.PathLike | None = None, bars: ConsoleProgress | None = None):
     """What a ``kfp.local`` pipeline run leaves changed, put back afterwards.
 
     kfp 2.17 indents task logs by swapping ``builtins.print`` in and out; two ParallelFor iterations
     doing that at once can leave the indenting ``print`` installed for the rest of the process (every
     later ``print`` then starts with four spaces). The expected warnings about cluster-only settings are
     silenced too (see the module docstring). With ``log_file``, what the tasks print (their whole
-    executor input and logs) goes to that file; kfp's one-line task start/finish messages still show."""
+    executor input and logs) goes to that file; kfp's one-line task start/finish messages still show, and
+    ``bars`` redraws the tasks' progress bars on the console."""
     original = builtins.print
     with contextlib.ExitStack() as stack:
         if log_file:
@@ -111,6 +135,8 @@ def kfp_local_session(log_file: str | os.PathLike | None = None):
             def to_log(*args, **kwargs):
                 kwargs.setdefault("file", handle)
                 original(*args, **kwargs)
+                if bars is not None and args:
+                    bars.offer(" ".join(str(a) for a in args))
 
             builtins.print = to_log
         try:
@@ -169,8 +195,10 @@ def run_local(
     started = time.time()
     with contextlib.ExitStack() as stack:
         stream = stack.enter_context(Path(log_file).open("a", encoding="utf-8")) if log_file else None
-        records = stack.enter_context(runner_records(RunnerRecords(stream, progress), verbose))
-        stack.enter_context(kfp_local_session(log_file))
+        # progress bars only where a person watches (a terminal); a redirected console keeps whole lines
+        bars = ConsoleProgress(sys.__stdout__) if progress and sys.__stdout__.isatty() else None
+        records = stack.enter_context(runner_records(RunnerRecords(stream, progress, bars), verbose))
+        stack.enter_context(kfp_local_session(log_file, bars))
         twt_distillation(**arguments)
     return run_outcome(
         root,

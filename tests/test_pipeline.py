@@ -588,3 +588,29 @@ def test_a_local_session_can_send_task_output_to_a_log(tmp_path: Path, capsys) -
     assert builtins.print is original
     assert (tmp_path / "tasks.log").read_text() == "executor input: {...}\n"
     assert capsys.readouterr().out == "after\n"
+
+
+def test_task_progress_bars_are_redrawn_on_one_console_line(tmp_path: Path) -> None:
+    import io
+    import logging
+
+    from pipelines.local import ConsoleProgress, RunnerRecords, kfp_local_session
+
+    console = io.StringIO()
+    bars = ConsoleProgress(console, width=40)
+    with kfp_local_session(tmp_path / "tasks.log", bars):
+        print("    executor input: {...}")  # kfp indents task output
+        print("    train model:   3%|▎         | 93/3000 [00:06<02:55, 16.52it/s]")
+        print("    train model:  50%|█████     | 1500/3000 [01:40<01:40, 15.00it/s]")
+    assert console.getvalue() == (
+        "\r\x1b[K" + "train model:   3%|▎         | 93/3000 [0"
+        "\r\x1b[K" + "train model:  50%|█████     | 1500/3000 "
+    )
+    assert "executor input" in (tmp_path / "tasks.log").read_text()  # every line still goes to the log
+    records = RunnerRecords(None, progress=False, bars=bars)
+    records.emit(
+        logging.LogRecord("kfp", logging.INFO, "", 0, "Task 'gate' finished with status SUCCESS", (), None)
+    )
+    assert records.finished == {"gate": "SUCCESS"}
+    bars.clear()
+    assert console.getvalue().endswith("\r\x1b[K") and not bars.shown
