@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from s3_server import start_server
 
-from twt import registry, store
+from twt import model_card, registry, store
 from twt.registry import (
     RegistryError,
     RegistryNameError,
@@ -419,11 +419,11 @@ def test_the_model_card_has_metrics_gate_lineage_pull_and_files(tmp_path):
 
 
 def test_the_model_card_says_not_recorded_for_missing_parts():
-    card = registry.render_card({"model": "m", "version": "1"}, {}, "reg/m/1")
+    card = model_card.render_card({"model": "m", "version": "1"}, {}, "reg/m/1")
     for section in ["## Metrics", "## Gate", "## Lineage"]:
         assert card.split(section)[1].lstrip().startswith("not recorded"), section
     assert "- Created: not recorded" in card and "- Base model: not recorded" in card
-    partial = registry.render_card(
+    partial = model_card.render_card(
         {"metrics": {"accuracy": 0.5}, "gate": {"passed": False}, "lineage": {"teachers": []}}, {}, "u"
     )
     assert "| **student** (this model) | 50.0% | not recorded | not recorded |" in partial

@@ -24,7 +24,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from twt.registry import RegistryError, RegistryVersion, metric_rows
+from twt.model_card import metric_rows
+from twt.registry import RegistryError, RegistryVersion
 
 ENV_ADDRESS = "TWT_MODEL_REGISTRY_ADDRESS"
 ENV_TOKEN = "TWT_MODEL_REGISTRY_TOKEN"
