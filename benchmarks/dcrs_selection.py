@@ -111,7 +111,7 @@ def time_embedding(n_texts: int, threads: int, batch_size: int) -> dict:
     import torch
 
     from twt.dcrs import _load_encoder, default_embedding_model, embed_texts
-    from twt.task import STYLES, make_questions, reasoning_of
+    from twt.embedded_task import STYLES, make_questions, reasoning_of
 
     torch.set_num_threads(threads)
     rng = random.Random(0)

@@ -190,9 +190,9 @@ def dcrs_summary(work: Path) -> dict:
 
 def evaluate(run, name: str, model: str, instruction: str, out: Path) -> dict:
     """Greedy evaluation on the held-out questions, with accuracy by chain length (``accuracy_by_ops``)."""
+    from twt.embedded_task import parse_question
     from twt.evaluate import EvalTarget, evaluate_model
     from twt.records import Question, read_rows
-    from twt.task import parse_question
 
     slug = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in name)
     done = out / "eval" / f"{slug}.json"

@@ -29,7 +29,7 @@ H100_BF16_FLOPS = 989e12
 
 
 def make_pairs(n: int, seed: int, repeat_reasoning: int = 1) -> list[tuple[str, str]]:
-    from twt.task import STYLES, PromptTemplates, TaskSpec, completion, make_questions, reasoning_of
+    from twt.embedded_task import STYLES, PromptTemplates, TaskSpec, completion, make_questions, reasoning_of
 
     rng, templates = random.Random(seed), PromptTemplates()
     spec = TaskSpec(weights=(0.1, 0.15, 0.2, 0.2, 0.2, 0.15))

@@ -26,8 +26,8 @@ from twt.compress import (
     token_scores,
     window_plan,
 )
+from twt.embedded_task import STYLES, PromptTemplates, make_questions, reasoning_of
 from twt.records import Candidate, DistillRow, RecordError, read_rows, write_rows
-from twt.task import STYLES, PromptTemplates, make_questions, reasoning_of
 from twt.teachers import Generation
 
 WORDS = ["Solve", "step", "by", ":", "Answer", "mod", "a", "b", "c", "d", "x", "+", "-", "*", "=", ";"]

@@ -20,7 +20,7 @@ from twt.config import (
     load_config,
     parse_config,
 )
-from twt.task import PromptTemplates, TaskSpec
+from twt.embedded_task import PromptTemplates, TaskSpec
 from twt.train import SFTConfig
 
 REPO = Path(__file__).resolve().parents[1]

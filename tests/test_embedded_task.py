@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from twt.task import (
+from twt.embedded_task import (
     PromptTemplates,
     TaskSpec,
     answer_of,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from twt.embedded_task import make_questions
 from twt.evaluate import EvalTarget, answer_accuracy, evaluate_model, evaluate_models, render_report
 from twt.records import Question
-from twt.task import make_questions
 from twt.teachers import Generation
 from twt.tiny import DEFAULT_DIR
 

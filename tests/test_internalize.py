@@ -10,6 +10,7 @@ import pytest
 import torch
 from test_train import base_model  # noqa: F401  (fixture)
 
+from twt.embedded_task import TaskSpec, make_questions, reasoning_of
 from twt.internalize import (
     PHASES_LOG,
     InternalizeError,
@@ -23,7 +24,6 @@ from twt.internalize import (
     smoothing_offset,
 )
 from twt.records import DistillRow, write_rows
-from twt.task import TaskSpec, make_questions, reasoning_of
 from twt.train import SFTConfig
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from test_train import base_model  # noqa: F401  (fixture)
 
 from twt.compress import run_compress
+from twt.embedded_task import make_questions, reasoning_of
 from twt.records import DistillRow, read_rows, write_rows
 from twt.reference import ReferenceSettings, reference_pairs, train_reference
-from twt.task import make_questions, reasoning_of
 
 
 def _rows(n: int) -> list[DistillRow]:

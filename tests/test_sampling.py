@@ -10,6 +10,7 @@ import torch
 from fake_openai_server import TOKEN_LOGPROB, FakeOpenAIServer
 from test_teachers import build_tiny_llama
 
+from twt.embedded_task import PromptTemplates, make_questions
 from twt.records import Candidate, Question, read_rows, write_rows
 from twt.sampling import (
     DONE_FILE,
@@ -20,7 +21,6 @@ from twt.sampling import (
     sample_teacher,
     shard_path,
 )
-from twt.task import PromptTemplates, make_questions
 from twt.teachers import Generation, TeacherSpec, load_teacher
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from test_train import base_model  # noqa: F401  (fixture)
 
+from twt.embedded_task import make_questions, reasoning_of
 from twt.records import DistillRow, write_rows
 from twt.stages import StageError, mixed_pairs, run_stage, stage_pairs
-from twt.task import make_questions, reasoning_of
 from twt.train import SFTConfig
 
 

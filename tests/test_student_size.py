@@ -10,8 +10,8 @@ import yaml
 
 from twt import tasks
 from twt.config import ConfigError, default_config_path, parse_config
+from twt.embedded_task import make_questions, reasoning_of
 from twt.records import DistillRow, write_rows
-from twt.task import make_questions, reasoning_of
 
 
 def _config(**student):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from fake_openai_server import TOKEN_LOGPROB, FakeOpenAIServer
 
-from twt.task import PromptTemplates
+from twt.embedded_task import PromptTemplates
 from twt.teachers import (
     Generation,
     TeacherBackend,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from twt.embedded_task import TaskSpec, make_questions
 from twt.records import Question
-from twt.task import TaskSpec, make_questions
 from twt.tiny import DEFAULT_DIR, STUDENT, TEACHERS, BuildPlan, TinyModelSpec, build_all, greedy_accuracy
 
 MICRO = TinyModelSpec("micro", hidden=32, layers=1, heads=2, steps=40, batch_size=8, lr=3e-3, seed=7)

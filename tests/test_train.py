@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from twt.task import PromptTemplates, completion, make_questions, reasoning_of
+from twt.embedded_task import PromptTemplates, completion, make_questions, reasoning_of
 from twt.tiny import DEFAULT_DIR, TOKENIZER_DIR, TinyModelSpec, new_model
 from twt.train import (
     IGNORE,

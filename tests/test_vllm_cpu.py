@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from twt.embedded_task import make_questions
 from twt.records import Question
 from twt.sampling import answer_questions
-from twt.task import make_questions
 from twt.teachers import TeacherSpec, load_teacher
 from twt.tiny import DEFAULT_DIR
 

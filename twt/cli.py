@@ -72,8 +72,8 @@ def cmd_task_build(args: argparse.Namespace) -> None:
 
 
 def cmd_task_questions(args: argparse.Namespace) -> None:
+    from twt.embedded_task import make_questions
     from twt.records import write_rows
-    from twt.task import make_questions
 
     evalq = make_questions(args.eval, args.seed, "eval")
     train = make_questions(args.train, args.seed, "train", exclude={q.question for q in evalq})

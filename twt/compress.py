@@ -61,8 +61,8 @@ from typing import Any
 
 import numpy as np
 
+from twt.embedded_task import ANSWER_PREFIX, PromptTemplates, completion, extract_answer, normalize_answer
 from twt.records import Candidate, DistillRow, read_nonempty, read_rows, write_json, write_rows
-from twt.task import ANSWER_PREFIX, PromptTemplates, completion, extract_answer, normalize_answer
 
 METHODS = ("teacher", "cts", "unconditional")
 CONDITIONS = ("question_answer", "question")

@@ -45,8 +45,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from twt import names
+from twt.embedded_task import PromptTemplates, TaskSpec
 from twt.safe_yaml import YAMLLimitError, load_yaml, read_bounded
-from twt.task import PromptTemplates, TaskSpec
 
 
 class ConfigError(ValueError):
@@ -132,7 +132,8 @@ class TaskConfig(_Section):
     """Where the questions come from: the embedded mod-10 chains, or question files."""
 
     kind: Literal["embedded", "files"] = Field(
-        "embedded", description="'embedded': generate twt.task questions; 'files': read question JSONL files."
+        "embedded",
+        description="'embedded': generate twt.embedded_task questions; 'files': read question JSONL files.",
     )
     train_questions: int = Field(
         2000, ge=1, description="embedded: number of (unlabeled) training questions."
@@ -142,7 +143,8 @@ class TaskConfig(_Section):
     weights: list[float] = Field(
         default_factory=lambda: list(TaskSpec().weights),
         min_length=1,
-        description="embedded: relative share of chains of 1, 2, ..., N operations (twt.task.TaskSpec).",
+        description="embedded: relative share of chains of 1, 2, ..., N operations "
+        "(twt.embedded_task.TaskSpec).",
     )
     questions: str | None = Field(
         None, description="files: path or URI of the training questions.jsonl (answers optional)."
@@ -169,7 +171,7 @@ class TaskConfig(_Section):
         return self
 
     def spec(self) -> TaskSpec:
-        """The ``twt.task.TaskSpec`` of the embedded task."""
+        """The ``twt.embedded_task.TaskSpec`` of the embedded task."""
         return TaskSpec(weights=tuple(self.weights))
 
 
@@ -177,7 +179,7 @@ class TaskConfig(_Section):
 
 
 class PromptsConfig(_Section):
-    """Overrides of ``twt.task.PromptTemplates``; null keeps the default. Placeholders: {question},
+    """Overrides of ``twt.embedded_task.PromptTemplates``; null keeps the default. Placeholders: {question},
     {reasoning}, {answer}, {attempt}; completions must end with ``Answer: <answer>``."""
 
     solve: str | None = Field(None, description="Ask for reasoning, then the answer; must use {question}.")
@@ -266,7 +268,8 @@ class TeacherConfig(_Section):
         return self
 
     def templates(self) -> PromptTemplates:
-        """The prompt templates: ``twt.task.PromptTemplates`` defaults with this teacher's overrides."""
+        """The prompt templates: ``twt.embedded_task.PromptTemplates`` defaults with this teacher's
+        overrides."""
         overrides = self.prompts.model_dump(exclude_none=True) if self.prompts else {}
         return PromptTemplates(**overrides)
 

@@ -7,9 +7,10 @@ Two criteria, applied in this order to every candidate (one teacher generation f
 
 1. **Quality.** (TwT's unsupervised setting by default: no gold answer is needed.) Each question gets a
    pseudo-label by a confidence-weighted vote over the normalised answers
-   of *all* teachers' candidates for it (``twt.task.normalize_answer``): an answer's weight is the sum of the
-   confidences of the candidates giving it. The winner has the largest weight (weights rounded to 1e-9 so
-   float summation order cannot decide), then the most votes, then the lexicographically smallest answer.
+   of *all* teachers' candidates for it (``twt.embedded_task.normalize_answer``): an answer's weight is
+   the sum of the confidences of the candidates giving it. The winner has the largest weight (weights
+   rounded to 1e-9 so float summation order cannot decide), then the most votes, then the lexicographically
+   smallest answer.
    ``agreement`` = the winner's weight / the question's total weight over candidates with an answer (0 when
    that total is 0). A candidate's confidence is what sampling recorded (self-reported, else from
    log-probabilities: ``confidence="candidate"``) or 1 for every candidate (``"vote_share"``: a plain
@@ -49,8 +50,8 @@ from pathlib import Path
 import numpy as np
 
 from twt.config import DCRSConfig  # the settings: one schema, shared with the run configuration
+from twt.embedded_task import normalize_answer
 from twt.records import Candidate, DistillRow, Question, read_nonempty, read_rows, write_json, write_rows
-from twt.task import normalize_answer
 
 QUALITY_REASONS = ("passed", "no_answer", "empty_reasoning", "disagrees", "low_score")
 DIVERSITY_REASONS = ("kept", "exact_duplicate", "near_duplicate", "over_cap", "not_eligible")

@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from twt.embedded_task import PromptTemplates
 from twt.records import Question, read_json, write_json, write_rows, write_text
-from twt.task import PromptTemplates
 
 METRIC_DIR = Path(__file__).parent / "metrics" / "answer_accuracy"
 PLOT_NAME, REPORT_NAME, METRICS_NAME = "accuracy_vs_tokens.png", "report.md", "metrics.json"
@@ -110,7 +110,7 @@ def evaluate_model(
     tokens = [a.tokens for a in answers]
     correct = scored["correct"]
     if answers_path is not None:
-        from twt.task import normalize_answer
+        from twt.embedded_task import normalize_answer
 
         rows = [
             {

@@ -48,8 +48,8 @@ from pathlib import Path
 import numpy as np
 
 from twt.compress import kept_count
+from twt.embedded_task import PromptTemplates, completion
 from twt.records import DistillRow, read_rows
-from twt.task import PromptTemplates, completion
 
 SCHEDULES = ("left", "cts")
 PHASES_LOG = "phases.jsonl"

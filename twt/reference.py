@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from twt.compress import condition_text
+from twt.embedded_task import PromptTemplates
 from twt.records import DistillRow, read_rows
 from twt.stages import _sha256
-from twt.task import PromptTemplates
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twt.embedded_task import PromptTemplates, extract_answer
 from twt.records import (
     Candidate,
     Question,
@@ -46,7 +47,6 @@ from twt.records import (
     write_json,
     write_rows,
 )
-from twt.task import PromptTemplates, extract_answer
 from twt.teachers import Generation, TeacherBackend, TeacherSpec, load_teacher, stream_seed
 
 PLAN_FILE, DONE_FILE, MERGED_FILE = "PLAN.json", "DONE.json", "candidates.jsonl"

@@ -23,8 +23,8 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+from twt.embedded_task import PromptTemplates, completion
 from twt.records import DistillRow, read_json, read_rows
-from twt.task import PromptTemplates, completion
 from twt.train import SFTConfig, train_sft
 
 STAGES = (1, 2, 3)

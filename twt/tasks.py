@@ -167,11 +167,12 @@ def prepare_questions(
 ) -> tuple[int, int]:
     """The training questions (what the teachers solve) and the held-out evaluation questions.
 
-    ``task.kind`` embedded: drawn by ``twt.task.make_questions`` (train and eval never share a question);
-    files: copied from ``task.questions``/``task.eval`` (local paths or URIs). ``eval_questions`` caps the
-    held-out set. A file that already holds exactly these questions is not rewritten. Returns the counts.
+    ``task.kind`` embedded: drawn by ``twt.embedded_task.make_questions`` (train and eval never share a
+    question); files: copied from ``task.questions``/``task.eval`` (local paths or URIs).
+    ``eval_questions`` caps the held-out set. A file that already holds exactly these questions is not
+    rewritten. Returns the counts.
     """
-    from twt.task import make_questions
+    from twt.embedded_task import make_questions
 
     task = _slice(config, slices.QuestionsSettings, slices.questions_settings).task
     _use_s3_endpoint(s3_endpoint)

@@ -7,7 +7,7 @@ under ``twt/data/tiny`` and rebuilt by:
     twt task build --out twt/data/tiny          # or: python -m twt.tiny --out twt/data/tiny
 
 Teachers (real transformers Llama models, different sizes and styles; all follow the three instructions of
-``twt.task.PromptTemplates``: solve with reasoning, rewrite a reasoning concisely, answer directly):
+``twt.embedded_task.PromptTemplates``: solve with reasoning, rewrite a reasoning concisely, answer directly):
   teacher-large    hidden 128 × 3 layers, standard reasoning ``7+5=2;2*3=6``
   teacher-verbose  hidden 96 × 3 layers, verbose reasoning ``7+5=12 mod 2;2*3=6 mod 6``
   teacher-noisy    hidden 64 × 2 layers, standard reasoning with a share of corrupted steps (error-prone)
@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from twt.task import (
+from twt.embedded_task import (
     PromptTemplates,
     TaskSpec,
     completion,
@@ -50,7 +50,7 @@ class TinyModelSpec:
     Attributes:
         name: directory name under the output dir.
         hidden, layers, heads: Llama size (intermediate = 4 × hidden).
-        style: reasoning style it writes (``twt.task.STYLES``).
+        style: reasoning style it writes (``twt.embedded_task.STYLES``).
         mix: share of training examples per instruction (solve, rewrite, direct).
         step_noise: probability that a reasoning step in its training data is wrong (error-prone teacher).
         steps, batch_size, lr: training budget.
@@ -364,7 +364,7 @@ def greedy_accuracy(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from twt.task import extract_answer
+    from twt.embedded_task import extract_answer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir or model_dir)
     tok.padding_side = "left"

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from twt.config import TeacherConfig, schema_default
-from twt.task import PromptTemplates
+from twt.embedded_task import PromptTemplates
 
 BACKENDS = ("transformers", "vllm", "openai")
 OPENAI_APIS = ("completions", "chat")

@@ -3,7 +3,7 @@
     metric = evaluate.load("twt/metrics/answer_accuracy")
     metric.compute(predictions=["7", None], references=["7", "3"])   # {"accuracy": 0.5, "correct": 1, ...}
 
-Predictions and references are compared after ``twt.task.normalize_answer``; a missing prediction (no
+Predictions and references are compared after ``twt.embedded_task.normalize_answer``; a missing prediction (no
 ``Answer:`` line) is wrong.
 """
 
@@ -23,7 +23,7 @@ class AnswerAccuracy(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        from twt.task import normalize_answer
+        from twt.embedded_task import normalize_answer
 
         correct = sum(
             bool(p) and normalize_answer(p) == normalize_answer(r)
