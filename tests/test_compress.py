@@ -521,3 +521,27 @@ def test_attempt_aware_rewrite_by_a_served_teacher() -> None:
         prompt = server.requests[0]["body"]["prompt"]
     assert compressed == ["2*3=6;6-4=2", "6-4=2"]  # operands kept with every result
     assert "Student's attempt: 7+5=2;2*3=7;7-4=3\nAnswer: 3\n(the student's answer is wrong)" in prompt
+
+
+def test_the_compress_command_goes_through_the_step_with_the_config_settings(
+    tmp_path: Path, tiny_path: Path, capsys
+) -> None:
+    """`twt compress` is the pipeline's compress step: another method than the configuration's keeps only
+    the settings it uses (the demo's compression.teacher is dropped for cts), and a missing scoring model is
+    one line before anything is written."""
+    from twt.cli import main
+
+    write_rows(tmp_path / "distill.jsonl", task_rows(12, seed=6))
+    config = tmp_path / "run.yaml"  # the demo configuration (method teacher) with CTS selection settings
+    from twt.config import default_config_path
+
+    config.write_text(default_config_path().read_text())
+    base = ["compress", "--config", str(config), "--data", str(tmp_path / "distill.jsonl"), "--quiet"]
+    out, report = tmp_path / "cts.jsonl", tmp_path / "cts_report.json"
+    assert main([*base, "--method", "cts", "--out", str(out), "--report", str(report)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1 and not out.exists()  # no --student, no --reference
+    argv = [*base, "--method", "cts", "--ratio", "0.5", "--reference", str(tiny_path)]
+    assert main([*argv, "--out", str(out), "--report", str(report)]) == 0
+    on_disk = json.loads(report.read_text())
+    assert on_disk["method"] == "cts" and on_disk["target_ratio"] == 0.5
+    assert len(list(read_rows(out, DistillRow))) == 12

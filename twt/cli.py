@@ -166,39 +166,40 @@ def cmd_train_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_compress(args: argparse.Namespace) -> None:
-    from twt.compress import run_compress
+    from twt import tasks
+    from twt.compress import load_attempts
     from twt.config import default_config_path, load_config
-    from twt.teachers import TeacherSpec
+    from twt.records import write_json
 
     config = load_config(args.config or default_config_path())
-    settings = config.compression
-    method = args.method or settings.method
-    if method == "teacher":
-        teacher = config.teacher(args.teacher) if args.teacher else config.compression_teacher()
-        report = run_compress(
-            args.data,
-            args.out,
-            args.report,
-            method=method,
-            teacher=TeacherSpec.from_mapping(teacher),
-            attempts=args.attempts,
-            progress=not args.quiet,
-        )
-    else:
-        reference = args.reference or settings.reference_model
-        if reference is None:
-            raise ValueError(f"method {method!r} needs --reference MODEL (e.g. the stage-1 student)")
-        report = run_compress(
-            args.data,
-            args.out,
-            args.report,
-            method=method,
-            reference_model=str(reference),
-            ratio=args.ratio if args.ratio is not None else settings.ratio,
-            condition=settings.condition,
-            window=settings.window,
-            progress=not args.quiet,
-        )
+    section = config.compression.model_dump(exclude_unset=True)
+    method = args.method or config.compression.method
+    if method != config.compression.method:  # another method: keep only the settings it uses
+        applies = CompressionConfig.applies
+        section = {k: v for k, v in section.items() if k not in applies or method in applies[k][1]}
+    given = {"method": method, "teacher": args.teacher, "ratio": args.ratio}
+    given["reference_model"] = args.reference
+    section |= {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if v is not None}
+    config.compression = CompressionConfig.model_validate(section)  # a setting the method ignores: refused
+    attempts_path = None
+    if args.attempts is not None:  # the stage-1 student's attempts, as the step keeps them (id -> text)
+        attempts_path = args.report.with_name(args.report.stem + ".attempts.json")
+        write_json(attempts_path, load_attempts(args.attempts))
+    needs_student = (method == "teacher" and attempts_path is None) or (
+        method != "teacher" and config.compression.reference_model is None and not config.reference.train
+    )
+    if needs_student and args.student is None:
+        what = "its attempts (--attempts)" if method == "teacher" else "a scoring model (--reference)"
+        raise ValueError(f"method {method!r} needs the stage-1 student (--student DIR) or {what}")
+    report = tasks.compress(  # the same step as twt run and the pipeline
+        config,
+        args.data,
+        args.student,
+        args.out,
+        args.report,
+        attempts_path=attempts_path,
+        progress=not args.quiet,
+    )
     _print_json({k: v for k, v in report.items() if k != "details"})
 
 
@@ -457,6 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--teacher", help="teacher: which teacher rewrites (default: compression.teacher)")
     compress.add_argument("--attempts", type=Path, help="teacher: the stage-1 student's attempts (JSONL)")
     compress.add_argument("--reference", type=Path, help="cts/unconditional: the scoring model")
+    compress.add_argument(
+        "--student",
+        type=Path,
+        help="the stage-1 student: writes the attempts the teacher sees; the default cts scoring model",
+    )
     compress.add_argument("--ratio", type=float, help=setting_help(CompressionConfig, "ratio"))
     compress.add_argument("--quiet", action="store_true", help="no progress bar")
     compress.set_defaults(handler=cmd_compress)
