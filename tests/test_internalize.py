@@ -56,16 +56,16 @@ def test_cts_schedule_decays_the_ratio_and_drops_the_least_important_first() -> 
 
 
 def test_smoothing_removes_a_few_more_tokens_from_a_few_rows() -> None:
-    smooth = Schedule(tokens_per_phase=2, smoothing=1.0, seed=3)
+    smooth = Schedule(schedule="left", tokens_per_phase=2, smoothing=1.0, seed=3)
     offsets = [smoothing_offset(smooth, 1, row) for row in range(2000)]
     share_zero = offsets.count(0) / len(offsets)
     assert 0.58 < share_zero < 0.68  # P(0) = 1 − e^{−1} ≈ 0.632
     assert max(offsets) >= 3
     assert offsets == [smoothing_offset(smooth, 1, row) for row in range(2000)]  # seeded
     # λ = 4 (the paper's): almost every row removes exactly the phase's count
-    paper = Schedule(tokens_per_phase=2, smoothing=4.0)
+    paper = Schedule(schedule="left", tokens_per_phase=2, smoothing=4.0)
     assert sum(smoothing_offset(paper, 1, row) == 0 for row in range(2000)) / 2000 > 0.97
-    assert all(smoothing_offset(Schedule(), 1, row) == 0 for row in range(100))  # off
+    assert all(smoothing_offset(Schedule(schedule="left"), 1, row) == 0 for row in range(100))  # off
     # capped at the row's length
     assert all(len(kept_positions(3, 1, row, smooth)) >= 0 for row in range(200))
     assert min(len(kept_positions(10, 1, row, smooth)) for row in range(2000)) < 8
@@ -83,7 +83,7 @@ def test_smoothing_removes_a_few_more_tokens_from_a_few_rows() -> None:
 )
 def test_bad_schedules_are_refused(kwargs: dict, match: str) -> None:
     with pytest.raises(InternalizeError, match=match):
-        Schedule(**kwargs)
+        Schedule(**{"schedule": "left", **kwargs})
 
 
 def _rows(n: int) -> list[DistillRow]:

@@ -74,7 +74,12 @@ def _literal_defaults(path: Path) -> list[tuple[str, str, int]]:
 
 
 # library classes that mirror a settings section: their shared fields must take the schema's default
-MIRRORS = {"TeacherSpec": schema.TeacherConfig, "SFTConfig": schema.StageConfig}
+MIRRORS = {
+    "TeacherSpec": schema.TeacherConfig,
+    "SFTConfig": schema.StageConfig,
+    "ReferenceSettings": schema.ReferenceConfig,
+    "Schedule": schema.InternalizeConfig,
+}
 
 
 def test_each_settings_default_is_written_once() -> None:
@@ -92,13 +97,25 @@ def test_each_settings_default_is_written_once() -> None:
 
 
 def test_mirrored_defaults_equal_the_schema() -> None:
+    from twt.internalize import Schedule
+    from twt.reference import ReferenceSettings
     from twt.teachers import TeacherSpec
     from twt.train import SFTConfig
 
-    for cls, section in ((TeacherSpec, schema.TeacherConfig), (SFTConfig, schema.StageConfig)):
+    mirrors = (
+        (TeacherSpec, schema.TeacherConfig),
+        (SFTConfig, schema.StageConfig),
+        (ReferenceSettings, schema.ReferenceConfig),
+        (Schedule, schema.InternalizeConfig),
+    )
+    for cls, section in mirrors:
         for name, field in cls.__dataclass_fields__.items():
-            if name in section.model_fields and not section.model_fields[name].is_required():
-                assert field.default == schema.schema_default(section, name), f"{cls.__name__}.{name}"
+            if name == "schedule" or name not in section.model_fields:
+                continue  # a Schedule is always one ('left' or 'cts'); the section's default is 'none'
+            if not section.model_fields[name].is_required():
+                default = schema.schema_default(section, name)
+                default = tuple(default) if isinstance(default, list) else default  # ratios: a tuple
+                assert field.default == default, f"{cls.__name__}.{name}"
 
 
 def test_no_two_library_classes_share_a_name() -> None:

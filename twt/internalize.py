@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from twt.compress import kept_count
+from twt.config import CompressionConfig, InternalizeConfig, schema_default
 from twt.embedded_task import PromptTemplates, completion
 from twt.records import DistillRow, read_rows
 
@@ -62,7 +63,8 @@ class InternalizeError(ValueError):
 
 @dataclass(frozen=True)
 class Schedule:
-    """Settings of a stepwise schedule (field names match ``twt.config.Schedule``).
+    """Settings of a stepwise schedule (``twt.config.InternalizeConfig``'s fields and defaults, plus the
+    ``condition`` of ``twt.config.CompressionConfig`` and a seed).
 
     Attributes:
         schedule: "left" (Deng et al.) or "cts" (ratio decay, least important tokens first).
@@ -75,13 +77,13 @@ class Schedule:
         seed: seed of the smoothing draws (default 0).
     """
 
-    schedule: str = "left"
-    tokens_per_phase: int = 6
-    ratios: tuple[float, ...] = (0.75, 0.5, 0.25, 0.0)
-    updates_per_phase: int = 150
-    smoothing: float | None = None
-    reset_optimizer: bool = True
-    condition: str = "question_answer"
+    schedule: str
+    tokens_per_phase: int = schema_default(InternalizeConfig, "tokens_per_phase")
+    ratios: tuple[float, ...] = tuple(schema_default(InternalizeConfig, "ratios"))
+    updates_per_phase: int = schema_default(InternalizeConfig, "updates_per_phase")
+    smoothing: float | None = schema_default(InternalizeConfig, "smoothing")
+    reset_optimizer: bool = schema_default(InternalizeConfig, "reset_optimizer")
+    condition: str = schema_default(CompressionConfig, "condition")
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from twt.compress import condition_text
+from twt.config import ReferenceConfig, schema_default
 from twt.embedded_task import PromptTemplates
 from twt.records import DistillRow, read_rows
 from twt.stages import _sha256
@@ -29,13 +30,13 @@ from twt.stages import _sha256
 
 @dataclass(frozen=True)
 class ReferenceSettings:
-    """Training settings of the reference model (field names match ``twt.config.ReferenceConfig``)."""
+    """Training settings of the reference model (``twt.config.ReferenceConfig``'s fields and defaults)."""
 
-    updates: int = 1000
-    learning_rate: float = 3e-3
-    batch_size: int = 8
-    max_length: int = 256
-    seed: int = 0
+    updates: int = schema_default(ReferenceConfig, "updates")
+    learning_rate: float = schema_default(ReferenceConfig, "learning_rate")
+    batch_size: int = schema_default(ReferenceConfig, "batch_size")
+    max_length: int = schema_default(ReferenceConfig, "max_length")
+    seed: int = schema_default(ReferenceConfig, "seed")
 
 
 def reference_pairs(
