@@ -61,6 +61,7 @@ from typing import Any
 
 import numpy as np
 
+from twt.config import CompressionConfig, schema_default
 from twt.embedded_task import ANSWER_PREFIX, PromptTemplates, completion, extract_answer, normalize_answer
 from twt.records import Candidate, DistillRow, read_nonempty, read_rows, write_json, write_rows
 
@@ -214,7 +215,7 @@ def score_token_ids(
     condition_ids: Sequence[list[int]] | None,
     reasoning_ids: Sequence[list[int]],
     *,
-    window: int = 512,
+    window: int = schema_default(CompressionConfig, "window"),
     batch_size: int = 32,
     device=None,
     progress: bool = False,
@@ -287,7 +288,7 @@ def token_scores(
     conditions: Sequence[str] | None,
     reasonings: Sequence[str],
     *,
-    window: int = 512,
+    window: int = schema_default(CompressionConfig, "window"),
     batch_size: int = 32,
     device=None,
     progress: bool = False,
@@ -341,16 +342,16 @@ def compress_by_tokens(
     reference_model: str | os.PathLike | tuple[Any, Any],
     *,
     method: str = "cts",
-    ratio: float = 0.5,
-    condition: str = "question_answer",
-    window: int = 512,
+    ratio: float = schema_default(CompressionConfig, "ratio"),
+    condition: str = schema_default(CompressionConfig, "condition"),
+    window: int = schema_default(CompressionConfig, "window"),
     batch_size: int = 32,
     device=None,
     dtype: str = "auto",
     templates: PromptTemplates | None = None,
     progress: bool = True,
     selection: str = "exact",
-    segment: int = 64,
+    segment: int = schema_default(CompressionConfig, "segment"),
 ) -> tuple[list[DistillRow], CompressionReport]:
     """CTS or the unconditional baseline over ``rows``; ``reference_model`` is a model directory or a
     ``(model, tokenizer)`` pair. Every row comes back, with ``compressed_reasoning`` set. ``selection``:
@@ -553,9 +554,9 @@ def run_compress(
     report_path: str | os.PathLike,
     *,
     method: str = "teacher",
-    ratio: float = 0.5,
-    condition: str = "question_answer",
-    window: int = 512,
+    ratio: float = schema_default(CompressionConfig, "ratio"),
+    condition: str = schema_default(CompressionConfig, "condition"),
+    window: int = schema_default(CompressionConfig, "window"),
     reference_model: str | os.PathLike | tuple[Any, Any] | None = None,
     teacher=None,
     attempts: Mapping[str, str] | str | os.PathLike | None = None,
@@ -566,7 +567,7 @@ def run_compress(
     device=None,
     progress: bool = True,
     selection: str = "exact",
-    segment: int = 64,
+    segment: int = schema_default(CompressionConfig, "segment"),
 ) -> dict[str, Any]:
     """Compress the rows of ``distill_path`` into ``out_path`` (JSONL) and write the report (JSON).
 

@@ -49,7 +49,10 @@ from pathlib import Path
 
 import numpy as np
 
-from twt.config import DCRSConfig  # the settings: one schema, shared with the run configuration
+from twt.config import (  # the settings: one schema, shared with the run configuration
+    DCRSConfig,
+    schema_default,
+)
 from twt.embedded_task import normalize_answer
 from twt.records import Candidate, DistillRow, Question, read_nonempty, read_rows, write_json, write_rows
 
@@ -353,7 +356,7 @@ def _load_encoder(model: str, device: str | None):
 def embed_texts(
     texts: Sequence[str],
     model: str | None = None,
-    batch_size: int = 256,
+    batch_size: int = schema_default(DCRSConfig, "batch_size"),
     device: str | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> np.ndarray:

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from twt.config import EvaluationConfig, schema_default
 from twt.embedded_task import PromptTemplates
 from twt.records import Question, read_json, write_json, write_rows, write_text
 
@@ -69,8 +70,8 @@ def evaluate_model(
     target: EvalTarget,
     questions: Sequence[Question],
     *,
-    max_new_tokens: int = 96,
-    batch_size: int = 64,
+    max_new_tokens: int = schema_default(EvaluationConfig, "max_new_tokens"),
+    batch_size: int = schema_default(EvaluationConfig, "batch_size"),
     backend=None,
     answers_path: str | os.PathLike | None = None,
 ) -> dict:
@@ -149,8 +150,8 @@ def evaluate_models(
     questions: Sequence[Question],
     out_dir: str | os.PathLike,
     *,
-    max_new_tokens: int = 96,
-    batch_size: int = 64,
+    max_new_tokens: int = schema_default(EvaluationConfig, "max_new_tokens"),
+    batch_size: int = schema_default(EvaluationConfig, "batch_size"),
     progress: bool = True,
 ) -> dict:
     """Evaluate every target (resumable per model) and write metrics.json, the answers, plot and report."""
