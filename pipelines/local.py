@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pipelines.release import run_arguments
+from twt.records import read_json
 
 PROMOTE_TASK, REJECT_TASK = "promote-student", "explain-rejection"
 STAGE_TASKS = {1: "distill-stage", 2: "distill-stage-2", 3: "distill-stage-3"}
@@ -217,7 +218,7 @@ def run_outcome(root: Path, started: float, **extra) -> dict:
     result: dict = {"run_dir": str(run_dir), "seconds": seconds, **extra}
     promoted = run_dir / PROMOTE_TASK / "promoted" if run_dir else None
     if promoted is not None and promoted.is_file():
-        result["promoted"] = json.loads(promoted.read_text())
+        result["promoted"] = read_json(promoted, "promotion record", dict)
     elif run_dir is not None and (run_dir / REJECT_TASK / "report").is_file():
         result["rejected"] = str(run_dir / REJECT_TASK / "report")
     return result

@@ -135,7 +135,7 @@ def test_relative_inputs_resolve_against_the_config_directory(tmp_path, monkeypa
             {"name": "api", "model": "served-name/x/y", "backend": "openai", "base_url": "http://h:8000/v1"},
         ],
         student={"model": "gpt2"},
-        dcrs={"embedding_model": "../shared/minilm"},
+        dcrs={"embedding_model": "../models/minilm"},
     )
     (tmp_path / "cfg").mkdir()
     config = load_config(write(tmp_path / "cfg", data))
@@ -151,7 +151,7 @@ def test_relative_inputs_resolve_against_the_config_directory(tmp_path, monkeypa
         "served-name/x/y",  # an openai model is the name the server serves, never a path
     ]
     assert config.student.model == "gpt2"
-    assert config.dcrs.embedding_model == str(tmp_path.resolve() / "shared" / "minilm")
+    assert config.dcrs.embedding_model == str(tmp_path.resolve() / "models" / "minilm")
     other = tmp_path / "elsewhere"
     rebased = load_config(tmp_path / "cfg" / "run.yaml", base_dir=other)
     assert rebased.teachers[0].model == str(other.resolve() / "models" / "a")

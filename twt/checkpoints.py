@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from twt import store
+from twt.records import read_json
 
 STEP_DIR = re.compile(r"^step-(\d+)/" + re.escape(store.MANIFEST_NAME) + "$")
 PARTS = "parts"
@@ -149,7 +150,7 @@ class CheckpointStore:
             for node in range(1, nodes):
                 part = Path(tmp) / f"node-{node}.json"
                 store.get_file(f"{self.step_uri(step)}/{PARTS}/node-{node}.json", part)
-                node_files.update(json.loads(part.read_text()))
+                node_files.update(read_json(part, "checkpoint part list", dict))
         metadata = {"step": step, "fingerprint": self.fingerprint, "node_files": node_files}
         store.publish_dir(staging, self.step_uri(step), metadata=metadata, overwrite=True)
 

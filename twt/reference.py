@@ -16,7 +16,6 @@ settings, and a second call with the same data and settings returns the cached m
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 from twt.compress import condition_text
 from twt.config import ReferenceConfig, schema_default
 from twt.embedded_task import PromptTemplates
-from twt.records import DistillRow, read_rows
+from twt.records import DistillRow, read_json, read_rows
 from twt.stages import _sha256
 
 
@@ -74,7 +73,7 @@ def train_reference(
     key = cache_key(rows_path, base_model, settings)
     record = out / "twt.json"
     cached = (out / "model.safetensors").is_file() and record.is_file()
-    if cached and json.loads(record.read_text()).get("reference") == key:
+    if cached and read_json(record, "reference model record", dict).get("reference") == key:
         return out
     pairs = reference_pairs(list(read_rows(rows_path, DistillRow)), templates)
     if not pairs:

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from twt.distributed import torchrun_command
+from twt.records import read_json
 
 RESULT_FILE = "twt.json"
 
@@ -101,7 +102,7 @@ def run_worker(job: StageJob) -> dict:
 
 def result_of(out: str | os.PathLike) -> dict:
     """The stage record ``run_stage`` returns, read back from a trained model's ``twt.json``."""
-    record = json.loads((Path(out) / RESULT_FILE).read_text())
+    record = read_json(Path(out) / RESULT_FILE, "trained model record", dict)
     return {**record["stages"][-1], "training": record["training"]}
 
 
