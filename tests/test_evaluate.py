@@ -120,3 +120,34 @@ def test_the_report_states_the_gate_verdict() -> None:
     text = render_report(metrics, verdict=verdict)
     assert "## Gate: FAILED" in text and "- no student passes the accuracy policy" in text
     assert "| stage3 | student | 100.0% | 3.0 |" in text
+
+
+def test_one_metrics_table_for_runs_and_cards():
+    """The run report's table and the model card's are one renderer: columns follow the numbers given,
+    the chosen model comes first and is marked, a missing number reads as told, tokens per correct is
+    derived where it was not recorded."""
+    from twt.evaluate import metrics_table
+
+    full = {
+        "t": {"name": "teacher-large", "role": "teacher", "accuracy": 1.0, "mean_output_tokens": 20.0,
+              "p50_output_tokens": 20, "p95_output_tokens": 22, "tokens_per_correct": 20.0, "no_answer": 0,
+              "seconds_per_question": 0.02},
+        "s": {"name": "stage3", "role": "student", "accuracy": 0.0, "mean_output_tokens": 5.0,
+              "p50_output_tokens": 5, "p95_output_tokens": 6, "tokens_per_correct": None, "no_answer": 3,
+              "seconds_per_question": 0.01},
+    }  # fmt: skip
+    lines = metrics_table(full).splitlines()
+    assert lines[0] == (
+        "| model | role | accuracy | mean output tokens | p50 | p95 | tokens per correct | no answer "
+        "| s/question |"
+    )
+    assert lines[2] == "| stage3 | student | 0.0% | 5.0 | 5 | 6 | – | 3 | 0.0100 |"  # students first
+    assert lines[3].startswith("| teacher-large | teacher | 100.0% |")
+
+    card = {"stage1": {"accuracy": 0.9, "mean_output_tokens": 36.0}, "a|b": {"accuracy": 0.5}}
+    lines = metrics_table(
+        card, chosen="a|b", missing="not recorded", always=("tokens_per_correct",)
+    ).splitlines()
+    assert lines[0] == "| model | accuracy | mean output tokens | tokens per correct |"
+    assert lines[2] == "| **a\\|b** (this model) | 50.0% | not recorded | not recorded |"
+    assert lines[3] == "| stage1 | 90.0% | 36.0 | 40.0 |"

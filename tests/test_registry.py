@@ -398,8 +398,8 @@ def test_the_model_card_has_metrics_gate_lineage_pull_and_files(tmp_path):
     assert "# student 1" in card and f"- Created: {version.created}" in card
     assert "- Base model: Qwen/Qwen2.5-0.5B" in card  # stage 1's parent, not twt.json's previous stage
     table = card.split("## Metrics")[1].split("## Gate")[0]
-    assert "| Model | Accuracy | Mean output tokens | Tokens per correct answer |" in table
-    rows = [line for line in table.splitlines() if line.startswith("| ") and "Model" not in line]
+    assert "| model | accuracy | mean output tokens | tokens per correct |" in table
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "| model |" not in line]
     assert rows[0] == "| **stage3** (this model) | 80.0% | 8.0 | 10.0 |"  # 8 tokens / 0.8 correct
     assert "| stage1 | 90.0% | 40.0 | 44.4 |" in rows and "| student-base | 25.0% | 4.0 | 16.0 |" in rows
     gate = card.split("## Gate")[1].split("## Lineage")[0]

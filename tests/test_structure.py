@@ -73,13 +73,54 @@ def _literal_defaults(path: Path) -> list[tuple[str, str, int]]:
     return found
 
 
-# library classes that mirror a settings section: their shared fields must take the schema's default
+# library classes that mirror settings sections: their shared fields must take the schema's default
 MIRRORS = {
-    "TeacherSpec": schema.TeacherConfig,
-    "SFTConfig": schema.StageConfig,
-    "ReferenceSettings": schema.ReferenceConfig,
-    "Schedule": schema.InternalizeConfig,
+    "TeacherSpec": (schema.TeacherConfig,),
+    "SFTConfig": (schema.StageConfig, schema.TrainingConfig),
+    "StageJob": (schema.StageConfig,),
+    "ReferenceSettings": (schema.ReferenceConfig,),
+    "Schedule": (schema.InternalizeConfig,),
 }
+# library functions whose keywords mirror settings sections: (module, function) → sections
+FUNCTION_MIRRORS = {
+    ("compress.py", "run_compress"): (schema.CompressionConfig,),
+    ("compress.py", "compress_by_tokens"): (schema.CompressionConfig,),
+    ("compress.py", "compress_by_teacher"): (schema.CompressionConfig,),
+    ("dcrs.py", "embed_texts"): (schema.DCRSConfig,),
+    ("evaluate.py", "evaluate_model"): (schema.EvaluationConfig,),
+    ("evaluate.py", "evaluate_models"): (schema.EvaluationConfig,),
+    ("distributed.py", "make_accelerator"): (schema.TrainingConfig,),
+    ("distributed.py", "torchrun_command"): (schema.TrainingConfig,),
+    ("trainjob.py", "submit_and_wait"): (schema.TrainingConfig,),
+    ("stages.py", "run_stage"): (schema.StageConfig,),
+    ("registry.py", "publish"): (schema.RegistryConfig,),
+    ("internalize.py", "run_internalize"): (schema.InternalizeConfig,),
+}
+# a keyword that shares a field's name but not its meaning, and why
+NOT_MIRRORED = {
+    (
+        "compress_by_tokens",
+        "method",
+    ): "token methods only ('cts', 'unconditional'); the section's is 'teacher'",
+    ("SFTConfig", "device"): "None lets accelerate pick; the launcher turns the section's 'auto' into None",
+}
+
+
+def _literal_keywords(path: Path, function: str) -> list[tuple[str, int]]:
+    """(keyword, line) of every keyword of ``function`` in ``path`` whose default is a literal (not None)."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.FunctionDef) and node.name == function:
+            args = node.args
+            positional = args.posonlyargs + args.args
+            pairs = list(zip(positional[len(positional) - len(args.defaults) :], args.defaults, strict=True))
+            pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None]
+            return [
+                (arg.arg, node.lineno)
+                for arg, default in pairs
+                if isinstance(default, ast.Constant | ast.UnaryOp)
+                and not (isinstance(default, ast.Constant) and default.value is None)
+            ]
+    raise AssertionError(f"{path.name} has no function {function}")
 
 
 def test_each_settings_default_is_written_once() -> None:
@@ -90,10 +131,30 @@ def test_each_settings_default_is_written_once() -> None:
         if path.name == "config.py":
             continue
         for cls, field, line in _literal_defaults(path):
-            section = MIRRORS.get(cls)
-            if section is not None and field in section.model_fields:
+            if (cls, field) in NOT_MIRRORED:
+                continue
+            if any(field in section.model_fields for section in MIRRORS.get(cls, ())):
                 duplicates.append(f"{path.relative_to(TWT)}:{line} {cls}.{field}")
     assert duplicates == []
+
+
+def test_each_settings_default_is_written_once_in_function_keywords() -> None:
+    """A library function mirroring a settings section takes ``schema_default(...)`` (or None: "not
+    given") for every keyword the section has, never the literal again."""
+    duplicates = []
+    for (module, function), sections in FUNCTION_MIRRORS.items():
+        for keyword, line in _literal_keywords(TWT / module, function):
+            if (function, keyword) in NOT_MIRRORED:
+                continue
+            if any(keyword in section.model_fields for section in sections):
+                duplicates.append(f"twt/{module}:{line} {function}({keyword}=...)")
+    assert duplicates == []
+
+
+def test_the_keyword_check_catches_a_repeated_default(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text('def publish(root, version: str = "auto", *, tags=(), note=None, n=-1):\n    pass\n')
+    assert [k for k, _ in _literal_keywords(module, "publish")] == ["version", "n"]
 
 
 def test_mirrored_defaults_equal_the_schema() -> None:

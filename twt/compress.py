@@ -350,7 +350,7 @@ def compress_by_tokens(
     dtype: str = "auto",
     templates: PromptTemplates | None = None,
     progress: bool = True,
-    selection: str = "exact",
+    selection: str = schema_default(CompressionConfig, "selection"),
     segment: int = schema_default(CompressionConfig, "segment"),
 ) -> tuple[list[DistillRow], CompressionReport]:
     """CTS or the unconditional baseline over ``rows``; ``reference_model`` is a model directory or a
@@ -553,7 +553,7 @@ def run_compress(
     out_path: str | os.PathLike,
     report_path: str | os.PathLike,
     *,
-    method: str = "teacher",
+    method: str = schema_default(CompressionConfig, "method"),
     ratio: float = schema_default(CompressionConfig, "ratio"),
     condition: str = schema_default(CompressionConfig, "condition"),
     window: int = schema_default(CompressionConfig, "window"),
@@ -566,7 +566,7 @@ def run_compress(
     max_new_tokens: int | None = None,
     device=None,
     progress: bool = True,
-    selection: str = "exact",
+    selection: str = schema_default(CompressionConfig, "selection"),
     segment: int = schema_default(CompressionConfig, "segment"),
 ) -> dict[str, Any]:
     """Compress the rows of ``distill_path`` into ``out_path`` (JSONL) and write the report (JSON).

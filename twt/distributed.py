@@ -24,6 +24,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from twt.config import TrainingConfig, schema_default
+
 PARALLEL = ("ddp", "fsdp")
 
 
@@ -82,7 +84,12 @@ def rank_micro_batches(
     return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
 
 
-def make_accelerator(parallel: str = "ddp", *, device: str | None = None, precision: str = "no"):
+def make_accelerator(
+    parallel: str = schema_default(TrainingConfig, "parallel"),
+    *,
+    device: str | None = None,
+    precision: str = "no",
+):
     """An ``accelerate.Accelerator`` for DDP, or for FSDP full shard with sharded state dicts."""
     from accelerate import Accelerator
 
@@ -111,7 +118,7 @@ def torchrun_command(
     args: Sequence[str],
     processes: int,
     *,
-    nodes: int = 1,
+    nodes: int = schema_default(TrainingConfig, "nodes"),
     python: str | None = None,
 ) -> list[str]:
     """``python -m torch.distributed.run ... <args>`` for ``processes`` per node on this node.

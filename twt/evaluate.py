@@ -223,22 +223,63 @@ def plot_accuracy_vs_tokens(results: Mapping[str, Mapping], path: str | os.PathL
     return Path(path)
 
 
-def metrics_table(results: Mapping[str, Mapping]) -> str:
-    """A Markdown table: one row per model, the student(s) first."""
-    order = sorted(
-        results.values(), key=lambda r: {"student": 0, "baseline": 1, "teacher": 2}.get(r["role"], 1)
-    )
+# the columns of every metrics table, in order: (header, key, format); a column shows when any row has it
+COLUMNS = (
+    ("role", "role", str),
+    ("accuracy", "accuracy", lambda x: f"{100 * x:.1f}%"),
+    ("mean output tokens", "mean_output_tokens", "{:.1f}".format),
+    ("p50", "p50_output_tokens", "{:.0f}".format),
+    ("p95", "p95_output_tokens", "{:.0f}".format),
+    ("tokens per correct", "tokens_per_correct", "{:.1f}".format),
+    ("no answer", "no_answer", str),
+    ("s/question", "seconds_per_question", "{:.4f}".format),
+)
+ROLE_ORDER = {"student": 0, "baseline": 1, "teacher": 2}
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _cell(x) -> str:
+    return str(x).replace("|", "\\|").replace("\n", " ")
+
+
+def metrics_table(
+    results: Mapping[str, Mapping],
+    *,
+    chosen: str | None = None,
+    missing: str = "–",
+    always: Sequence[str] = (),
+) -> str:
+    """The Markdown table of evaluated models (the run report, the console and the model card use it).
+
+    ``results``: name → numbers, as ``evaluate_models`` writes them (any subset of ``COLUMNS``' keys). One
+    row per model: ``chosen`` first, in bold and marked "(this model)", then students, baselines, teachers.
+    A column shows when any row has it, or its key is in ``always``; a missing number reads ``missing``.
+    Tokens per correct is derived (mean tokens ÷ accuracy) where it was not recorded and accuracy is above 0.
+    """
+    rows = []
+    for key, numbers in results.items():
+        row = dict(numbers)
+        acc, tokens = row.get("accuracy"), row.get("mean_output_tokens")
+        if row.get("tokens_per_correct") is None and _is_number(acc) and _is_number(tokens) and acc > 0:
+            row["tokens_per_correct"] = tokens / acc
+        rows.append((str(row.get("name", key)), row))
+    rows.sort(key=lambda r: (r[0] != chosen, ROLE_ORDER.get(r[1].get("role"), 1)))
+    columns = [c for c in COLUMNS if c[1] in always or any(c[1] in row for _, row in rows)]
     lines = [
-        "| model | role | accuracy | mean tokens | p50 | p95 | tokens per correct | no answer | s/question |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | " + " | ".join(header for header, _, _ in columns) + " |",
+        "|---|" + "".join("---|" if key == "role" else "---:|" for _, key, _ in columns),
     ]
-    for r in order:
-        per_correct = f"{r['tokens_per_correct']:.1f}" if r["tokens_per_correct"] is not None else "–"
-        lines.append(
-            f"| {r['name']} | {r['role']} | {100 * r['accuracy']:.1f}% | {r['mean_output_tokens']:.1f} | "
-            f"{r['p50_output_tokens']:.0f} | {r['p95_output_tokens']:.0f} | {per_correct} | "
-            f"{r['no_answer']} | {r['seconds_per_question']:.4f} |"
-        )
+    for name, row in rows:
+        cells = []
+        for _, key, fmt in columns:
+            value = row.get(key)
+            ok = isinstance(value, str) if key == "role" else _is_number(value)
+            cells.append(_cell(fmt(value)) if ok else missing)
+        label = f"**{_cell(name)}** (this model)" if name == chosen else _cell(name)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -18,10 +18,6 @@ METRIC_KEYS = ("accuracy", "mean_output_tokens", "tokens_per_correct")
 CANDIDATES = ("stage3", "stage2", "stage1", "student")  # which row is the student when the gate does not say
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 def metric_rows(metrics: Any, gate: Any = None) -> list[tuple[str, bool, dict[str, Any]]]:
     """(name, is the published student, numbers) per evaluated model, the student first.
 
@@ -51,26 +47,15 @@ def _cell(x: Any) -> str:
 
 
 def _metrics_table(metrics: Any, gate: Any) -> str:
+    from twt.evaluate import metrics_table
+
     rows = metric_rows(metrics, gate)
     if not rows:
         return NOT_RECORDED
-    lines = [
-        "| Model | Accuracy | Mean output tokens | Tokens per correct answer |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, is_student, m in rows:
-        acc, tokens = m.get("accuracy"), m.get("mean_output_tokens")
-        per_correct = m.get("tokens_per_correct")
-        if per_correct is None and _is_number(acc) and _is_number(tokens) and acc > 0:
-            per_correct = tokens / acc  # tokens per question / correct per question = tokens per correct
-        cells = [
-            f"{100 * acc:.1f}%" if _is_number(acc) else NOT_RECORDED,
-            f"{tokens:.1f}" if _is_number(tokens) else NOT_RECORDED,
-            f"{per_correct:.1f}" if _is_number(per_correct) else NOT_RECORDED,
-        ]
-        label = f"**{_cell(name)}** (this model)" if is_student else _cell(name)
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    chosen = next(name for name, is_student, _ in rows if is_student) if rows[0][1] else None
+    return metrics_table(
+        {name: numbers for name, _, numbers in rows}, chosen=chosen, missing=NOT_RECORDED, always=METRIC_KEYS
+    )
 
 
 def _gate_section(gate: Any) -> str:

@@ -49,6 +49,7 @@ from typing import Any
 
 from twt import names as name_rules
 from twt import store
+from twt.config import RegistryConfig, schema_default
 from twt.model_card import metric_rows, render_card
 from twt.records import read_json
 from twt.store import MANIFEST_NAME, Manifest, S3Settings, StoreError
@@ -557,7 +558,7 @@ def publish(
     model_dir: store.PathLike,
     root: store.PathLike,
     model: str,
-    version: str = "auto",
+    version: str = schema_default(RegistryConfig, "version"),
     *,
     metrics: Mapping[str, Any] | None = None,
     gate: Mapping[str, Any] | Any = None,

@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from twt.config import StageConfig, schema_default
 from twt.distributed import torchrun_command
 from twt.records import read_json
 
@@ -38,7 +39,7 @@ class StageJob:
     base: str
     out: str  # "" in a training job: TMPDIR/twt-job/out
     sft: dict = field(default_factory=dict)  # twt.train.SFTConfig fields
-    mix_previous: float = 0.0
+    mix_previous: float = schema_default(StageConfig, "mix_previous")
     lineage: dict = field(default_factory=dict)
     out_uri: str | None = None  # publish the trained model here (training jobs)
     progress: bool = True

@@ -23,6 +23,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+from twt.config import StageConfig, schema_default
 from twt.embedded_task import PromptTemplates, completion
 from twt.records import DistillRow, read_json, read_rows
 from twt.train import SFTConfig, train_sft
@@ -97,7 +98,7 @@ def run_stage(
     out_dir: str | os.PathLike,
     config: SFTConfig | None = None,
     *,
-    mix_previous: float = 0.0,
+    mix_previous: float = schema_default(StageConfig, "mix_previous"),
     templates: PromptTemplates | None = None,
     extra_lineage: dict | None = None,
     progress: bool = True,

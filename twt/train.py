@@ -41,7 +41,7 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from twt.config import StageConfig, schema_default
+from twt.config import StageConfig, TrainingConfig, schema_default
 
 IGNORE = -100
 CHECKPOINTS = "checkpoints"
@@ -101,10 +101,10 @@ class SFTConfig:
     updates: int | None = schema_default(StageConfig, "updates")
     max_updates: int | None = None
     device: str | None = None
-    parallel: str = "ddp"
-    attn_implementation: str = "sdpa"
+    parallel: str = schema_default(TrainingConfig, "parallel")
+    attn_implementation: str = schema_default(TrainingConfig, "attn_implementation")
     checkpoint_uri: str | None = None
-    keep_last_checkpoint: bool = False
+    keep_last_checkpoint: bool = schema_default(TrainingConfig, "keep_last_checkpoint")
 
     @classmethod
     def from_stage(cls, stage, **overrides) -> SFTConfig:

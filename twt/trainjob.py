@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from twt.config import TrainingConfig, schema_default
+
 TRAINER = ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
 PYTORCHJOB = ("kubeflow.org", "v1", "pytorchjobs")
 KINDS = {"TrainJob": TRAINER, "PyTorchJob": PYTORCHJOB}
@@ -325,7 +327,7 @@ def submit_and_wait(
     obj: dict,
     clients: KubeClients,
     *,
-    start_timeout_s: float = 900,
+    start_timeout_s: float = schema_default(TrainingConfig, "start_timeout_s"),
     poll_s: float = 10,
     log: Callable[[str], None] = print,
     clock: Callable[[], float] = time.monotonic,
