@@ -14,7 +14,9 @@ stage 3 from the teacher-guided stage 2 (the TwT final student); and the ablatio
 (teacher-large) through all three stages, no DCRS (every candidate with an answer, right or wrong,
 duplicates included) through all three stages, and stage 1 → stage 3 with no compressed stage. DCRS is
 unsupervised (the teachers' vote labels the questions, ``use_gold: false``); gold-label DCRS is an ablation
-through all three stages, and the table reports each DCRS run's pseudo-label accuracy against gold.
+through all three stages, and the table reports each DCRS run's pseudo-label accuracy against gold. An
+ablation whose rows are byte for byte the main path's (gold agreeing with the vote on every question) would
+train the same students with the same seed, so it takes the main path's result and its row says so.
 CTS also runs with its own reference model (``twt.reference``: trained once, apart, on the answer-conditioned
 DCRS rows, ``SCALES[...]["reference"]`` updates), exact top-α and windowed (segments of 8 tokens), then
 stage 3. The stepwise schedules (``STEPWISE``, ``twt.internalize``: left-to-right removal of 6 tokens per
@@ -349,6 +351,11 @@ def seed_step(scale: str, seed: int, work: Path) -> dict:
         ("gold-label DCRS", "dcrs-gold"),
     ):
         data = shared / source / "distill.jsonl"  # the same updates per stage as the DCRS path
+        if data.read_bytes() == dcrs.read_bytes():
+            # the same rows as the main path (gold labels can agree with the teachers' vote on every
+            # question): the same data, seed and updates train the same students, so its result stands
+            results[f"ablation: {label} (stage 3)"] = {**results[FINAL], "same_rows_as": FINAL}
+            continue
         s1 = train(f"{source}-stage1", 1, data, base)
         rows = compress(source, data, s1, "teacher")
         s2 = train(f"{source}-stage2", 2, rows, s1)
@@ -415,6 +422,7 @@ def _row(name: str, results: list[dict], seeds: list[int]) -> dict:
         "output_tokens_mean": round(statistics.fmean(r["mean_output_tokens"] for r in results), 2),
         "tokens_per_correct_mean": round(statistics.fmean(per_correct), 2) if per_correct else None,
         "seeds": seeds,
+        **({"same_rows_as": results[0]["same_rows_as"]} if results[0].get("same_rows_as") else {}),
     }
 
 
@@ -436,9 +444,10 @@ def markdown(rows: list[dict], meta: dict) -> str:
         per_correct = f"{r['tokens_per_correct_mean']:.1f}" if r["tokens_per_correct_mean"] else "–"
         accuracy = f"{100 * r['accuracy_mean']:.1f}{spread}"
         by_ops = " / ".join(f"{100 * v:.0f}" for v in r.get("accuracy_by_ops", {}).values()) or "–"
-        lines.append(
-            f"| {r['name']} | {accuracy} | {r['output_tokens_mean']:.1f} | {per_correct} | {by_ops} |"
+        name = r["name"] + (
+            f" — the same rows as {r['same_rows_as']}, so its result" if "same_rows_as" in r else ""
         )
+        lines.append(f"| {name} | {accuracy} | {r['output_tokens_mean']:.1f} | {per_correct} | {by_ops} |")
     lines += [
         "",
         "Paired comparisons across seeds (accuracy points, a − b per seed; a difference is *clear* only when "

@@ -97,3 +97,15 @@ def test_normalize_answer() -> None:
     assert normalize_answer("New   York.") == "new york"
     assert completion(None, "3") == "Answer: 3"
     assert extract_answer(completion("1+2=3", "3"))[1:] == ("3", None)
+
+
+def test_the_rewrite_fits_the_students_attempt_and_keeps_operands() -> None:
+    from twt.embedded_task import attempt_steps, rewrite_for_student
+
+    right = "7+5=2;2*3=6;6-4=2\nAnswer: 2\n(the student's answer is right)"
+    first_wrong = "7+5=3;3*3=9;9-4=5\nAnswer: 5"
+    assert attempt_steps(right) == ["7+5=2", "2*3=6", "6-4=2"]
+    assert rewrite_for_student("7+5*3-4", right) == "2*3=6;6-4=2"  # the step it does reliably is dropped
+    assert rewrite_for_student("7+5*3-4", first_wrong) == "7+5=2;2*3=6;6-4=2"  # the wrong step is kept
+    assert rewrite_for_student("7+5*3-4", "") == "7+5=2;2*3=6;6-4=2"  # no attempt: every step
+    assert rewrite_for_student("7+5", "7+5=2\nAnswer: 2") == "7+5=2"  # a one-step chain keeps its step

@@ -58,3 +58,57 @@ def test_the_committed_student_base_answers_but_cannot_reason(held_out: list[Que
     direct = greedy_accuracy(model, held_out[:200], "direct")
     assert direct["accuracy"] < 0.6  # room for the distillation stages to improve on
     assert direct["mean_output_tokens"] < 8  # it knows the answer format: "Answer: 7" and EOS
+
+
+def test_the_committed_compression_teacher_fits_its_rewrite_to_the_attempt(held_out: list[Question]) -> None:
+    """teacher-large (the demo's compression teacher) was trained on ``rewrite_for_student``: drop the first
+    step when the student's attempt wrote it right, keep it when wrong, operands always with results. It
+    learned it in part (measured on 100 held-out chains: 57 of 100 rewrites follow the rule after a right
+    attempt; after a wrong one it often carries the student's error into the answer, and the answer check
+    rejects the rewrite, which keeps the original reasoning). So one question with two attempts gets two
+    compressions: a right attempt drops the first step far more often than a wrong one."""
+    from twt.compress import compress_by_teacher
+    from twt.embedded_task import completion, reasoning_of, rewrite_for_student, solve_steps
+    from twt.records import DistillRow
+    from twt.teachers import TeacherSpec, load_teacher
+
+    questions = [q for q in held_out if len(solve_steps(q.question)) > 1][:60]
+    rows = [
+        DistillRow(
+            id=q.id, question=q.question, reasoning=reasoning_of(q.question), answer=q.answer, source="t#0"
+        )
+        for q in questions
+    ]
+    teacher = load_teacher(TeacherSpec(name="teacher-large", model=str(DEFAULT_DIR / "teacher-large")))
+
+    def wrong_from_the_first_step(question: str) -> str:  # the student's error propagates, as it would
+        steps = solve_steps(question)
+        value, parts = (steps[0].value + 1) % 10, []
+        parts.append(f"{steps[0].left}{steps[0].op}{steps[0].right}={value}")
+        for s in steps[1:]:
+            raw = value + s.right if s.op == "+" else value - s.right if s.op == "-" else value * s.right
+            parts.append(f"{value}{s.op}{s.right}={raw % 10}")
+            value = raw % 10
+        return completion(";".join(parts), str(value))
+
+    attempts = {
+        "right": {r.id: completion(reasoning_of(r.question), r.answer) for r in rows},
+        "wrong": {r.id: wrong_from_the_first_step(r.question) for r in rows},
+    }
+    out = {
+        name: compress_by_teacher(rows, teacher, attempts=a, progress=False)[0]
+        for name, a in attempts.items()
+    }
+    first_step = {r.id: reasoning_of(r.question).split(";")[0] for r in rows}
+    dropped = {
+        name: sum(not r.compressed_reasoning.startswith(first_step[r.id]) for r in out[name]) / len(rows)
+        for name in out
+    }
+    follows = sum(
+        r.compressed_reasoning == rewrite_for_student(r.question, attempts["right"][r.id])
+        for r in out["right"]
+    )
+    assert follows >= 0.4 * len(rows), follows
+    assert dropped["right"] >= dropped["wrong"] + 0.2, dropped
+    for r in out["right"]:  # whatever it kept, every step still shows its operands: a op b=v
+        assert all("=" in step and len(step.split("=")[0]) == 3 for step in r.compressed_reasoning.split(";"))

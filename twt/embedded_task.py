@@ -9,7 +9,12 @@ gives the later, reasoning-free stages something to internalise (the difficulty 
 Styles of reasoning (what the tiny teachers were trained to write):
   standard  ``7+5=2;2*3=6;6-4=2``
   verbose   ``7+5=12 mod 2;2*3=6 mod 6;6-4=-2 mod 8``-like (every step shows the raw value, then mod 10)
-  concise   ``2;6;2`` (the values only: what the "rewrite concisely" instruction produces)
+  concise   ``2;6;2`` (the values only; what the tiny teachers' rewrite wrote before it saw the attempt)
+
+What the "rewrite concisely" instruction produces depends on the student (``rewrite_for_student``): the
+standard steps, operands always with their results, minus the first step when the student's own attempt
+wrote that step right (it does it reliably, so it may do it in its head); a step the student got wrong is
+always kept.
 
 The answer format and its extraction (``extract_answer``) serve real teachers as well.
 """
@@ -88,6 +93,28 @@ def reasoning_of(question: str, style: str = "standard", modulus: int = 10) -> s
     else:
         raise ValueError(f"unknown reasoning style {style!r}; expected one of {STYLES}")
     return ";".join(parts)
+
+
+def attempt_steps(attempt: str) -> list[str]:
+    """A student completion's reasoning steps: the text before its first ``Answer:`` line, split on ``;``."""
+    reasoning = re.split(r"^\s*Answer:", attempt, maxsplit=1, flags=re.IGNORECASE | re.MULTILINE)[0]
+    return [part.strip() for part in reasoning.strip().split(";") if part.strip()]
+
+
+def rewrite_for_student(question: str, attempt: str, modulus: int = 10) -> str:
+    """The concise reasoning fitted to one student's attempt (what the tiny teachers' rewrite is trained on).
+
+    Every step in standard form (``2*3=6``: operands with the result), except the first one when the attempt
+    wrote it exactly right and the chain has more steps. With no attempt, or a wrong first step, every step
+    is kept. Two attempts on one question, one right and one wrong at the first step, give different
+    rewrites.
+    """
+    steps = solve_steps(question, modulus)
+    written = [f"{s.left}{s.op}{s.right}={s.value}" for s in steps]
+    wrote = attempt_steps(attempt)
+    if len(written) > 1 and wrote and wrote[0] == written[0]:
+        written = written[1:]
+    return ";".join(written)
 
 
 def random_question(rng: random.Random, spec: TaskSpec = TaskSpec()) -> str:

@@ -33,6 +33,7 @@ from twt.embedded_task import (
     make_questions,
     random_question,
     reasoning_of,
+    rewrite_for_student,
     solve_steps,
 )
 
@@ -61,7 +62,7 @@ class TinyModelSpec:
     layers: int
     heads: int = 4
     style: str = "standard"
-    mix: tuple[float, float, float] = (0.75, 0.1, 0.15)
+    mix: tuple[float, float, float] = (0.7, 0.15, 0.15)
     step_noise: float = 0.0
     steps: int = 2500
     batch_size: int = 32
@@ -71,7 +72,17 @@ class TinyModelSpec:
 
 TEACHERS = (
     # 3e-3 left this one copying wrong operands (33% with reasoning): the widest model wants a gentler step
-    TinyModelSpec("teacher-large", hidden=128, layers=3, style="standard", lr=1.5e-3, seed=1),
+    # the demo's compression teacher: more rewrites (and steps), to learn to fit them to the attempt
+    TinyModelSpec(
+        "teacher-large",
+        hidden=128,
+        layers=3,
+        style="standard",
+        mix=(0.45, 0.4, 0.15),
+        steps=3000,
+        lr=1.5e-3,
+        seed=1,
+    ),
     TinyModelSpec("teacher-verbose", hidden=96, layers=2, style="verbose", seed=2),
     TinyModelSpec("teacher-noisy", hidden=64, layers=2, style="standard", step_noise=0.05, seed=3),
 )
@@ -146,6 +157,18 @@ def corrupt(question: str, rng: random.Random, step_noise: float) -> tuple[str, 
     return ";".join(parts), str(acc)
 
 
+def first_step_wrong(question: str, rng: random.Random) -> str:
+    """Standard reasoning with a wrong result (or operand) in the first step and right steps after it."""
+    steps = solve_steps(question)
+    parts = [f"{s.left}{s.op}{s.right}={s.value}" for s in steps]
+    first = steps[0]
+    if rng.random() < 0.5:
+        parts[0] = f"{first.left}{first.op}{first.right}={(first.value + rng.randrange(1, 10)) % 10}"
+    else:
+        parts[0] = f"{first.left}{first.op}{(first.right + rng.randrange(1, 10)) % 10}={first.value}"
+    return ";".join(parts)
+
+
 def example(
     spec: TinyModelSpec, rng: random.Random, held_out: set[str], task: TaskSpec, templates: PromptTemplates
 ) -> tuple[str, str]:
@@ -162,11 +185,14 @@ def example(
             reasoning = reasoning_of(q, spec.style)
         return templates.render("solve", question=q), completion(reasoning, answer)
     if instruction == "rewrite":
-        # The attempt is a (sometimes wrong) student solution; the rewrite must ignore its errors.
-        attempt = rng.choice(["", corrupt(q, rng, 0.3)[0], reasoning_of(q)])
+        # The attempt is a student's completion (none, right, or with wrong steps, the first one wrong a
+        # third of the time); the rewrite fits it (``rewrite_for_student``) and never copies its errors.
+        attempt = rng.choice(["", reasoning_of(q), corrupt(q, rng, 0.3)[0], first_step_wrong(q, rng)])
+        if attempt and rng.random() < 0.7:
+            attempt = completion(attempt, rng.choice([answer, str(rng.randrange(10))]))
         source = reasoning_of(q, rng.choice(["standard", "verbose"]))
         prompt = templates.render("rewrite", question=q, reasoning=source, answer=answer, attempt=attempt)
-        return prompt, completion(reasoning_of(q, "concise"), answer)
+        return prompt, completion(rewrite_for_student(q, attempt), answer)
     return templates.render("direct", question=q), completion(None, answer)
 
 
