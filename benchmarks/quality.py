@@ -499,24 +499,95 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines)
 
 
-def write_results(rows: list[dict], meta: dict) -> None:
-    from twt.evaluate import plot_accuracy_vs_tokens
+def plot(rows: list[dict], curves: dict[str, list[dict]], path: Path) -> Path:
+    """Two panels: every row's accuracy (± sd over seeds) against its output tokens, numbered, with the key
+    beside it; and each stepwise schedule's curve, phase by phase (kept reasoning tokens → accuracy)."""
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(13, 9), dpi=110)
+    grid = fig.add_gridspec(2, 2, width_ratios=(1.5, 1), height_ratios=(3, 1.25))
+    ax, ax_curve = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+    key = fig.add_subplot(grid[1, :])
+    styles = {"teacher": ("tab:blue", "s"), "baseline": ("tab:gray", "D"), "student": ("tab:red", "o")}
+
+    def role(row: dict) -> str:
+        if not row["seeds"]:
+            return "teacher" if row["name"].startswith("teacher") else "baseline"
+        return "baseline" if row["name"].startswith(("answer-only", "ablation")) else "student"
+
+    points = [(n, r["output_tokens_mean"], 100 * r["accuracy_mean"], r) for n, r in enumerate(rows, 1)]
+    # labels of points close together are spread vertically (at least 3.2 points apart) with a leader line
+    label_y: dict[int, float] = {}
+    for n, x, y, _ in sorted(points, key=lambda p: p[2]):
+        below = [label_y[m] for m, mx, _, _ in points if m in label_y and abs(mx - x) < 2.5]
+        label_y[n] = max([y, *(b + 3.2 for b in below)])
+    lines = []
+    for n, x, y, row in points:
+        color, marker = styles[role(row)]
+        ax.errorbar(
+            [x], [y], yerr=[100 * row["accuracy_std"]], color=color, marker=marker, ms=6, capsize=3, lw=1
+        )
+        moved = abs(label_y[n] - y) > 0.5
+        ax.annotate(
+            str(n),
+            (x, y),
+            xytext=(x + (1.6 if moved else 0.5), label_y[n] + (0 if moved else 1)),
+            fontsize=8,
+            va="center",
+            arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"} if moved else None,
+        )
+        lines.append(f"{n:>2}  {row['name'][:60]:<60} {y:5.1f}%  {x:4.1f} tok")
+    for name, (color, marker) in styles.items():
+        ax.scatter(
+            [], [], color=color, marker=marker, label=name if name != "baseline" else "baseline / ablation"
+        )
+    ax.set_xlabel("mean output tokens per answer (fewer is better)")
+    ax.set_ylabel("accuracy, % (higher is better; bars: ± sd over seeds)")
+    ax.set_ylim(-2, 108)
+    ax.set_xlim(0, 1.15 * max(r["output_tokens_mean"] for r in rows))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center right", fontsize=8)
+    ax.set_title("Accuracy against output tokens (held-out)")
+    key.axis("off")
+    half = (len(lines) + 1) // 2
+    for column, chunk in enumerate((lines[:half], lines[half:])):
+        key.text(0.5 * column, 1, "\n".join(chunk), va="top", ha="left", family="monospace", fontsize=7.5)
+    for label, curve in curves.items():
+        xs = [c["kept_tokens_mean"] for c in curve]
+        ys = [100 * c["accuracy_mean"] for c in curve]
+        ax_curve.plot(xs, ys, marker="o", label=label.removeprefix("TwT stepwise ").strip("()"))
+    start = next((r for r in rows if r["name"].startswith("full reasoning")), None)
+    if start is not None:
+        ax_curve.axhline(100 * start["accuracy_mean"], color="tab:gray", ls="--", lw=1, label="stage 1")
+    answer_only = next((r for r in rows if r["name"] == ANSWER_ONLY), None)
+    if answer_only is not None:
+        ax_curve.axhline(
+            100 * answer_only["accuracy_mean"], color="tab:gray", ls=":", lw=1, label=ANSWER_ONLY
+        )
+    ax_curve.invert_xaxis()
+    ax_curve.set_ylim(-2, 108)
+    ax_curve.set_xlabel("reasoning tokens kept in the training rows")
+    ax_curve.set_ylabel("accuracy after the phase, %")
+    ax_curve.grid(alpha=0.3)
+    ax_curve.legend(fontsize=7, loc="center left")
+    ax_curve.set_title("Stepwise schedules, phase by phase")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_results(rows: list[dict], meta: dict) -> None:
     results = ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
     extra = {k: meta[k] for k in ("comparisons", "curves", "dcrs") if k in meta}
     (results / "quality.json").write_text(
         json.dumps({"rows": rows, **extra}, indent=2, ensure_ascii=False) + "\n"
     )
-    plot = {
-        r["name"]: {
-            "accuracy": r["accuracy_mean"],
-            "mean_output_tokens": r["output_tokens_mean"],
-            "role": "student" if r["seeds"] else "baseline",
-        }
-        for r in rows
-    }
-    plot_accuracy_vs_tokens(plot, results / "quality.png")
+    plot(rows, meta.get("curves", {}), results / "quality.png")
     path = ROOT / "benchmarks" / "RESULTS.md"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     section = markdown(rows, meta)
@@ -536,7 +607,14 @@ def main() -> None:
     )
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "quality")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument(
+        "--plot-only", action="store_true", help="redraw quality.png from results/quality.json"
+    )
     args = parser.parse_args()
+    if args.plot_only:
+        saved = json.loads((ROOT / "benchmarks" / "results" / "quality.json").read_text())
+        print(plot(saved["rows"], saved.get("curves", {}), ROOT / "benchmarks" / "results" / "quality.png"))
+        return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     started = time.perf_counter()
     work = args.workdir / args.scale
