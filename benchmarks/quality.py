@@ -382,6 +382,11 @@ def comparisons(per_seed: dict[int, dict]) -> list[dict]:
 
     out = []
     for label, a, b in COMPARISONS:
+        if any(
+            r.get(a, {}).get("same_rows_as") == b or r.get(b, {}).get("same_rows_as") == a
+            for r in per_seed.values()
+        ):
+            continue  # one side is the other's students (byte-identical rows): nothing to compare
         first = {s: r[a]["accuracy"] for s, r in per_seed.items() if a in r}
         second = {s: r[b]["accuracy"] for s, r in per_seed.items() if b in r}
         if first and second:

@@ -151,3 +151,24 @@ def test_one_metrics_table_for_runs_and_cards():
     assert lines[0] == "| model | accuracy | mean output tokens | tokens per correct |"
     assert lines[2] == "| **a\\|b** (this model) | 50.0% | not recorded | not recorded |"
     assert lines[3] == "| stage1 | 90.0% | 36.0 | 40.0 |"
+
+
+def test_a_model_card_table_of_full_evaluation_rows_keeps_its_three_columns():
+    from twt import model_card
+
+    numbers = {
+        "role": "student",
+        "accuracy": 0.8,
+        "mean_output_tokens": 8.0,
+        "p50_output_tokens": 8,
+        "p95_output_tokens": 9,
+        "tokens_per_correct": 10.0,
+        "no_answer": 0,
+        "seconds_per_question": 0.01,
+    }
+    metrics = {"models": {"s3": {**numbers, "name": "stage3"}, "stage1": {**numbers, "accuracy": 0.9}}}
+    card = model_card.render_card({"metrics": metrics, "gate": {"student": "s3"}}, {}, "u")
+    table = [line for line in card.split("## Metrics")[1].splitlines() if line.startswith("|")]
+    assert table[0] == "| model | accuracy | mean output tokens | tokens per correct |"
+    assert table[2] == "| **stage3** (this model) | 80.0% | 8.0 | 10.0 |"  # chosen by its key, shown by name
+    assert table[3] == "| stage1 | 90.0% | 8.0 | 10.0 |"

@@ -115,7 +115,7 @@ def _literal_keywords(path: Path, function: str) -> list[tuple[str, int]]:
             pairs = list(zip(positional[len(positional) - len(args.defaults) :], args.defaults, strict=True))
             pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None]
             return [
-                (arg.arg, node.lineno)
+                (arg.arg, default.lineno)
                 for arg, default in pairs
                 if isinstance(default, ast.Constant | ast.UnaryOp)
                 and not (isinstance(default, ast.Constant) and default.value is None)

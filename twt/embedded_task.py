@@ -11,7 +11,8 @@ Styles of reasoning (what the tiny teachers were trained to write):
   verbose   ``7+5=12 mod 2;2*3=6 mod 6;6-4=-2 mod 8``-like (every step shows the raw value, then mod 10)
   concise   ``2;6;2`` (the values only; what the tiny teachers' rewrite wrote before it saw the attempt)
 
-What the "rewrite concisely" instruction produces depends on the student (``rewrite_for_student``): the
+What the tiny teachers are trained to produce for "rewrite concisely" depends on the student
+(``rewrite_for_student``): the
 standard steps, operands always with their results, minus the first step when the student's own attempt
 wrote that step right (it does it reliably, so it may do it in its head); a step the student got wrong is
 always kept.

@@ -251,12 +251,14 @@ def metrics_table(
     chosen: str | None = None,
     missing: str = "–",
     always: Sequence[str] = (),
+    only: Sequence[str] | None = None,
 ) -> str:
     """The Markdown table of evaluated models (the run report, the console and the model card use it).
 
     ``results``: name → numbers, as ``evaluate_models`` writes them (any subset of ``COLUMNS``' keys). One
     row per model: ``chosen`` first, in bold and marked "(this model)", then students, baselines, teachers.
-    A column shows when any row has it, or its key is in ``always``; a missing number reads ``missing``.
+    A column shows when any row has it, or its key is in ``always`` (and, given ``only``, is in ``only``); a
+    missing number reads ``missing``.
     Tokens per correct is derived (mean tokens ÷ accuracy) where it was not recorded and accuracy is above 0.
     """
     rows = []
@@ -265,20 +267,22 @@ def metrics_table(
         acc, tokens = row.get("accuracy"), row.get("mean_output_tokens")
         if row.get("tokens_per_correct") is None and _is_number(acc) and _is_number(tokens) and acc > 0:
             row["tokens_per_correct"] = tokens / acc
-        rows.append((str(row.get("name", key)), row))
-    rows.sort(key=lambda r: (r[0] != chosen, ROLE_ORDER.get(r[1].get("role"), 1)))
-    columns = [c for c in COLUMNS if c[1] in always or any(c[1] in row for _, row in rows)]
+        rows.append((str(row.get("name", key)), row, chosen is not None and chosen in (key, row.get("name"))))
+    rows.sort(key=lambda r: (not r[2], ROLE_ORDER.get(r[1].get("role"), 1)))
+    columns = [c for c in COLUMNS if c[1] in always or any(c[1] in row for _, row, _ in rows)]
+    if only is not None:
+        columns = [c for c in columns if c[1] in only]
     lines = [
         "| model | " + " | ".join(header for header, _, _ in columns) + " |",
         "|---|" + "".join("---|" if key == "role" else "---:|" for _, key, _ in columns),
     ]
-    for name, row in rows:
+    for name, row, is_chosen in rows:
         cells = []
         for _, key, fmt in columns:
             value = row.get(key)
             ok = isinstance(value, str) if key == "role" else _is_number(value)
             cells.append(_cell(fmt(value)) if ok else missing)
-        label = f"**{_cell(name)}** (this model)" if name == chosen else _cell(name)
+        label = f"**{_cell(name)}** (this model)" if is_chosen else _cell(name)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -54,7 +54,11 @@ def _metrics_table(metrics: Any, gate: Any) -> str:
         return NOT_RECORDED
     chosen = next(name for name, is_student, _ in rows if is_student) if rows[0][1] else None
     return metrics_table(
-        {name: numbers for name, _, numbers in rows}, chosen=chosen, missing=NOT_RECORDED, always=METRIC_KEYS
+        {name: numbers for name, _, numbers in rows},
+        chosen=chosen,
+        missing=NOT_RECORDED,
+        always=METRIC_KEYS,
+        only=METRIC_KEYS,
     )
 
 

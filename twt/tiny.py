@@ -8,8 +8,9 @@ under ``twt/data/tiny`` and rebuilt by:
 
 Teachers (real transformers Llama models, different sizes and styles; all follow the three instructions of
 ``twt.embedded_task.PromptTemplates``: solve with reasoning, rewrite a reasoning concisely, answer directly):
-  teacher-large    hidden 128 × 3 layers, standard reasoning ``7+5=2;2*3=6``
-  teacher-verbose  hidden 96 × 3 layers, verbose reasoning ``7+5=12 mod 2;2*3=6 mod 6``
+  teacher-large    hidden 128 × 3 layers, standard reasoning ``7+5=2;2*3=6``; the demo's compression teacher,
+                   trained on 40% rewrites fitted to a student's attempt (``rewrite_for_student``)
+  teacher-verbose  hidden 96 × 2 layers, verbose reasoning ``7+5=12 mod 2;2*3=6 mod 6``
   teacher-noisy    hidden 64 × 2 layers, standard reasoning with a share of corrupted steps (error-prone)
 The student base (hidden 64 × 2 layers) has only been taught the answer format on a short direct-answer
 budget: it answers, badly, and knows no reasoning yet — the distillation stages teach it.
