@@ -23,6 +23,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TextIO
 
 from pipelines.release import run_arguments
 from twt.records import read_json
@@ -118,8 +119,15 @@ def runner_records(records: RunnerRecords, verbose: bool = False):
         logger.setLevel(level)
 
 
+def open_log(path: str | os.PathLike) -> TextIO:
+    """The tasks' log, appended to line by line."""
+    return Path(path).open("a", encoding="utf-8", buffering=1)
+
+
 @contextlib.contextmanager
-def kfp_local_session(log_file: str | os.PathLike | None = None, bars: ConsoleProgress | None = None):
+def kfp_local_session(
+    log_file: str | os.PathLike | TextIO | None = None, bars: ConsoleProgress | None = None
+):
     """What a ``kfp.local`` pipeline run leaves changed, put back afterwards.
 
     kfp 2.17 indents task logs by swapping ``builtins.print`` in and out; two ParallelFor iterations
@@ -127,11 +135,13 @@ def kfp_local_session(log_file: str | os.PathLike | None = None, bars: ConsolePr
     later ``print`` then starts with four spaces). The expected warnings about cluster-only settings are
     silenced too (see the module docstring). With ``log_file``, what the tasks print (their whole
     executor input and logs) goes to that file; kfp's one-line task start/finish messages still show, and
-    ``bars`` redraws the tasks' progress bars on the console."""
+    ``bars`` redraws the tasks' progress bars on the console. ``log_file`` may be an open text stream: the
+    runner gives the one its records go to, so one handle writes the file (two buffered handles appending
+    to one file flush independently)."""
     original = builtins.print
     with contextlib.ExitStack() as stack:
         if log_file:
-            handle = stack.enter_context(Path(log_file).open("a", encoding="utf-8"))
+            handle = log_file if hasattr(log_file, "write") else stack.enter_context(open_log(log_file))
 
             def to_log(*args, **kwargs):
                 kwargs.setdefault("file", handle)
@@ -195,11 +205,11 @@ def run_local(
     )
     started = time.time()
     with contextlib.ExitStack() as stack:
-        stream = stack.enter_context(Path(log_file).open("a", encoding="utf-8")) if log_file else None
+        stream = stack.enter_context(open_log(log_file)) if log_file else None
         # progress bars only where a person watches (a terminal); a redirected console keeps whole lines
         bars = ConsoleProgress(sys.__stdout__) if progress and sys.__stdout__.isatty() else None
         records = stack.enter_context(runner_records(RunnerRecords(stream, progress, bars), verbose))
-        stack.enter_context(kfp_local_session(log_file, bars))
+        stack.enter_context(kfp_local_session(stream, bars))
         twt_distillation(**arguments)
     return run_outcome(
         root,

@@ -590,6 +590,19 @@ def test_a_local_session_can_send_task_output_to_a_log(tmp_path: Path, capsys) -
     assert capsys.readouterr().out == "after\n"
 
 
+def test_the_runner_records_and_the_task_output_share_one_log_handle(tmp_path: Path) -> None:
+    """Task output (progress bars: multi-byte characters) and the runner's records go through one
+    line-buffered handle: whole lines, in the order written, and the log reads back as UTF-8."""
+    from pipelines.local import kfp_local_session, open_log
+
+    with open_log(tmp_path / "tasks.log") as stream, kfp_local_session(stream):
+        for i in range(3000):
+            print(f"stage1: {'█' * (i % 37)}▏ {i}")
+            stream.write(f"record {i} ✓\n")
+    lines = (tmp_path / "tasks.log").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 6000 and lines[-2:] == [f"stage1: {'█' * (2999 % 37)}▏ 2999", "record 2999 ✓"]
+
+
 def test_task_progress_bars_are_redrawn_on_one_console_line(tmp_path: Path) -> None:
     import io
     import logging

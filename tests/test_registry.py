@@ -442,3 +442,40 @@ def test_a_gate_verdict_object_is_recorded_as_its_dict(tmp_path):
         f"Verdict: **{'passed' if verdict.passed else 'failed'}**"
         in (Path(version.uri) / "README.md").read_text()
     )
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_retried_run_gets_the_version_it_already_published(where, tmp_path, request):
+    """A promotion step that published and then failed (or was retried by KFP) publishes nothing new: the
+    same run with the same files gets its version back; another run, or other weights, gets a new one."""
+    if where == "s3":
+        s3 = request.getfixturevalue("s3")
+        root, settings = f"s3://{s3.bucket}/reg", s3.settings
+    else:
+        root, settings = tmp_path / "reg", None
+    make_model(tmp_path / "model")
+    first = registry.publish(tmp_path / "model", root, "student", run_id="run-1", settings=settings)
+    again = registry.publish(tmp_path / "model", root, "student", run_id="run-1", settings=settings)
+    explicit = registry.publish(tmp_path / "model", root, "student", "1", run_id="run-1", settings=settings)
+    assert first.version == again.version == explicit.version == "1" and again.created == first.created
+    assert registry.get_version(root, "student@1", settings=settings).metadata["run_id"] == "run-1"
+    assert (
+        registry.publish(tmp_path / "model", root, "student", run_id="run-2", settings=settings).version
+        == "2"
+    )
+    assert (
+        registry.publish(tmp_path / "model", root, "student", settings=settings).version == "3"
+    )  # no run id
+    make_model(tmp_path / "other", seed=1)
+    assert (
+        registry.publish(tmp_path / "other", root, "student", run_id="run-1", settings=settings).version
+        == "4"
+    )
+    with pytest.raises(registry.VersionExistsError):  # a version named by hand stays immutable
+        registry.publish(tmp_path / "other", root, "student", "1", run_id="run-1", settings=settings)
+    assert [v.version for v in registry.list_versions(root, "student", settings=settings)] == [
+        "1",
+        "2",
+        "3",
+        "4",
+    ]

@@ -554,6 +554,30 @@ def publish_claimed(
     return manifest
 
 
+def find_run_version(
+    root: store.PathLike,
+    model: str,
+    run_id: str,
+    files: Mapping[str, store.FileEntry],
+    *,
+    settings: S3Settings | None = None,
+) -> RegistryVersion | None:
+    """The version of ``model`` that run ``run_id`` published with exactly ``files`` (path → checksum; the
+    card aside), or None; no run id: None."""
+    if not run_id:
+        return None
+    wanted = {rel: entry.sha256 for rel, entry in files.items()}
+    for _, version in sorted(_published(root, model, settings), key=lambda mv: version_key(mv[1])):
+        uri = version_uri(root, model, version)
+        manifest = store.read_manifest(uri, settings=settings)
+        if manifest.metadata.get("run_id") != run_id:
+            continue
+        published = {rel: entry.sha256 for rel, entry in manifest.files.items() if rel != CARD_NAME}
+        if published == wanted:
+            return RegistryVersion.from_manifest(model, version, uri, manifest)
+    return None
+
+
 def publish(
     model_dir: store.PathLike,
     root: store.PathLike,
@@ -566,12 +590,16 @@ def publish(
     card_extra: Mapping[str, str] | str | None = None,
     settings: S3Settings | None = None,
     tags: Sequence[str] = (),
+    run_id: str = "",
 ) -> RegistryVersion:
     """Publish ``model_dir`` as ``model@version`` under ``root`` with a model card; versions are immutable.
 
     ``metrics``: evaluated model name → numbers (``twt.evaluate``'s format, see ``metric_rows``). ``gate``:
     the verdict (a ``twt.gate.Verdict`` or its dict). ``lineage`` defaults to ``model_dir/twt.json``.
     ``tags``: labels recorded in the manifest.
+    ``run_id`` (the pipeline run, recorded in the manifest) makes a retry idempotent: when this run already
+    published these very files as a version of ``model`` (the auto version, or the one asked for), that
+    version is returned and nothing is written.
     ``card_extra``: markdown appended to the card (a string, or section title → text).
     Files under hidden paths and ``checkpoints/`` are not published; a ``README.md`` is replaced by the card.
     """
@@ -586,6 +614,11 @@ def publish(
     if model_loc.scheme == "file":  # what killed publishes of this model left behind (owner gone, or old)
         for item in _local_leftovers(Path(model_loc.key), stale_after_s(), time.time()):
             shutil.rmtree(item.uri, ignore_errors=True)
+    sums = {rel: store.FileEntry(store.sha256_file(p), p.stat().st_size) for rel, p in files}
+    if (done := find_run_version(root, model, run_id, sums, settings=settings)) is not None and (
+        version in ("auto", done.version)
+    ):
+        return done  # a retry of a run that already published these files
     if version != "auto" and store.exists(uri := version_uri(root, model, version), settings=settings):
         raise VersionExistsError(f"{model}@{version} already exists at {uri}; versions are immutable")
     if lineage is None and (src / "twt.json").is_file():
@@ -594,11 +627,11 @@ def publish(
         gate = gate.to_dict()  # a twt.gate.Verdict
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     extra_meta = {"metrics": metrics, "gate": gate, "lineage": lineage}
-    sums = {rel: store.FileEntry(store.sha256_file(p), p.stat().st_size) for rel, p in files}
 
     def attempt(version: str) -> RegistryVersion:
         uri = version_uri(root, model, version)
         meta = {"kind": KIND, "model": model, "version": version, "created": created, "tags": list(tags)}
+        meta["run_id"] = run_id or None
         meta.update({k: None if v is None else dict(v) for k, v in extra_meta.items()})
         with tempfile.TemporaryDirectory(prefix="twt-publish-") as tmp:
             stage = Path(tmp)  # links to the model files plus the card: nothing big is copied here

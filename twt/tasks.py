@@ -606,6 +606,7 @@ def promote(
     ``pulled_dir`` keeps the verified copy in ``<pulled_dir>/<model>-<version>`` (else it goes to a
     temporary directory, removed after the check);
     ``promoted_out`` gets the record that is returned: model, version, ref, uri, student, verified.
+    A retry of the same ``run_id`` returns the version it already published (``registry.publish``).
     With a Kubeflow Model Registry address (configuration or ``TWT_MODEL_REGISTRY_ADDRESS``), the version
     is registered there once per ``run_id`` (``twt.kubeflow_model_registry``; record key
     ``kubeflow_model_registry``).
@@ -635,6 +636,7 @@ def promote(
         gate=verdict,
         lineage=lineage,
         tags=settings.tags,
+        run_id=run_id,
     )
     kubeflow = None
     if settings.kubeflow_registry_address or os.environ.get("TWT_MODEL_REGISTRY_ADDRESS"):
