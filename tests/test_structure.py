@@ -106,6 +106,11 @@ NOT_MIRRORED = {
 }
 
 
+def _repeats(owner: str, field: str, sections) -> bool:
+    """Whether ``owner``'s literal default for ``field`` repeats a field of one of ``sections``."""
+    return (owner, field) not in NOT_MIRRORED and any(field in section.model_fields for section in sections)
+
+
 def _literal_keywords(path: Path, function: str) -> list[tuple[str, int]]:
     """(keyword, line) of every keyword of ``function`` in ``path`` whose default is a literal (not None)."""
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -131,9 +136,7 @@ def test_each_settings_default_is_written_once() -> None:
         if path.name == "config.py":
             continue
         for cls, field, line in _literal_defaults(path):
-            if (cls, field) in NOT_MIRRORED:
-                continue
-            if any(field in section.model_fields for section in MIRRORS.get(cls, ())):
+            if _repeats(cls, field, MIRRORS.get(cls, ())):
                 duplicates.append(f"{path.relative_to(TWT)}:{line} {cls}.{field}")
     assert duplicates == []
 
@@ -144,9 +147,7 @@ def test_each_settings_default_is_written_once_in_function_keywords() -> None:
     duplicates = []
     for (module, function), sections in FUNCTION_MIRRORS.items():
         for keyword, line in _literal_keywords(TWT / module, function):
-            if (function, keyword) in NOT_MIRRORED:
-                continue
-            if any(keyword in section.model_fields for section in sections):
+            if _repeats(function, keyword, sections):
                 duplicates.append(f"twt/{module}:{line} {function}({keyword}=...)")
     assert duplicates == []
 

@@ -110,8 +110,7 @@ def rewrite_for_student(question: str, attempt: str, modulus: int = 10) -> str:
     is kept. Two attempts on one question, one right and one wrong at the first step, give different
     rewrites.
     """
-    steps = solve_steps(question, modulus)
-    written = [f"{s.left}{s.op}{s.right}={s.value}" for s in steps]
+    written = reasoning_of(question, "standard", modulus).split(";")
     wrote = attempt_steps(attempt)
     if len(written) > 1 and wrote and wrote[0] == written[0]:
         written = written[1:]

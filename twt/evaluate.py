@@ -241,7 +241,8 @@ def _is_number(x) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
-def _cell(x) -> str:
+def markdown_cell(x) -> str:
+    """``x`` as one Markdown table cell or list item: pipes escaped, on one line."""
     return str(x).replace("|", "\\|").replace("\n", " ")
 
 
@@ -281,8 +282,8 @@ def metrics_table(
         for _, key, fmt in columns:
             value = row.get(key)
             ok = isinstance(value, str) if key == "role" else _is_number(value)
-            cells.append(_cell(fmt(value)) if ok else missing)
-        label = f"**{_cell(name)}** (this model)" if is_chosen else _cell(name)
+            cells.append(markdown_cell(fmt(value)) if ok else missing)
+        label = f"**{markdown_cell(name)}** (this model)" if is_chosen else markdown_cell(name)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from twt import store
+from twt.evaluate import markdown_cell, metrics_table
 
 NOT_RECORDED = "not recorded"
 METRIC_KEYS = ("accuracy", "mean_output_tokens", "tokens_per_correct")
@@ -42,17 +43,11 @@ def metric_rows(metrics: Any, gate: Any = None) -> list[tuple[str, bool, dict[st
     return [(name, name == chosen, numbers) for name, numbers in ordered]
 
 
-def _cell(x: Any) -> str:
-    return str(x).replace("|", "\\|").replace("\n", " ")
-
-
 def _metrics_table(metrics: Any, gate: Any) -> str:
-    from twt.evaluate import metrics_table
-
     rows = metric_rows(metrics, gate)
     if not rows:
         return NOT_RECORDED
-    chosen = next(name for name, is_student, _ in rows if is_student) if rows[0][1] else None
+    chosen = rows[0][0] if rows[0][1] else None  # metric_rows puts the published student first
     return metrics_table(
         {name: numbers for name, _, numbers in rows},
         chosen=chosen,
@@ -71,7 +66,7 @@ def _gate_section(gate: Any) -> str:
     reasons = gate.get("reasons")
     reasons = [reasons] if isinstance(reasons, str) else reasons if isinstance(reasons, list) else []
     if reasons:
-        lines += ["", *(f"- {_cell(r)}" for r in reasons)]
+        lines += ["", *(f"- {markdown_cell(r)}" for r in reasons)]
     else:
         lines += ["", f"Reasons: {NOT_RECORDED}"]
     return "\n".join(lines)
@@ -118,13 +113,13 @@ def _lineage_section(lineage: Any) -> str:
         stage_text = NOT_RECORDED
     run = lineage.get("pipeline_run_id") or lineage.get("run_id")
     lines = [
-        f"- Base model: {_cell(_base_model(lineage))}",
-        f"- Teachers: {_cell(teachers or NOT_RECORDED)}",
-        f"- DCRS candidates: {_cell(counts)}",
-        f"- Compression: {_cell(_scalars(compression, ratio_keys))}",
-        f"- Stages: {_cell(stage_text)}",
+        f"- Base model: {markdown_cell(_base_model(lineage))}",
+        f"- Teachers: {markdown_cell(teachers or NOT_RECORDED)}",
+        f"- DCRS candidates: {markdown_cell(counts)}",
+        f"- Compression: {markdown_cell(_scalars(compression, ratio_keys))}",
+        f"- Stages: {markdown_cell(stage_text)}",
     ]
-    return "\n".join(lines + ([f"- Pipeline run: {_cell(run)}"] if run else []))
+    return "\n".join(lines + ([f"- Pipeline run: {markdown_cell(run)}"] if run else []))
 
 
 def render_card(
@@ -136,14 +131,14 @@ def render_card(
     """The README.md model card, from whatever ``meta`` holds; a missing part reads "not recorded"."""
     model, version = meta.get("model", "?"), meta.get("version", "?")
     lineage = meta.get("lineage") if isinstance(meta.get("lineage"), Mapping) else {}
-    file_rows = [f"| `{_cell(rel)}` | {e.size} | `{e.sha256}` |" for rel, e in sorted(files.items())]
+    file_rows = [f"| `{markdown_cell(rel)}` | {e.size} | `{e.sha256}` |" for rel, e in sorted(files.items())]
     parts = [
         f"# {model} {version}",
         "",
         f"- Model: `{model}`",
         f"- Version: `{version}`",
         f"- Created: {meta.get('created') or NOT_RECORDED}",
-        f"- Base model: {_cell(_base_model(lineage))}",
+        f"- Base model: {markdown_cell(_base_model(lineage))}",
         f"- Location: `{uri}`",
         "",
         "## Metrics",

@@ -160,9 +160,7 @@ def corrupt(question: str, rng: random.Random, step_noise: float) -> tuple[str, 
 
 def first_step_wrong(question: str, rng: random.Random) -> str:
     """Standard reasoning with a wrong result (or operand) in the first step and right steps after it."""
-    steps = solve_steps(question)
-    parts = [f"{s.left}{s.op}{s.right}={s.value}" for s in steps]
-    first = steps[0]
+    parts, first = reasoning_of(question).split(";"), solve_steps(question)[0]
     if rng.random() < 0.5:
         parts[0] = f"{first.left}{first.op}{first.right}={(first.value + rng.randrange(1, 10)) % 10}"
     else:
