@@ -26,7 +26,7 @@ from twt.compress import (
     token_scores,
     window_plan,
 )
-from twt.embedded_task import STYLES, PromptTemplates, make_questions, reasoning_of
+from twt.embedded_task import STYLES, PromptTemplates, make_questions, reasoning_of, solve_steps
 from twt.records import Candidate, DistillRow, RecordError, read_rows, write_rows
 from twt.teachers import Generation
 
@@ -118,9 +118,16 @@ def row(i: int, question: str, reasoning: str, answer: str) -> DistillRow:
 
 
 def task_rows(n: int, seed: int = 0) -> list[DistillRow]:
-    """Embedded-task rows in all three reasoning styles: 1 to ~30 tokens each."""
+    """Embedded-task rows in every reasoning style, and every fifth one the bare step values: 1 to ~80
+    tokens each."""
+
+    def reasoning(i: int, question: str) -> str:
+        if i % 5 == 0:
+            return ";".join(str(s.value) for s in solve_steps(question))
+        return reasoning_of(question, STYLES[i % len(STYLES)])
+
     return [
-        row(i, q.question, reasoning_of(q.question, STYLES[i % 3]), q.answer)
+        row(i, q.question, reasoning(i, q.question), q.answer)
         for i, q in enumerate(make_questions(n, seed=seed))
     ]
 
@@ -237,6 +244,18 @@ def test_achieved_ratio_within_two_percent(tiny_path: Path, ratio: float) -> Non
         it = iter(tokens)
         assert all(token in it for token in kept)  # a subsequence: order preserved
         assert compressed.model_copy(update={"compressed_reasoning": None}) == original
+
+
+def test_truncation_keeps_the_first_tokens_at_the_ratio(tiny_path: Path) -> None:
+    rows = task_rows(40, seed=3)
+    out, report = compress_by_tokens(rows, tiny_path, method="truncate", ratio=0.4, progress=False)
+    tokenizer = build_tokenizer()
+    assert report.method == "truncate" and abs(report.achieved_ratio - 0.4) <= 0.02
+    for original, compressed, detail in zip(rows, out, report.details, strict=True):
+        ids = tokenizer(original.reasoning, add_special_tokens=False)["input_ids"]
+        first = ids[: kept_count(len(ids), 0.4)]  # TwT's fixed-length baseline: a prefix, nothing scored
+        assert compressed.compressed_reasoning == tokenizer.decode(first).strip()
+        assert detail["n_kept"] == len(first)
 
 
 def test_windowed_selection_keeps_the_ratio_in_every_segment(tiny_path: Path) -> None:

@@ -314,6 +314,16 @@ MALFORMED = {
         "not evaluated",
     ),
     "unset environment variable": ({"workdir": "s3://${TWT_TEST_UNSET_VAR}/x"}, "workdir", "is not set"),
+    "fewer eval items than strata": (
+        {"task": {"kind": "embedded", "eval_questions": 3}},
+        "task.eval_questions",
+        "3 items cannot fill 4 strata",
+    ),
+    "a stratum larger than its chains": (
+        {"task": {"kind": "embedded", "eval_questions": 1000, "weights": [1.0, 1.0]}},
+        "task.eval_questions",
+        "500 chains of 1 operation(s) asked, but only 300 exist",
+    ),
 }
 
 

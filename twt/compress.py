@@ -65,7 +65,8 @@ from twt.config import CompressionConfig, schema_default
 from twt.embedded_task import ANSWER_PREFIX, PromptTemplates, completion, extract_answer, normalize_answer
 from twt.records import Candidate, DistillRow, read_nonempty, read_rows, write_json, write_rows
 
-METHODS = ("teacher", "cts", "unconditional")
+METHODS = ("teacher", "cts", "unconditional", "truncate")
+TOKEN_METHODS = METHODS[1:]  # the methods that keep a share of the reasoning's tokens
 CONDITIONS = ("question_answer", "question")
 ON_REJECT = ("keep_original", "drop")
 SELECTIONS = ("exact", "windowed")
@@ -353,13 +354,15 @@ def compress_by_tokens(
     selection: str = schema_default(CompressionConfig, "selection"),
     segment: int = schema_default(CompressionConfig, "segment"),
 ) -> tuple[list[DistillRow], CompressionReport]:
-    """CTS or the unconditional baseline over ``rows``; ``reference_model`` is a model directory or a
-    ``(model, tokenizer)`` pair. Every row comes back, with ``compressed_reasoning`` set. ``selection``:
+    """CTS, the unconditional baseline or fixed-length truncation over ``rows``; ``reference_model`` is a
+    model directory or a ``(model, tokenizer)`` pair (truncation uses only its tokenizer: the first
+    ``kept_count`` tokens of each reasoning, TwT's fixed-length baseline). Every row comes back, with
+    ``compressed_reasoning`` set. ``selection``:
     "exact" keeps the top α of each row (``select_top_ratio``), "windowed" the top α of each ``segment``
     tokens (``select_windowed``). A scoring ``window`` longer than the reference model's context is
     refused."""
-    if method not in ("cts", "unconditional"):
-        raise ValueError(f"method must be 'cts' or 'unconditional' here, got {method!r}")
+    if method not in TOKEN_METHODS:
+        raise ValueError(f"method must be one of {TOKEN_METHODS} here, got {method!r}")
     if not 0 < ratio <= 1:
         raise ValueError(f"ratio must be in (0, 1], got {ratio}")
     if condition not in CONDITIONS:
@@ -385,21 +388,24 @@ def compress_by_tokens(
     if method == "cts" and rows:
         texts = [condition_text(r, condition, templates) for r in rows]
         condition_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    scores = score_token_ids(
-        model,
-        tokenizer,
-        condition_ids,
-        reasoning_ids,
-        window=window,
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
-    )
+    if method == "truncate":  # position is the score: earlier tokens first
+        scores = [-np.arange(len(ids), dtype=float) for ids in reasoning_ids]
+    else:
+        scores = score_token_ids(
+            model,
+            tokenizer,
+            condition_ids,
+            reasoning_ids,
+            window=window,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+        )
     out, details = [], []
     for row, ids, row_scores in zip(rows, reasoning_ids, scores, strict=True):
         keep = (
             select_top_ratio(row_scores, ratio)
-            if selection == "exact"
+            if selection == "exact" or method == "truncate"
             else select_windowed(row_scores, ratio, segment)
         )
         kept = [token for token, k in zip(ids, keep, strict=True) if k]

@@ -45,7 +45,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from twt import names
-from twt.embedded_task import PromptTemplates, TaskSpec
+from twt.embedded_task import PromptTemplates, TaskSpec, stratum_error
 from twt.safe_yaml import YAMLLimitError, load_yaml, read_bounded
 
 
@@ -168,6 +168,10 @@ class TaskConfig(_Section):
                 raise _problem(name, "required when kind is 'files'")
             if self.kind == "embedded" and given:
                 raise _problem(name, "only used when kind is 'files' (kind is 'embedded')")
+        if self.kind == "embedded":
+            problem = stratum_error(self.eval_questions, self.spec())
+            if problem:
+                raise _problem("eval_questions", f"the held-out set is stratified by chain length: {problem}")
         return self
 
     def spec(self) -> TaskSpec:
@@ -337,10 +341,11 @@ class DCRSConfig(_Section):
 class CompressionConfig(_Section):
     """How stage 2's compressed reasoning is made from stage 1's full reasoning."""
 
-    method: Literal["teacher", "cts", "unconditional"] = Field(
+    method: Literal["teacher", "cts", "unconditional", "truncate"] = Field(
         "teacher",
         description="'teacher': a teacher rewrites concisely; 'cts': conditional token selection by a "
-        "reference model; 'unconditional': token importance without conditioning on the answer.",
+        "reference model; 'unconditional': token importance without conditioning on the answer; "
+        "'truncate': the first `ratio` of the reasoning's tokens (TwT's fixed-length baseline).",
     )
     teacher: str | None = Field(None, description="method 'teacher': teacher name; null = the first teacher.")
     ratio: float = Field(0.5, gt=0, le=1, description="Target length of compressed / full reasoning.")
@@ -369,8 +374,8 @@ class CompressionConfig(_Section):
 
     applies: ClassVar = {
         "teacher": ("method", ("teacher",)),
-        "ratio": ("method", ("cts", "unconditional")),
-        "reference_model": ("method", ("cts", "unconditional")),
+        "ratio": ("method", ("cts", "unconditional", "truncate")),
+        "reference_model": ("method", ("cts", "unconditional", "truncate")),
         "condition": ("method", ("cts",)),
         "window": ("method", ("cts", "unconditional")),
         "selection": ("method", ("cts", "unconditional")),
@@ -495,13 +500,15 @@ class InternalizeConfig(_Section):
                 raise ValueError(str(err)) from None
         return self
 
-    def schedule_config(self, seed: int = 0):
-        """The ``twt.internalize.Schedule`` of these settings (None for schedule 'none')."""
+    def schedule_config(self, seed: int = 0, condition: str | None = None):
+        """The ``twt.internalize.Schedule`` of these settings (None for schedule 'none'); ``condition`` is
+        ``compression.condition``, what the 'cts' schedule's scoring is conditioned on."""
         from twt.internalize import Schedule
 
         if self.schedule == "none":
             return None
-        return Schedule(**{**self.model_dump(), "ratios": tuple(self.ratios), "seed": seed})
+        extra = {"condition": condition} if condition is not None else {}
+        return Schedule(**{**self.model_dump(), "ratios": tuple(self.ratios), "seed": seed, **extra})
 
 
 # --- evaluation, gate, registry ---------------------------------------------------------------------------
