@@ -423,6 +423,13 @@ def _counts(quality_reason: np.ndarray, diversity_reason: np.ndarray) -> dict:
     }
 
 
+def _teacher_accuracy(table: CandidateTable, mine: np.ndarray) -> dict:
+    """One teacher's candidates against gold, where gold exists: how often its own answer is right."""
+    graded = mine & (table.gold[table.question] >= 0)
+    right = int((table.answer[graded] == table.gold[table.question[graded]]).sum())
+    return {"answers_graded": int(graded.sum()), "answers_right": right}
+
+
 def summarize(table: CandidateTable, selection: Selection) -> dict:
     """Counts overall and per teacher, questions left with nothing, labels and pseudo-label accuracy."""
     qr, dr, checked = selection.quality.reason, selection.diversity_reason, selection.quality
@@ -438,7 +445,10 @@ def summarize(table: CandidateTable, selection: Selection) -> dict:
     return {
         "candidates": _counts(qr, dr),
         "teachers": {
-            name: _counts(qr[table.teacher == t], dr[table.teacher == t])
+            name: {
+                **_counts(qr[table.teacher == t], dr[table.teacher == t]),
+                **_teacher_accuracy(table, table.teacher == t),
+            }
             for t, name in enumerate(table.teachers)
         },
         "questions": {

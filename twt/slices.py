@@ -93,6 +93,9 @@ class StageSettings(_Slice):
     reference_model: str | None = Field(
         None, description="With internalize schedule 'cts': the scoring model (null: the base model)."
     )
+    condition: str | None = Field(
+        None, description="With an internalize schedule: what CTS scoring is conditioned on (compression)."
+    )
 
 
 class CompressSettings(_Slice):
@@ -178,6 +181,7 @@ def stage_settings(config: RunConfig, stage: int) -> StageSettings:
         launch=launch,
         internalize=config.internalize if stepwise else None,
         reference_model=config.compression.reference_model if stepwise else None,
+        condition=config.compression.condition if stepwise else None,
     )
 
 

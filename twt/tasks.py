@@ -182,7 +182,9 @@ def prepare_questions(
             evalq = _local_rows(task.eval, Question, Path(scratch))
         evalq = evalq[:eval_questions] if eval_questions else evalq
     else:
-        evalq = make_questions(eval_questions or task.eval_questions, task.seed, "eval", task.spec())
+        evalq = make_questions(
+            eval_questions or task.eval_questions, task.seed, "eval", task.spec(), stratified=True
+        )
         train = make_questions(
             task.train_questions, task.seed, "train", task.spec(), exclude={q.question for q in evalq}
         )
@@ -353,7 +355,7 @@ def _internalize_stage(
         rows,
         base,
         model_out,
-        step.internalize.schedule_config(settings.seed),
+        step.internalize.schedule_config(settings.seed, step.condition),
         SFTConfig.from_stage(settings),
         reference_model=step.reference_model,
         extra_lineage=lineage,
