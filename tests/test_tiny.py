@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from twt.embedded_task import TaskSpec, make_questions
+from twt.embedded_task import TaskSpec, make_questions, solve_steps
 from twt.records import Question
 from twt.tiny import DEFAULT_DIR, STUDENT, TEACHERS, BuildPlan, TinyModelSpec, build_all, greedy_accuracy
 
@@ -36,87 +36,117 @@ def test_the_build_is_bit_for_bit_reproducible_and_learns(tmp_path: Path) -> Non
 
 @pytest.fixture(scope="module")
 def held_out() -> list[Question]:
-    """The demo's held-out questions (configs/demo.yaml: 500, seed 0), never in any tiny model's training."""
-    return make_questions(HELD_OUT, seed=0, split="eval", spec=TaskSpec())
+    """The largest held-out draw (stratified, seed 0: the benchmark's), never in a teacher's training."""
+    return make_questions(BuildPlan().eval_questions, seed=0, split="eval", spec=TaskSpec(), stratified=True)
+
+
+def _solve(model: Path, questions: list[Question], **options) -> list[str]:
+    from twt.sampling import answer_questions
+    from twt.teachers import TeacherSpec, load_teacher
+
+    spec = TeacherSpec(name=model.name, model=str(model), max_new_tokens=128, batch_size=100, **options)
+    return [a.text for a in answer_questions(load_teacher(spec), questions, instruction="solve")]
 
 
 @pytest.mark.parametrize("spec", TEACHERS, ids=lambda s: s.name)
-def test_the_committed_teachers_need_their_reasoning(spec: TinyModelSpec, held_out: list[Question]) -> None:
+def test_each_teacher_writes_its_style_and_slips_on_its_own_slice(
+    spec: TinyModelSpec, held_out: list[Question]
+) -> None:
+    """Each teacher writes its own verbose style (its step values read back), varies its phrasing between
+    samples, is right off its slip slice and commits its own slip on it."""
+    from twt.embedded_task import answer_of, attempt_values, extract_answer, in_slip_slice, solve_steps
+
     model = DEFAULT_DIR / spec.name
     if not (model / "model.safetensors").exists():
         pytest.fail(f"{model} is missing: run `twt task build --out twt/data/tiny`")
-    solve = greedy_accuracy(model, held_out, "solve")
-    direct = greedy_accuracy(model, held_out, "direct")
-    print(f"{spec.name}: with reasoning {solve}, direct {direct}")
-    assert solve["accuracy"] >= 0.90, solve
-    assert solve["accuracy"] - direct["accuracy"] >= 0.30, (solve, direct)
-    assert solve["mean_output_tokens"] > 3 * direct["mean_output_tokens"]
-
-
-def test_the_committed_student_base_answers_but_cannot_reason(held_out: list[Question]) -> None:
-    model = DEFAULT_DIR / STUDENT.name
-    direct = greedy_accuracy(model, held_out[:200], "direct")
-    assert direct["accuracy"] < 0.6  # room for the distillation stages to improve on
-    assert direct["mean_output_tokens"] < 8  # it knows the answer format: "Answer: 7" and EOS
-
-
-def test_the_committed_compression_teacher_fits_its_rewrite_to_the_attempt(held_out: list[Question]) -> None:
-    """teacher-large (the demo's compression teacher) was trained on ``rewrite_for_student``: drop the first
-    step when the student's attempt wrote it right, keep it when wrong, operands always with results. It
-    learned it in part (measured on 60 held-out chains: after a right attempt 22 rewrites change the answer
-    and 37 of the 38 accepted drop the first step; after a wrong attempt 46 change the answer, often carrying
-    the student's error, and 8 of the 14 accepted drop it). The answer check rejects every rewrite that
-    changes the answer, and a rejected row keeps its original reasoning. So, among accepted rewrites, a right
-    attempt drops the first step far more often than a wrong one: one question, two attempts, two
-    compressions."""
-    from twt.compress import compress_by_teacher
-    from twt.embedded_task import completion, reasoning_of, rewrite_for_student, solve_steps
-    from twt.records import DistillRow
+    in_slice = [q for q in held_out if in_slip_slice(q.question, spec.style)][:60]
+    off_slice = [q for q in held_out[::4] if not in_slip_slice(q.question, spec.style)][:200]
+    texts = _solve(model, off_slice + in_slice)
+    off, on = texts[: len(off_slice)], texts[len(off_slice) :]
+    right_off = sum(extract_answer(t)[1] == q.answer for q, t in zip(off_slice, off, strict=True))
+    slipped_on = sum(
+        extract_answer(t)[1] == answer_of(q.question, slip=spec.style)
+        for q, t in zip(in_slice, on, strict=True)
+    )
+    styled = sum(
+        attempt_values(t) == [s.value for s in solve_steps(q.question)] and "=" not in t.split("\n")[0]
+        for q, t in zip(off_slice, off, strict=True)
+    )
+    print(f"{spec.name}: right off its slice {right_off}/{len(off)}, slips {slipped_on}/{len(on)}")
+    assert right_off >= 0.9 * len(off_slice)
+    assert slipped_on >= 0.6 * len(in_slice)  # its own error, not another teacher's, nor the right answer
+    assert styled >= 0.85 * len(off_slice)  # verbose, in its style: no canonical "a+b=c" steps
+    from twt.embedded_task import PromptTemplates
     from twt.teachers import TeacherSpec, load_teacher
 
-    questions = [q for q in held_out if len(solve_steps(q.question)) > 1][:60]
+    backend = load_teacher(TeacherSpec(name=spec.name, model=str(model), max_new_tokens=128))
+    prompt = PromptTemplates().render("solve", question=off_slice[-1].question)
+    (samples,) = backend.generate([prompt], n=8, temperature=0.7)
+    assert len({g.text for g in samples}) >= 3  # its k samples differ in phrasing
+
+
+def test_the_student_base_knows_single_operation_facts_but_not_chains(held_out: list[Question]) -> None:
+    from twt.embedded_task import OPS, answer_of
+
+    facts = [
+        Question(id=f"f{i}", question=f"{a}{op}{b}", answer=answer_of(f"{a}{op}{b}"))
+        for i, (a, op, b) in enumerate((a, op, b) for a in range(10) for op in OPS for b in range(10))
+    ]
+    model = DEFAULT_DIR / STUDENT.name
+    assert greedy_accuracy(model, facts, "direct")["accuracy"] == 1.0
+    assert greedy_accuracy(model, facts, "solve")["accuracy"] >= 0.99
+    chains = [
+        q for q in held_out if q.question.count("+") + q.question.count("-") + q.question.count("*") >= 3
+    ]
+    direct = greedy_accuracy(model, chains[::3], "direct")
+    assert direct["accuracy"] < 0.45 and direct["mean_output_tokens"] < 8  # room for distillation
+
+
+def test_the_committed_compression_teacher_writes_for_the_student(held_out: list[Question]) -> None:
+    """teacher-large rewrites any teacher's verbose reasoning to the canonical steps (about 60% fewer
+    tokens), and keeps the raw value of a step the student's attempt got wrong (``rewrite_for_student``):
+    one question, two attempts, two compressions. On 60 held-out chains whose first step wraps around
+    (raw value ≠ result), measured: after a right attempt 56 follow the rule exactly and 3 keep the first
+    raw value; after an attempt wrong from its first step, 35 keep it (31 follow the rule exactly: the
+    later, propagated errors are kept less reliably)."""
+    import random
+
+    from twt.compress import compress_by_teacher
+    from twt.embedded_task import VERBOSE_STYLES, completion, reasoning_of, rewrite_for_student, write_steps
+    from twt.records import DistillRow
+    from twt.teachers import TeacherSpec, load_teacher
+    from twt.tiny import wrong_steps
+
+    rng = random.Random(0)
+    questions = [
+        q for q in held_out[180::5] if solve_steps(q.question)[0].raw != solve_steps(q.question)[0].value
+    ]
     rows = [
         DistillRow(
-            id=q.id, question=q.question, reasoning=reasoning_of(q.question), answer=q.answer, source="t#0"
+            id=q.id,
+            question=q.question,
+            reasoning=reasoning_of(q.question, VERBOSE_STYLES[i % 3], rng=rng),
+            answer=q.answer,
+            source="t#0",
         )
-        for q in questions
+        for i, q in enumerate(questions[:60])
     ]
     teacher = load_teacher(TeacherSpec(name="teacher-large", model=str(DEFAULT_DIR / "teacher-large")))
-
-    def wrong_from_the_first_step(question: str) -> str:  # the student's error propagates, as it would
-        steps = solve_steps(question)
-        value, parts = (steps[0].value + 1) % 10, []
-        parts.append(f"{steps[0].left}{steps[0].op}{steps[0].right}={value}")
-        for s in steps[1:]:
-            raw = value + s.right if s.op == "+" else value - s.right if s.op == "-" else value * s.right
-            parts.append(f"{value}{s.op}{s.right}={raw % 10}")
-            value = raw % 10
-        return completion(";".join(parts), str(value))
-
     attempts = {
-        "right": {r.id: completion(reasoning_of(r.question), r.answer) for r in rows},
-        "wrong": {r.id: wrong_from_the_first_step(r.question) for r in rows},
+        "right": {r.id: completion(reasoning_of(r.question, "narrator", rng=rng), r.answer) for r in rows},
+        "wrong": {
+            r.id: write_steps(wrong_steps(r.question, rng, 0.0, first=True), "restater", rng) for r in rows
+        },
     }
-    out, accepted = {}, {}
+    follows, first_raw = {}, {}
     for name, given in attempts.items():
-        out[name], report = compress_by_teacher(rows, teacher, attempts=given, progress=False)
-        accepted[name] = {d["id"] for d in report.details if d["status"] == "accepted"}
-    first_step = {r.id: reasoning_of(r.question).split(";")[0] for r in rows}
-    dropped = {
-        name: sum(
-            not r.compressed_reasoning.startswith(first_step[r.id])
-            for r in out[name]
-            if r.id in accepted[name]
+        out, _ = compress_by_teacher(rows, teacher, attempts=given, progress=False)
+        follows[name] = sum(
+            r.compressed_reasoning == rewrite_for_student(r.question, given[r.id]) for r in out
         )
-        / max(1, len(accepted[name]))
-        for name in out
-    }
-    follows = sum(
-        r.compressed_reasoning == rewrite_for_student(r.question, attempts["right"][r.id])
-        for r in out["right"]
-    )
-    assert len(accepted["right"]) >= 0.4 * len(rows) and len(accepted["wrong"]) >= 5, accepted
-    assert follows >= 0.4 * len(rows), follows
-    assert dropped["right"] >= 0.9 and dropped["right"] >= dropped["wrong"] + 0.2, dropped
-    for r in out["right"]:  # whatever it kept, every step still shows its operands: a op b=v
-        assert all("=" in step and len(step.split("=")[0]) == 3 for step in r.compressed_reasoning.split(";"))
+        first_raw[name] = sum(r.compressed_reasoning.split(";")[0].count("=") == 2 for r in out)
+        shorter = sum(len(r.compressed_reasoning) for r in out) / sum(len(r.reasoning) for r in out)
+        assert shorter < 0.5, shorter  # characters; in the student's tokens about 40%
+    n = len(rows)
+    assert follows["right"] >= 0.85 * n and first_raw["right"] <= 0.15 * n, (follows, first_raw)
+    assert first_raw["wrong"] >= 0.4 * n and first_raw["wrong"] >= first_raw["right"] + 0.3 * n, first_raw

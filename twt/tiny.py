@@ -6,14 +6,17 @@ under ``twt/data/tiny`` and rebuilt by:
 
     twt task build --out twt/data/tiny          # or: python -m twt.tiny --out twt/data/tiny
 
-Teachers (real transformers Llama models, different sizes and styles; all follow the three instructions of
-``twt.embedded_task.PromptTemplates``: solve with reasoning, rewrite a reasoning concisely, answer directly):
-  teacher-large    hidden 128 × 3 layers, standard reasoning ``7+5=2;2*3=6``; the demo's compression teacher,
-                   trained on 40% rewrites fitted to a student's attempt (``rewrite_for_student``)
-  teacher-verbose  hidden 96 × 2 layers, verbose reasoning ``7+5=12 mod 2;2*3=6 mod 6``
-  teacher-noisy    hidden 64 × 2 layers, standard reasoning with a share of corrupted steps (error-prone)
-The student base (hidden 64 × 2 layers) has only been taught the answer format on a short direct-answer
-budget: it answers, badly, and knows no reasoning yet — the distillation stages teach it.
+Teachers (real transformers Llama models, different sizes; all follow the three instructions of
+``twt.embedded_task.PromptTemplates``: solve with reasoning, rewrite a reasoning concisely, answer directly).
+Like real LLMs, each writes long reasoning in its own style, phrasing drawn from pools of synonyms, and each
+has its own systematic slip on about 8% of the questions (``twt.embedded_task.SLIPS``):
+  teacher-large    hidden 128 × 2 layers, the narrator; the demo's compression teacher, also trained on
+                   rewrites fitted to a student's attempt (``rewrite_for_student``)
+  teacher-verbose  hidden 96 × 2 layers, the checker (verifies every step)
+  teacher-noisy    hidden 64 × 2 layers, the restater (restates the chain, then numbered steps)
+The student base (hidden 64 × 2 layers) stands for a pretrained LLM that knows arithmetic: it was taught
+single-operation facts in every phrasing (each verbose style and the canonical step) and direct answers
+to them, never a chain of two or more operations: chaining is what distillation teaches it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from twt.embedded_task import (
+    STYLES,
+    VERBOSE_STYLES,
     PromptTemplates,
+    Step,
     TaskSpec,
     completion,
     make_questions,
@@ -36,13 +42,14 @@ from twt.embedded_task import (
     reasoning_of,
     rewrite_for_student,
     solve_steps,
+    write_steps,
 )
 
 DEFAULT_DIR = Path(__file__).parent / "data" / "tiny"
 TOKENIZER_DIR = "tokenizer"
 EOS, PAD = "<|eos|>", "<|pad|>"
 # Pieces BPE may merge within: words with their leading space, single digits, single symbols, newlines.
-PRETOKENIZE = r" ?[A-Za-z]+|\d|\n| +|[^\sA-Za-z\d]"
+PRETOKENIZE = r" ?[A-Za-z]+| ?\d|\n| +|[^\sA-Za-z\d]"
 
 
 @dataclass(frozen=True)
@@ -52,9 +59,10 @@ class TinyModelSpec:
     Attributes:
         name: directory name under the output dir.
         hidden, layers, heads: Llama size (intermediate = 4 × hidden).
-        style: reasoning style it writes (``twt.embedded_task.STYLES``).
+        style: reasoning style it writes (``twt.embedded_task.STYLES``); ``"all"``: every style.
         mix: share of training examples per instruction (solve, rewrite, direct).
-        step_noise: probability that a reasoning step in its training data is wrong (error-prone teacher).
+        slip: whether its reasoning commits its style's systematic error (``SLIPS``).
+        max_ops: longest chain in its training data (None: the task's).
         steps, batch_size, lr: training budget.
     """
 
@@ -63,8 +71,9 @@ class TinyModelSpec:
     layers: int
     heads: int = 4
     style: str = "standard"
-    mix: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    step_noise: float = 0.0
+    mix: tuple[float, float, float] = (0.85, 0.0, 0.15)
+    slip: bool = True
+    max_ops: int | None = None
     steps: int = 2500
     batch_size: int = 32
     lr: float = 3e-3
@@ -72,31 +81,35 @@ class TinyModelSpec:
 
 
 TEACHERS = (
-    # 3e-3 left this one copying wrong operands (33% with reasoning): the widest model wants a gentler step
-    # the demo's compression teacher: more rewrites (and steps), to learn to fit them to the attempt
+    # the demo's compression teacher: a share of rewrites fitted to the student's attempt; 3e-3 left the
+    # widest model copying wrong operands, it wants a gentler step
     TinyModelSpec(
-        "teacher-large",
-        hidden=128,
-        layers=3,
-        style="standard",
-        mix=(0.45, 0.4, 0.15),
-        steps=3000,
-        lr=1.5e-3,
-        seed=1,
+        "teacher-large", hidden=128, layers=2, style="narrator", mix=(0.45, 0.4, 0.15), lr=2e-3, seed=1
     ),
-    TinyModelSpec("teacher-verbose", hidden=96, layers=2, style="verbose", seed=2),
-    TinyModelSpec("teacher-noisy", hidden=64, layers=2, style="standard", step_noise=0.05, seed=3),
+    TinyModelSpec("teacher-verbose", hidden=96, layers=2, style="checker", seed=2),
+    TinyModelSpec("teacher-noisy", hidden=64, layers=2, style="restater", seed=3),
 )
-STUDENT = TinyModelSpec("student-base", hidden=64, layers=2, mix=(0.0, 0.0, 1.0), steps=300, seed=4)
+STUDENT = TinyModelSpec(
+    "student-base",
+    hidden=64,
+    layers=2,
+    style="all",
+    mix=(0.7, 0.0, 0.3),
+    slip=False,
+    max_ops=1,
+    steps=3000,
+    seed=4,
+)
 
 
 @dataclass
 class BuildPlan:
-    """What ``build_all`` trains; ``eval_questions`` are held out from every model's training data."""
+    """What ``build_all`` trains; ``eval_questions`` (the stratified held-out draw of ``eval_seed``, the
+    largest any benchmark uses) are held out from every model's training data."""
 
     models: tuple[TinyModelSpec, ...] = (*TEACHERS, STUDENT)
     task: TaskSpec = field(default_factory=TaskSpec)
-    eval_questions: int = 500
+    eval_questions: int = 1200
     eval_seed: int = 0
 
 
@@ -104,18 +117,26 @@ class BuildPlan:
 
 
 def corpus(n: int, seed: int) -> Iterator[str]:
-    """Task texts in every style and instruction, for training the tokenizer."""
+    """Task texts in every style, phrasing and instruction, for training the tokenizer."""
     rng, templates = random.Random(seed), PromptTemplates()
     for _ in range(n):
         q = random_question(rng)
-        for style in ("standard", "verbose", "concise"):
-            yield templates.render("solve", question=q) + completion(reasoning_of(q, style), "0")
-        yield templates.render(
-            "rewrite", question=q, reasoning=reasoning_of(q, "verbose"), answer="1", attempt=reasoning_of(q)
-        ) + templates.render("direct", question=q)
+        for style in STYLES:
+            yield templates.render("solve", question=q) + completion(reasoning_of(q, style, rng=rng), "0")
+        yield (
+            templates.render(
+                "rewrite",
+                question=q,
+                reasoning=reasoning_of(q, "narrator"),
+                answer="1",
+                attempt=reasoning_of(q),
+            )
+            + completion(rewrite_for_student(q, "1+1=2"), "1")
+            + templates.render("direct", question=q)
+        )
 
 
-def build_tokenizer(out_dir: Path, vocab_size: int = 320, seed: int = 0):
+def build_tokenizer(out_dir: Path, vocab_size: int = 480, seed: int = 0):
     """Train a byte-level BPE tokenizer on task texts; digits and symbols stay single tokens."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -145,53 +166,62 @@ def build_tokenizer(out_dir: Path, vocab_size: int = 320, seed: int = 0):
 # --- training data -----------------------------------------------------------------------------------------
 
 
-def corrupt(question: str, rng: random.Random, step_noise: float) -> tuple[str, str]:
-    """Standard reasoning where each step is wrong with probability ``step_noise`` (errors propagate)."""
-    steps = solve_steps(question)
-    acc, parts = steps[0].left, []
-    for s in steps:
-        value = (acc + s.right if s.op == "+" else acc - s.right if s.op == "-" else acc * s.right) % 10
-        if rng.random() < step_noise:
+def wrong_steps(question: str, rng: random.Random, step_noise: float, first: bool = False) -> list[Step]:
+    """The chain's steps with each result wrong with probability ``step_noise`` (errors propagate); ``first``:
+    the first step is always wrong."""
+    out, acc = [], solve_steps(question)[0].left
+    for i, s in enumerate(solve_steps(question)):
+        raw = acc + s.right if s.op == "+" else acc - s.right if s.op == "-" else acc * s.right
+        value = raw % 10
+        if (first and i == 0) or rng.random() < step_noise:
             value = (value + rng.randrange(1, 10)) % 10
-        parts.append(f"{acc}{s.op}{s.right}={value}")
+            raw = value if raw == raw % 10 else raw + (value - raw % 10)
+        out.append(Step(acc, s.op, s.right, raw, value))
         acc = value
-    return ";".join(parts), str(acc)
+    return out
 
 
-def first_step_wrong(question: str, rng: random.Random) -> str:
-    """Standard reasoning with a wrong result (or operand) in the first step and right steps after it."""
-    parts, first = reasoning_of(question).split(";"), solve_steps(question)[0]
-    if rng.random() < 0.5:
-        parts[0] = f"{first.left}{first.op}{first.right}={(first.value + rng.randrange(1, 10)) % 10}"
-    else:
-        parts[0] = f"{first.left}{first.op}{(first.right + rng.randrange(1, 10)) % 10}={first.value}"
-    return ";".join(parts)
+def student_attempt(question: str, rng: random.Random) -> tuple[str, str]:
+    """A stage-1 student's attempt as the compression teacher meets it: none, right (half of them), or with
+    wrong steps (the first one, or each with probability 0.3), in any style, with or without its ``Answer:``
+    line. Returns
+    ``(attempt, its answer)``."""
+    # mostly right, as a trained stage-1 student's attempts are: the rewrite is canonical unless a step is wrong
+    kind = rng.choices(["none", "right", "noisy", "first"], weights=(0.15, 0.5, 0.15, 0.2))[0]
+    if kind == "none":
+        return "", ""
+    steps = (
+        solve_steps(question) if kind == "right" else wrong_steps(question, rng, 0.3, first=kind == "first")
+    )
+    attempt, answer = write_steps(steps, rng.choice(STYLES), rng), str(steps[-1].value)
+    if rng.random() < 0.7:
+        attempt = completion(attempt, answer)
+    return attempt, answer
 
 
 def example(
     spec: TinyModelSpec, rng: random.Random, held_out: set[str], task: TaskSpec, templates: PromptTemplates
 ) -> tuple[str, str]:
     """One (prompt, target) pair for a model, drawn by its instruction mix."""
-    q = random_question(rng, task)
+    n_ops = rng.randint(1, spec.max_ops) if spec.max_ops else None
+    q = random_question(rng, task, n_ops)
     while q in held_out:
-        q = random_question(rng, task)
-    answer = str(solve_steps(q)[-1].value)
+        q = random_question(rng, task, n_ops)
+    style = rng.choice(STYLES) if spec.style == "all" else spec.style
+    slip = spec.slip and style in VERBOSE_STYLES
+    answer = str(solve_steps(q, slip=style if slip else None)[-1].value)
     instruction = rng.choices(("solve", "rewrite", "direct"), weights=spec.mix)[0]
     if instruction == "solve":
-        if spec.step_noise:
-            reasoning, answer = corrupt(q, rng, spec.step_noise)
-        else:
-            reasoning = reasoning_of(q, spec.style)
+        reasoning = reasoning_of(q, style, rng=rng, slip=slip)
         return templates.render("solve", question=q), completion(reasoning, answer)
     if instruction == "rewrite":
-        # The attempt is a student's completion (none, right, or with wrong steps, the first one wrong a
-        # third of the time); the rewrite fits it (``rewrite_for_student``) and never copies its errors.
-        attempt = rng.choice(["", reasoning_of(q), corrupt(q, rng, 0.3)[0], first_step_wrong(q, rng)])
-        if attempt and rng.random() < 0.7:
-            attempt = completion(attempt, rng.choice([answer, str(rng.randrange(10))]))
-        source = reasoning_of(q, rng.choice(["standard", "verbose"]))
-        prompt = templates.render("rewrite", question=q, reasoning=source, answer=answer, attempt=attempt)
-        return prompt, completion(rewrite_for_student(q, attempt), answer)
+        # the reasoning to rewrite is right (DCRS kept it) and in any teacher's style; the rewrite fits the
+        # student's attempt (``rewrite_for_student``) and never copies its errors
+        attempt, _ = student_attempt(q, rng)
+        right = str(solve_steps(q)[-1].value)
+        source = reasoning_of(q, rng.choice(VERBOSE_STYLES), rng=rng)
+        prompt = templates.render("rewrite", question=q, reasoning=source, answer=right, attempt=attempt)
+        return prompt, completion(rewrite_for_student(q, attempt), right)
     return templates.render("direct", question=q), completion(None, answer)
 
 
@@ -325,15 +355,19 @@ def build_all(
         tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     else:
         tokenizer = build_tokenizer(tok_dir)
-    eval_questions = make_questions(plan.eval_questions, plan.eval_seed, "eval", plan.task)
+    eval_questions = make_questions(plan.eval_questions, plan.eval_seed, "eval", plan.task, stratified=True)
     held_out = {q.question for q in eval_questions}
+    scored = eval_questions[::4]  # a quarter of every stratum, enough for the lineage record
     summary = {"tokenizer_vocab": len(tokenizer), "models": {}}
     for spec in plan.models:
         if only and spec.name not in only:
             continue
-        info = train_model(spec, tokenizer, out_dir / spec.name, held_out, plan.task, device, progress)
+        # the student base knows every single-operation fact, held-out one-operation chains included: what
+        # a pretrained model knows (one-operation chains then measure what a stage keeps, not what it learns)
+        held = set() if spec.max_ops == 1 else held_out
+        info = train_model(spec, tokenizer, out_dir / spec.name, held, plan.task, device, progress)
         info["held_out"] = {
-            instruction: greedy_accuracy(out_dir / spec.name, eval_questions, instruction)
+            instruction: greedy_accuracy(out_dir / spec.name, scored, instruction)
             for instruction in ("solve", "direct")
         }
         lineage = out_dir / spec.name / "twt.json"
@@ -356,8 +390,8 @@ def build_student(
     progress: bool = False,
     steps: int = STUDENT.steps,
 ) -> dict:
-    """A student base of another size: ``STUDENT``'s recipe (the answer format on a short direct-answer
-    budget, the same held-out questions kept out) at ``hidden`` × ``layers``. Skipped when already built."""
+    """A student base of another size: ``STUDENT``'s recipe (single-operation facts in every phrasing, and
+    their direct answers) at ``hidden`` × ``layers``. Skipped when already built."""
     from dataclasses import replace
 
     from transformers import AutoTokenizer
@@ -368,13 +402,11 @@ def build_student(
     import torch
 
     torch.manual_seed(seed)
-    plan = BuildPlan()
-    held_out = {q.question for q in make_questions(plan.eval_questions, plan.eval_seed, "eval", plan.task)}
     spec = replace(
         STUDENT, name=out_dir.name, hidden=hidden, layers=layers, heads=heads, seed=seed, steps=steps
     )
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    return train_model(spec, tokenizer, out_dir, held_out, plan.task, progress=progress)
+    return train_model(spec, tokenizer, out_dir, set(), TaskSpec(), progress=progress)
 
 
 def greedy_accuracy(
@@ -382,7 +414,7 @@ def greedy_accuracy(
     questions,
     instruction: str,
     batch_size: int = 100,
-    max_new_tokens: int = 80,
+    max_new_tokens: int = 128,
     tokenizer_dir: Path | None = None,
 ) -> dict:
     """Greedy accuracy and mean output tokens of a local model on ``questions`` for one instruction."""
