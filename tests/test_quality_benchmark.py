@@ -1,8 +1,10 @@
-"""The quality benchmark's reporting (benchmarks/quality.py): aggregation over seeds, paired comparisons,
-stepwise curves, the Markdown section and the picture, from made-up per-seed results (no training)."""
+"""The quality benchmark's reporting (benchmarks/quality.py): aggregation over seeds, paired per-question
+comparisons with Holm's correction, the goals, the Markdown section and the picture, from made-up per-seed
+answers (no training)."""
 
 from __future__ import annotations
 
+import random
 import sys
 from pathlib import Path
 
@@ -11,57 +13,122 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import quality  # noqa: E402
 
+OPS = [1] * 150 + [2] * 250 + [3] * 300 + [4] * 300  # 1,000 questions, stratified
 
-def _result(accuracy: float, tokens: float, **extra) -> dict:
+
+def _result(correct: list[int], tokens: float) -> dict:
+    accuracy = sum(correct) / len(correct)
+    by_ops = {
+        str(n): sum(c for c, o in zip(correct, OPS, strict=True) if o == n) / OPS.count(n)
+        for n in (1, 2, 3, 4)
+    }
     return {
         "accuracy": accuracy,
         "mean_output_tokens": tokens,
         "tokens_per_correct": tokens / accuracy,
-        "accuracy_by_ops": {"1": accuracy, "2": accuracy / 2},
-        **extra,
+        "accuracy_by_ops": by_ops,
+        "correct": correct,
+        "ops": OPS,
     }
 
 
-def _per_seed() -> dict[int, dict]:
+def _answers(p_short: float, p_long: float, rng: random.Random) -> list[int]:
+    return [int(rng.random() < (p_short if o <= 2 else p_long)) for o in OPS]
+
+
+def _per_seed(seeds: int) -> dict[int, dict]:
     out = {}
-    for seed, bump in enumerate((0.0, 0.02, 0.04)):
-        phases = [
-            {"phase": p, "kept_tokens_mean": k, "accuracy": a + bump, "mean_output_tokens": t, "updates": 100}
-            for p, k, a, t in ((1, 10.0, 0.5, 15.0), (2, 0.0, 0.3, 5.0))
-        ]
-        final = _result(0.30 + bump, 5.0)
+    for seed in range(seeds):
+        rng = random.Random(seed)
+        stage1 = _answers(0.97, 0.95, rng)
         out[seed] = {
-            quality.ANSWER_ONLY: _result(0.25 + bump / 2, 5.0),
-            quality.FINAL: final,
-            "TwT stepwise (left, final)": _result(0.35 + bump, 5.0, phases=phases),
-            "ablation: gold-label DCRS (stage 3)": {**final, "same_rows_as": quality.FINAL},
+            quality.STAGE1: _result(stage1, 40.0),
+            # stage 2 keeps stage 1's answers, bar 1% of them: non-inferior by the −2-point margin
+            quality.STAGE2: _result([c if rng.random() > 0.01 else 0 for c in stage1], 18.0),
+            quality.FINAL: _result(_answers(0.6, 0.3, rng), 3.0),
+            quality.ANSWER_ONLY: _result(_answers(0.3, 0.28, rng), 3.0),
+            quality.NO_DCRS: _result([c if rng.random() > 0.002 else 0 for c in stage1], 40.0),
         }
     return out
 
 
-def test_rows_comparisons_curves_and_the_section(tmp_path: Path) -> None:
-    per_seed = _per_seed()
-    rows = quality.aggregate({"teacher-large": _result(1.0, 21.5)}, per_seed)
+def test_rows_paired_comparisons_goals_and_the_section(tmp_path: Path) -> None:
+    per_seed = _per_seed(5)
+    teacher = _result([1] * 900 + [0] * 100, 45.0)
+    rows = quality.aggregate({"teacher-large (teacher)": teacher}, per_seed)
     by_name = {r["name"]: r for r in rows}
-    assert by_name[quality.FINAL]["accuracy_mean"] == 0.32 and by_name[quality.FINAL]["seeds"] == [0, 1, 2]
-    assert by_name["teacher-large"]["seeds"] == [] and by_name["teacher-large"]["accuracy_std"] == 0.0
-    assert by_name["ablation: gold-label DCRS (stage 3)"]["same_rows_as"] == quality.FINAL
+    assert by_name[quality.STAGE1]["seeds"] == [0, 1, 2, 3, 4]
+    assert (
+        by_name["teacher-large (teacher)"]["seeds"] == []
+        and by_name["teacher-large (teacher)"]["accuracy_std"] == 0
+    )
 
     comparisons = {c["comparison"]: c for c in quality.comparisons(per_seed)}
-    final_vs_answer_only = comparisons[f"{quality.FINAL} − {quality.ANSWER_ONLY}"]
-    assert [round(d, 4) for d in final_vs_answer_only["differences"]] == [0.05, 0.06, 0.07]
-    assert final_vs_answer_only["clear"]  # +5, +6, +7 points: the interval excludes 0
-    assert "unsupervised − gold DCRS (stage 3)" not in comparisons  # the same students: nothing to compare
+    assert set(comparisons) == {
+        "stage 2 − stage 1",
+        "final − answer-only",
+        "final − answer-only, 1-2 ops",
+        "DCRS − no DCRS (stage 1)",
+    }  # a comparison whose rows are missing is left out
+    gain = comparisons["final − answer-only"]
+    assert gain["clear"] and gain["goal_met"] and gain["low"] > 0.03  # ~+13 points, 5 seeds, 1,000 questions
+    short = comparisons["final − answer-only, 1-2 ops"]
+    assert 0.2 < short["mean"] < 0.4 and short["goal_met"]  # measured on the 400 short chains only
+    assert comparisons["stage 2 − stage 1"]["goal_met"]  # −1 point, interval above −2
+    tiny = comparisons["DCRS − no DCRS (stage 1)"]
+    assert 0 < tiny["mean"] < 0.01 and not tiny["goal_met"]  # below the +1.5-point margin: missed
+    assert tiny["p_holm"] >= tiny["p"]
 
-    curves = quality.phase_curves(per_seed)
-    assert [p["accuracy_mean"] for p in curves["TwT stepwise (left, final)"]] == [0.52, 0.32]
+    goals = {g["goal"]: g["met"] for g in quality.token_goals(rows)}
+    assert goals == {
+        "stage 2 ≤ 50% of stage 1's output tokens": True,
+        "tokens fall strictly, stage 1 → 2 → 3": True,
+    }
 
-    meta = {"scale": "cpu", "machine": "m", "commit": "c", "minutes": 1.0, "eval": 300, "seeds": [0, 1, 2]}
-    section = quality.markdown(rows, {**meta, "comparisons": list(comparisons.values()), "curves": curves})
+    meta = {
+        "scale": "cpu",
+        "machine": "m",
+        "commit": "c",
+        "minutes": 1.0,
+        "eval": 1000,
+        "seeds": [0, 1, 2, 3, 4],
+    }
+    section = quality.markdown(
+        rows,
+        {
+            **meta,
+            "comparisons": list(comparisons.values()),
+            "token_goals": [
+                {"goal": "stage 2 ≤ 50% of stage 1's output tokens", "value": "45%", "met": True}
+            ],
+        },
+    )
     assert section.startswith(quality.MARK_START) and section.endswith(quality.MARK_END)
-    assert f"| {quality.FINAL} | 32.0 ± 2.0 | 5.0 |" in section
-    assert f"ablation: gold-label DCRS (stage 3) — the same rows as {quality.FINAL}, so its result" in section
-    assert "| 1 | 100 | 10.0 | 52.0 | 15.0 |" in section  # the stepwise curve, phase by phase
+    assert (
+        "| *shortcut floor* (best guess from the last two operations) | | | | *16 / 21 / 27 / 28* |"
+        in section
+    )
+    assert f"| {quality.STAGE2} | " in section and "| DCRS − no DCRS (stage 1) | +0." in section
+    assert "| missed |" in section and "| **met** |" in section
 
-    picture = quality.plot(rows, curves, tmp_path / "quality.png")
+    picture = quality.plot(rows, tmp_path / "quality.png")
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_seed_computes_no_interval_and_calls_nothing_clear() -> None:
+    comparisons = quality.comparisons(_per_seed(1))
+    assert comparisons and all(c["low"] is None and not c["clear"] and not c["goal_met"] for c in comparisons)
+    assert all("no interval can be computed" in c["note"] for c in comparisons)
+    section = quality.markdown(
+        quality.aggregate({}, _per_seed(1)),
+        {
+            "scale": "cpu",
+            "machine": "m",
+            "commit": "c",
+            "minutes": 1.0,
+            "eval": 1000,
+            "seeds": [0],
+            "comparisons": comparisons,
+        },
+    )
+    assert "fewer than 2 seeds: no interval can be computed" in section and "| yes |" not in section
