@@ -296,7 +296,9 @@ def _stage_job(tmp: Path, base: Path, run, rows: int):
     return StageJob(1, str(tmp / "rows.jsonl"), str(base), str(tmp / "model"), sft)
 
 
+@pytest.mark.parametrize("engine", ["trainjob", "pytorchjob"])
 def test_a_stage_runs_as_a_trainjob_and_its_model_comes_back(
+    engine: str,
     tmp_path: Path,
     base_model: Path,  # noqa: F811
     s3,
@@ -325,12 +327,16 @@ def test_a_stage_runs_as_a_trainjob_and_its_model_comes_back(
                                              "secretkey": os.environ["TWT_S3_SECRET_KEY"]}  # fmt: skip
         clients = kube_clients(client.ApiClient(client.Configuration(host=api.url)))
         result = launch_job(
-            stage_settings(run, 1), job, "trainjob", clients=clients, log=lines.append, poll_s=0.1
+            stage_settings(run, 1), job, engine, clients=clients, log=lines.append, poll_s=0.1
         )
         (submitted,) = api.jobs.values()
-    trainer = submitted["spec"]["trainer"]
-    assert trainer["numProcPerNode"] == 2 and trainer["image"] == "twt:test"
-    assert trainer["resourcesPerNode"]["limits"] == {"cpu": "4", "memory": "32Gi"}  # no GPU asked for
+    if engine == "trainjob":
+        trainer = submitted["spec"]["trainer"]
+        assert trainer["numProcPerNode"] == 2 and trainer["image"] == "twt:test"
+        assert trainer["resourcesPerNode"]["limits"] == {"cpu": "4", "memory": "32Gi"}  # no GPU asked for
+    else:
+        assert submitted["spec"]["nprocPerNode"] == "2" and kubelet.command[0] == sys.executable
+        assert "--master-addr=127.0.0.1" in kubelet.command  # $(MASTER_ADDR), expanded as the kubelet does
     assert result["training"]["updates"] == 4 and result["rows"] == 24
     assert (tmp_path / "model" / "model.safetensors").is_file()
     assert any(line.endswith(": succeeded (jobset completed successfully)") for line in lines)
