@@ -49,7 +49,10 @@ REPLICATED_JOB = "node"  # the runtime's replicated job (manifests/components/di
 PATCH_MANAGER = "twt-project.io/stage-launch"  # a runtime patch's owner: a domain-prefixed path
 JOB_HF_HOME = "/cache/huggingface"  # the pods' Hugging Face cache, on an emptyDir
 HF_VOLUME = "twt-hf-home"
-STEP_CONTAINER = "main"  # the container of a KFP step pod that runs the component (Argo's main)
+# The container of a KFP step pod that runs the component (Argo's "main"): KFP's driver appends each
+# secretAsEnv key to it as a secretKeyRef variable (kubeflow/pipelines backend/src/v2/driver,
+# extendPodSpecPatch, "Get secret env information").
+STEP_CONTAINER = "main"
 SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
