@@ -11,8 +11,11 @@ kept until their exit status is read, logs are followed, and the container is re
 
 Cluster settings that ``kfp.local`` ignores are stood in for faithfully where a step needs them:
 
-- **Secrets**: the variables the pipeline's ``use_secret_as_env`` would set (``SECRET_KEYS``) are set
-  from ``secrets`` (Secret → key → value), so a step sees what a pod given the cluster's Secret sees.
+- **Secrets**: each task gets the variables that its own executor's ``secretAsEnv`` entries in the
+  compiled spec's Kubernetes platform config name (``use_secret_as_env``), from ``secrets`` (Secret →
+  key → value; a Secret is named by its pipeline parameter ``<which>_secret``), and no other: a step pod in
+  the cluster sees only the Secrets given to its task. A missing key of a non-optional entry fails that
+  task without starting it, as the kubelet's CreateContainerConfigError does.
 - **Network**: the host's (``network_mode="host"``), so a step reaches an object store on 127.0.0.1.
 - **Images**: ``image`` maps both the CPU and the GPU image to one image (a CPU machine has no GPU
   image): the DAG and every command are the cluster's; only the image differs.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -75,30 +79,75 @@ def require_image(client, image: str) -> None:
         ) from None
 
 
-def secret_environment(secrets: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
-    """Variables the pipeline's Secrets become (``pipelines.distillation.SECRET_KEYS``), from
-    ``secrets``: which Secret (``minio``, ``hf_token``, ``teacher_keys``) → key → value."""
-    from pipelines.distillation import SECRET_KEYS
+def _secret_of(entry: Mapping) -> str:
+    """Which Secret a ``secretAsEnv`` entry names: ``minio`` for the pipeline parameter ``minio_secret``
+    (inside a loop or condition ``pipelinechannel--minio_secret``), or a constant ``secretName``."""
+    parameter = (entry.get("secretNameParameter") or {}).get("componentInputParameter")
+    if parameter:
+        return parameter.removeprefix("pipelinechannel--").removesuffix("_secret")
+    constant = (entry.get("secretNameParameter") or {}).get("runtimeValue", {}).get("constant")
+    return str(constant or entry.get("secretName", ""))
 
-    return {
-        variable: secrets[which][key]
-        for which, keys in SECRET_KEYS.items()
-        for key, variable in keys.items()
-        if key in secrets.get(which, {})
-    }
+
+def task_secret_environments(
+    platform_spec: Mapping, secrets: Mapping[str, Mapping[str, str]]
+) -> dict[str, dict[str, str] | str]:
+    """Executor label → the variables its ``secretAsEnv`` entries give it from ``secrets`` (which Secret →
+    key → value), or the one line of why its pod could not start (a non-optional key that is missing)."""
+    executors = platform_spec.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {})
+    environments: dict[str, dict[str, str] | str] = {}
+    for label, config in (executors.get("executors") or {}).items():
+        env: dict[str, str] | str = {}
+        for entry in config.get("secretAsEnv") or []:
+            which = _secret_of(entry)
+            values = secrets.get(which) or {}
+            for pair in entry.get("keyToEnv") or []:
+                if pair["secretKey"] in values:
+                    env[pair["envVar"]] = values[pair["secretKey"]]
+                elif not entry.get("optional", False):
+                    env = f"CreateContainerConfigError: no key {pair['secretKey']!r} in the {which} Secret"
+                    break
+            if isinstance(env, str):
+                break
+        environments[label] = env
+    return environments
+
+
+def platform_spec_of(pipeline) -> dict:
+    """The Kubernetes platform config of a compiled pipeline (``kfp`` ``GraphComponent``), as JSON."""
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(pipeline.platform_spec)
 
 
 @contextlib.contextmanager
-def faithful_container_runs(failures: list[dict]) -> Iterator[None]:
+def faithful_container_runs(
+    failures: list[dict], task_env: Mapping[str, Mapping[str, str] | str] | None = None
+) -> Iterator[None]:
     """Within the block, kfp's DockerRunner keeps each container until its exit status is read, follows
     its logs, and removes it afterwards; a failing step's image, status and last log lines are appended
-    to ``failures``."""
-    from kfp.local import docker_task_handler
+    to ``failures``. ``task_env`` (executor label → variables, or why the pod cannot start) adds each
+    task's own variables to its container."""
+    from kfp.local import docker_task_handler, task_dispatcher
 
     original = docker_task_handler.run_docker_container
+    original_task = task_dispatcher.run_single_task_implementation
+    current = threading.local()  # kfp runs a ParallelFor's tasks in threads
+
+    def run_single_task_implementation(*args, **kwargs):
+        current.executor = kwargs["component_spec"].executor_label
+        try:
+            return original_task(*args, **kwargs)
+        finally:
+            current.executor = None
 
     def run_docker_container(client, image: str, command: list[str], volumes: dict, **run_args) -> int:
         image = docker_task_handler.add_latest_tag_if_not_present(image)
+        own = (task_env or {}).get(getattr(current, "executor", None) or "", {})
+        if isinstance(own, str):
+            failures.append({"image": image, "status": 1, "tail": [own]})
+            return 1
+        run_args["environment"] = {**dict(run_args.get("environment") or {}), **own}
         require_image(client, image)
         container = client.containers.run(
             image=image, command=command, detach=True, stdout=True, stderr=True, volumes=volumes,
@@ -127,10 +176,12 @@ def faithful_container_runs(failures: list[dict]) -> Iterator[None]:
         return status
 
     docker_task_handler.run_docker_container = run_docker_container
+    task_dispatcher.run_single_task_implementation = run_single_task_implementation
     try:
         yield
     finally:
         docker_task_handler.run_docker_container = original
+        task_dispatcher.run_single_task_implementation = original_task
 
 
 def error_line(failure: Mapping) -> str:
@@ -171,10 +222,8 @@ def run_in_containers(
     arguments = run_arguments(config_path, overrides=overrides)
     arguments.setdefault("registry_uri", registry_uri)
     arguments.setdefault("s3_endpoint", os.environ.get("TWT_S3_ENDPOINT", ""))
-    environment = {
-        "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // 2)),
-        **secret_environment(secrets or {}),
-    }
+    environment = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // 2))}
+    task_env = task_secret_environments(platform_spec_of(twt_distillation), secrets or {})
     runner = local.DockerRunner(network_mode="host", environment=environment)
     local.init(runner=runner, pipeline_root=str(root), raise_on_error=True)
     failures: list[dict] = []
@@ -183,7 +232,7 @@ def run_in_containers(
     try:
         with (
             kfp_local_session(log_file),
-            faithful_container_runs(failures),
+            faithful_container_runs(failures, task_env),
             retargeted(twt_distillation, {"cpu": image, "gpu": image}),
         ):
             twt_distillation(**arguments)

@@ -4,11 +4,13 @@ vendored CRD schemas; submit-and-wait runs the real `kubernetes` client against 
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 from kube_api_double import KubeApiDouble
 from kubernetes import client
 
+from twt.config import TrainingConfig
 from twt.kube_schemas import crd_record, schema_errors
 from twt.trainjob import (
     JobSpec,
@@ -167,3 +169,239 @@ def test_a_retried_step_adopts_a_running_job_and_replaces_a_failed_one() -> None
         lines.clear()
         submit_and_wait(obj, clients, poll_s=0.01, log=lines.append)
         assert "an earlier attempt failed; replacing it" in lines[0] and lines[1].endswith("submitted")
+
+
+# --- the pods of a job get the step's scheduling and secrets ---------------------------------------------
+
+STEP_POD = {
+    "metadata": {"name": "step", "namespace": "twt"},
+    "spec": {
+        "nodeSelector": {"nvidia.com/gpu.present": "true"},
+        "tolerations": [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+            {
+                "key": "node.kubernetes.io/not-ready",
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": 300,
+            },
+        ],
+        "imagePullSecrets": [{"name": "run-pull"}],
+        "containers": [
+            {"name": "wait"},
+            {
+                "name": "main",
+                "env": [
+                    {"name": "KFP_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {
+                        "name": "TWT_S3_ACCESS_KEY",
+                        "valueFrom": {"secretKeyRef": {"name": "run-minio", "key": "accesskey"}},
+                    },
+                    {
+                        "name": "TWT_S3_SECRET_KEY",
+                        "valueFrom": {"secretKeyRef": {"name": "run-minio", "key": "secretkey"}},
+                    },
+                    {
+                        "name": "HF_TOKEN",
+                        "valueFrom": {"secretKeyRef": {"name": "run-hf", "key": "token", "optional": True}},
+                    },
+                ],
+            },
+        ],
+    },
+}
+
+
+def _pods_of(obj: dict) -> list[tuple[dict, dict]]:
+    """(pod spec, trainer container) of each kind of pod a job makes, as the job states them."""
+    if obj["kind"] == "PyTorchJob":
+        templates = [r["template"]["spec"] for r in obj["spec"]["pytorchReplicaSpecs"].values()]
+        return [(t, t["containers"][0]) for t in templates]
+    (patch,) = obj["spec"]["runtimePatches"]
+    (node,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    pod = node["template"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return [(pod, {**container, "env": obj["spec"]["trainer"]["env"]})]
+
+
+@pytest.mark.parametrize("render", [render_trainjob, render_pytorchjob])
+def test_the_trainjob_carries_the_pod_overrides(render) -> None:
+    from twt.trainjob import JOB_HF_HOME, overrides_of_pod
+
+    obj = render(_spec(pod=overrides_of_pod(STEP_POD)))
+    validate(obj)
+    for pod, container in _pods_of(obj):
+        assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        assert pod["imagePullSecrets"] == [{"name": "run-pull"}]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["TWT_S3_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+            "name": "run-minio",
+            "key": "accesskey",
+        }
+        assert env["TWT_S3_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "run-minio"
+        assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+            "name": "run-hf",
+            "key": "token",
+            "optional": True,
+        }
+        assert env["TWT_S3_ENDPOINT"]["value"].startswith("http://minio") and "KFP_POD_NAME" not in env
+        assert env["HF_HOME"] == {"name": "HF_HOME", "value": JOB_HF_HOME}
+        (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == JOB_HF_HOME]
+        assert {"name": mount["name"], "emptyDir": {}} in pod["volumes"]  # writable, under a read-only root
+    with KubeApiDouble("succeed") as api:  # every field is one the CRD knows: nothing pruned
+        submit_and_wait(obj, _clients(api), poll_s=0.01, log=lambda _: None)
+        assert api.warnings == []
+
+
+def test_a_priority_class_goes_to_pytorchjob_pods_and_is_refused_for_a_trainjob() -> None:
+    from twt.trainjob import PodOverrides
+
+    spec = _spec(pod=PodOverrides(priority_class="twt-gpu"))
+    replicas = render_pytorchjob(spec)["spec"]["pytorchReplicaSpecs"]
+    assert {r["template"]["spec"]["priorityClassName"] for r in replicas.values()} == {"twt-gpu"}
+    with pytest.raises(
+        TrainJobError, match=r"cannot set priority class 'twt-gpu' .* set it in TrainingRuntime"
+    ):
+        render_trainjob(spec)
+
+
+def test_the_jobs_scheduling_follows_the_training_settings_over_the_step_pod(monkeypatch, tmp_path) -> None:
+    from twt.stage_launch import job_pod
+
+    namespace = tmp_path / "namespace"
+    namespace.write_text("twt")
+    monkeypatch.setattr("twt.trainjob.SA_NAMESPACE", str(namespace))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("HOSTNAME", "step")
+    gpu_pool = {"pool": "gpu"}
+    training = TrainingConfig(node_selector=gpu_pool, tolerations=[], priority_class="twt-gpu")
+    with KubeApiDouble("succeed") as api:
+        api.pods[("twt", "step")] = STEP_POD
+        pod = job_pod(training, _clients(api))
+        assert (pod.node_selector, pod.tolerations, pod.priority_class) == (gpu_pool, [], "twt-gpu")
+        assert pod.image_pull_secrets == ["run-pull"] and len(pod.secret_env) == 3
+        monkeypatch.setenv("HOSTNAME", "gone")
+        with pytest.raises(
+            TrainJobError, match=r"cannot read this step's pod twt/gone .*: pods \"gone\" not found"
+        ):
+            job_pod(TrainingConfig(), _clients(api))
+
+
+# --- the API double follows the real server ---------------------------------------------------------------
+
+
+def _create(api: KubeApiDouble, obj: dict, plural: str = "trainjobs", **kwargs) -> dict:
+    group, _, version = obj["apiVersion"].rpartition("/")
+    if plural != "trainjobs":
+        group, version = "kubeflow.org", "v1"
+    return _clients(api).custom.create_namespaced_custom_object(group, version, "twt", plural, obj, **kwargs)
+
+
+def _refusal(api: KubeApiDouble, obj: dict, plural: str = "trainjobs", **kwargs) -> tuple[int, str]:
+    from kubernetes.client.exceptions import ApiException
+
+    with pytest.raises(ApiException) as refused:
+        _create(api, obj, plural, **kwargs)
+    return refused.value.status, json.loads(refused.value.body)["message"]
+
+
+def test_the_double_checks_group_version_and_namespace_like_the_api_server() -> None:
+    obj = render_trainjob(_spec())
+    with KubeApiDouble("succeed") as api:
+        assert _refusal(api, copy.deepcopy(obj), "pytorchjobs") == (
+            400,
+            "the API version in the data (trainer.kubeflow.org/v1alpha1) does not match the expected API "
+            "version (kubeflow.org/v1)",
+        )
+        elsewhere = copy.deepcopy(obj)
+        elsewhere["metadata"]["namespace"] = "other"
+        assert _refusal(api, elsewhere) == (
+            400,
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )
+        unset = copy.deepcopy(obj)
+        del unset["metadata"]["namespace"]
+        assert _create(api, unset)["metadata"]["namespace"] == "twt"
+
+
+def test_the_double_prunes_unknown_fields_with_a_warning_unless_strict() -> None:
+    obj = render_trainjob(_spec())
+    obj["spec"]["trainer"]["numNode"] = 2  # misspelt
+    with KubeApiDouble("succeed") as api:
+        assert _refusal(api, copy.deepcopy(obj), field_validation="Strict") == (
+            400,
+            "TrainJob in version 'v1alpha1' cannot be handled as a TrainJob: strict decoding error: "
+            'unknown field "spec.trainer.numNode"',
+        )
+        created = _create(api, obj)
+        assert "numNode" not in created["spec"]["trainer"]
+        assert api.warnings == ['unknown field "spec.trainer.numNode"']
+
+
+def test_the_double_validates_with_the_crd_schema_and_names() -> None:
+    obj = render_trainjob(_spec())
+    with KubeApiDouble("succeed") as api:
+        wrong_type = copy.deepcopy(obj)
+        wrong_type["spec"]["trainer"]["numNodes"] = "2"
+        status, message = _refusal(api, wrong_type)
+        assert status == 422 and message.endswith("spec.trainer.numNodes: '2' is not of type 'integer'")
+        twice = copy.deepcopy(obj)
+        twice["spec"]["trainer"]["env"] *= 2
+        status, message = _refusal(api, twice)
+        assert status == 422 and "spec.trainer.env[2]: Duplicate value" in message
+        for bad in ("Twt_Job", "x" * 254):
+            named = copy.deepcopy(obj)
+            named["metadata"]["name"] = bad
+            status, message = _refusal(api, named)
+            assert status == 422 and "metadata.name: Invalid value" in message
+        del obj["spec"]["runtimeRef"]
+        status, message = _refusal(api, obj)
+        assert status == 422 and message.endswith("'runtimeRef' is a required property")
+
+
+def test_a_job_name_leaves_room_for_the_names_of_its_pods() -> None:
+    long_run = "a-very-long-run-name-" * 5
+    assert len(job_name(long_run, 3, "x")) <= 47 and job_name(long_run, 3, "x").startswith("twt-a-very-long")
+    with KubeApiDouble("succeed") as api:
+        final = submit_and_wait(
+            render_trainjob(_spec(name=job_name(long_run, 3, "x"))),
+            _clients(api),
+            poll_s=0.01,
+            log=lambda _: None,
+        )
+        assert job_state(final)[0] == "succeeded"
+        too_long = render_trainjob(_spec(name="twt-" + "x" * 50))  # a valid name, but its pods' are not
+        with pytest.raises(
+            TrainJobError, match="pod names generated for this JobSet will exceed 63 characters"
+        ):
+            submit_and_wait(too_long, _clients(api), poll_s=0.01, log=lambda _: None)
+
+
+def _failed_with_finalizer(api: KubeApiDouble, obj: dict) -> None:
+    held = copy.deepcopy(obj)
+    held["metadata"]["finalizers"] = ["trainer.kubeflow.org/cleanup"]
+    _create(api, held)
+    key = ("trainjobs", "twt", obj["metadata"]["name"])
+    api.jobs[key]["status"] = {"conditions": [{"type": "Failed", "status": "True", "message": "preempted"}]}
+    api.ticks[key] = -100
+
+
+def test_a_failed_job_held_by_a_finalizer_is_replaced_once_it_is_gone() -> None:
+    obj = render_trainjob(_spec())
+    with KubeApiDouble("succeed", finalizer_ticks=3) as api:
+        _failed_with_finalizer(api, obj)
+        lines: list[str] = []
+        submit_and_wait(obj, _clients(api), poll_s=0.01, log=lines.append, delete_timeout_s=5)
+        assert "an earlier attempt failed; replacing it" in lines[0] and lines[1].endswith("submitted")
+        gets = [m for m, p in api.requests if m == "GET" and p.endswith(obj["metadata"]["name"])]
+        assert len(gets) >= 4  # the adopted one, then three polls while the finalizer held it
+    with KubeApiDouble("succeed", finalizer_ticks=None) as api:
+        _failed_with_finalizer(api, obj)
+        with pytest.raises(TrainJobError) as held:
+            submit_and_wait(obj, _clients(api), poll_s=0.01, log=lambda _: None, delete_timeout_s=0.3)
+        assert str(held.value) == (
+            f"TrainJob {obj['metadata']['name']} in namespace twt was deleted but is still there after 0.3 s "
+            "(finalizers ['trainer.kubeflow.org/cleanup']); delete it by hand and retry the step"
+        )
+        assert api.jobs[("trainjobs", "twt", obj["metadata"]["name"])]["metadata"]["deletionTimestamp"]

@@ -608,6 +608,17 @@ class TrainingConfig(_Section):
     runtime: str = Field("twt-torch-distributed", description="ClusterTrainingRuntime a TrainJob refers to.")
     gpu_resource: str = Field("nvidia.com/gpu", description="Extended resource name of one GPU.")
     start_timeout_s: float = Field(900, gt=0, description="A job not running by then fails the step.")
+    node_selector: dict[str, str] | None = Field(
+        None, description="Node selector of a training job's pods; null = the submitting step pod's."
+    )
+    tolerations: list[dict[str, Any]] | None = Field(
+        None, description="Tolerations of a training job's pods (Kubernetes objects); null = the step pod's."
+    )
+    priority_class: str | None = Field(
+        None,
+        description="PriorityClass of a PyTorchJob's pods (a TrainJob cannot set one: set it in its "
+        "runtime); null = none.",
+    )
 
 
 # --- the run ----------------------------------------------------------------------------------------------

@@ -200,6 +200,26 @@ def launch_stage(
     return launch_job(step, job, engine, log=log)
 
 
+def job_pod(training, clients, log=print):
+    """The ``trainjob.PodOverrides`` of a job this step submits: the step pod's own (in a pod: ``HOSTNAME``
+    names it), with ``training.node_selector``, ``tolerations`` and ``priority_class`` where they are set
+    (a step that waits off the GPU nodes names the GPU pool there)."""
+    from twt import trainjob
+
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and os.environ.get("HOSTNAME"):
+        pod = trainjob.step_pod_overrides(clients, os.environ["HOSTNAME"], trainjob.own_namespace())
+    else:
+        log("not in a pod: the training job gets only training.* scheduling and its runtime's secrets")
+        pod = trainjob.PodOverrides()
+    if training.node_selector is not None:
+        pod.node_selector = dict(training.node_selector)
+    if training.tolerations is not None:
+        pod.tolerations = [dict(t) for t in training.tolerations]
+    if training.priority_class is not None:
+        pod.priority_class = training.priority_class
+    return pod
+
+
 def launch_job(step, job: StageJob, engine: str, *, clients=None, log=print, poll_s: float = 10) -> dict:
     """Run ``job`` as a TrainJob or PyTorchJob; inputs and the trained model travel through object storage."""
     from twt import store, trainjob
@@ -225,6 +245,7 @@ def launch_job(step, job: StageJob, engine: str, *, clients=None, log=print, pol
         out_uri=f"{where}/output", progress=False,
     )  # fmt: skip
     gpus = training.processes if training.device != "cpu" else 0
+    clients = clients or trainjob.kube_clients()
     spec = trainjob.JobSpec(
         name=trainjob.job_name(step.run, job.stage, where),
         namespace=training.namespace or trainjob.own_namespace(),
@@ -236,12 +257,16 @@ def launch_job(step, job: StageJob, engine: str, *, clients=None, log=print, pol
         gpu_resource=training.gpu_resource,
         env=trainjob.step_env(),
         runtime=training.runtime,
+        pod=job_pod(training, clients, log),
     )
-    obj = trainjob.render_trainjob(spec) if engine == "trainjob" else trainjob.render_pytorchjob(spec)
+    try:
+        obj = trainjob.render_trainjob(spec) if engine == "trainjob" else trainjob.render_pytorchjob(spec)
+    except trainjob.TrainJobError as err:
+        raise LaunchError(str(err)) from None
     trainjob.validate(obj)
     trainjob.submit_and_wait(
         obj,
-        clients or trainjob.kube_clients(),
+        clients,
         start_timeout_s=training.start_timeout_s,
         log=log,
         poll_s=poll_s,

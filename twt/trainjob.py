@@ -20,6 +20,15 @@ adopted while it runs, replaced once it has failed), then polls it: status chang
 log lines go to the step's log; a failed job raises ``TrainJobError`` with the job's own message, a job
 the API server rejects raises at once, and one that has not started within ``start_timeout_s`` is
 deleted and raises; each names the job, the namespace and the reason in one line.
+
+Every pod of the job gets what the step that submits it got (``PodOverrides``, read from the step's own
+pod by ``step_pod_overrides``): its node selector and tolerations, its image pull secrets, and its
+Secret-backed variables (object-store keys, ``HF_TOKEN``) as the same ``secretKeyRef`` entries, never the
+values; a PyTorchJob also takes a priority class. ``HF_HOME`` points at an emptyDir (``JOB_HF_HOME``): the
+pods' root file system is read-only and the images' own ``HF_HOME`` lies on it. A TrainJob carries the
+pod settings as a ``runtimePatches`` entry (kubeflow/trainer ``RuntimePatch``, pkg/apis/trainer/v1alpha1/
+trainjob_types.go at 8c0f505: node selector, tolerations, pull secrets, volumes and volume mounts; no
+priority class, and no env for the ``node`` container, whose variables go in ``trainer.env``).
 """
 
 from __future__ import annotations
@@ -36,11 +45,39 @@ TRAINER = ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
 PYTORCHJOB = ("kubeflow.org", "v1", "pytorchjobs")
 KINDS = {"TrainJob": TRAINER, "PyTorchJob": PYTORCHJOB}
 CONTAINER = "node"  # the TrainJob runtime's trainer container; PyTorchJob requires "pytorch"
+REPLICATED_JOB = "node"  # the runtime's replicated job (manifests/components/distributed-training)
+PATCH_MANAGER = "twt-project.io/stage-launch"  # a runtime patch's owner: a domain-prefixed path
+JOB_HF_HOME = "/cache/huggingface"  # the pods' Hugging Face cache, on an emptyDir
+HF_VOLUME = "twt-hf-home"
+# The container of a KFP step pod that runs the component (Argo's "main"): KFP's driver appends each
+# secretAsEnv key to it as a secretKeyRef variable (kubeflow/pipelines backend/src/v2/driver,
+# extendPodSpecPatch, "Get secret env information").
+STEP_CONTAINER = "main"
 SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 class TrainJobError(RuntimeError):
     """A training job that was rejected, did not start in time, or failed; one line naming job, namespace."""
+
+
+@dataclass
+class PodOverrides:
+    """What every pod of a job takes from the submitting step: scheduling, pull secrets, Secret refs."""
+
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict] = field(default_factory=list)
+    priority_class: str | None = None
+    image_pull_secrets: list[str] = field(default_factory=list)
+    secret_env: list[dict] = field(default_factory=list)  # env entries whose valueFrom is a secretKeyRef
+
+    def scheduling(self) -> dict:
+        """The pod spec fields: nodeSelector, tolerations, imagePullSecrets (those that are set)."""
+        fields = {
+            "nodeSelector": dict(self.node_selector),
+            "tolerations": [dict(t) for t in self.tolerations],
+            "imagePullSecrets": [{"name": n} for n in self.image_pull_secrets],
+        }
+        return {k: v for k, v in fields.items() if v}
 
 
 @dataclass
@@ -61,6 +98,7 @@ class JobSpec:
     runtime: str = "twt-torch-distributed"
     runtime_kind: str = "TrainingRuntime"
     labels: dict[str, str] = field(default_factory=dict)
+    pod: PodOverrides = field(default_factory=PodOverrides)
 
     def resources(self) -> dict:
         amounts = {"cpu": self.cpu, "memory": self.memory}
@@ -69,7 +107,11 @@ class JobSpec:
         return {"requests": dict(amounts), "limits": dict(amounts)}
 
     def env_list(self) -> list[dict]:
-        return [{"name": k, "value": v} for k, v in sorted(self.env.items())]
+        """Plain values, ``HF_HOME`` on the cache volume, then the step's Secret refs (a ref wins)."""
+        refs = {e["name"]: e for e in self.pod.secret_env}
+        values = {**self.env, "HF_HOME": JOB_HF_HOME}
+        plain = [{"name": k, "value": v} for k, v in sorted(values.items()) if k not in refs]
+        return plain + [dict(refs[k]) for k in sorted(refs)]
 
 
 def _metadata(spec: JobSpec) -> dict:
@@ -80,8 +122,33 @@ def _metadata(spec: JobSpec) -> dict:
     }
 
 
+def _cache_volume() -> tuple[dict, dict]:
+    return {"name": HF_VOLUME, "emptyDir": {}}, {"name": HF_VOLUME, "mountPath": JOB_HF_HOME}
+
+
+def _runtime_patch(spec: JobSpec) -> dict:
+    """The TrainJob's patch of its runtime's ``node`` pods: scheduling, pull secrets, the cache volume."""
+    volume, mount = _cache_volume()
+    pod = {
+        **spec.pod.scheduling(),
+        "volumes": [volume],
+        "containers": [{"name": CONTAINER, "volumeMounts": [mount]}],
+    }
+    job = {"name": REPLICATED_JOB, "template": {"spec": {"template": {"spec": pod}}}}
+    return {
+        "manager": PATCH_MANAGER,
+        "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [job]}}},
+    }
+
+
 def render_trainjob(spec: JobSpec) -> dict:
     """A ``trainer.kubeflow.org/v1alpha1`` TrainJob on the torch-distributed runtime ``spec.runtime``."""
+    if spec.pod.priority_class:
+        raise TrainJobError(
+            f"TrainJob {spec.name} cannot set priority class {spec.pod.priority_class!r} (a TrainJob's "
+            f"runtime patch has no priorityClassName): set it in {spec.runtime_kind} {spec.runtime}, "
+            "or use engine pytorchjob"
+        )
     return {
         "apiVersion": "trainer.kubeflow.org/v1alpha1",
         "kind": "TrainJob",
@@ -101,6 +168,7 @@ def render_trainjob(spec: JobSpec) -> dict:
                 "resourcesPerNode": spec.resources(),
                 "env": spec.env_list(),
             },
+            "runtimePatches": [_runtime_patch(spec)],
         },
     }
 
@@ -116,6 +184,7 @@ def _pytorch_pod(spec: JobSpec) -> dict:
         "-m",
         "twt.cli",
     ]
+    cache_volume, cache_mount = _cache_volume()
     container = {
         "name": "pytorch",
         "image": spec.image,
@@ -128,19 +197,25 @@ def _pytorch_pod(spec: JobSpec) -> dict:
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}, {"name": "shm", "mountPath": "/dev/shm"}],
+        "volumeMounts": [
+            {"name": "scratch", "mountPath": "/tmp"},
+            {"name": "shm", "mountPath": "/dev/shm"},
+            cache_mount,
+        ],
     }
-    return {
-        "metadata": {"labels": {"app.kubernetes.io/part-of": "twt"}},
-        "spec": {
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
-            "containers": [container],
-            "volumes": [
-                {"name": "scratch", "emptyDir": {}},
-                {"name": "shm", "emptyDir": {"medium": "Memory"}},
-            ],
-        },
+    pod = {
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
+        "containers": [container],
+        "volumes": [
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "shm", "emptyDir": {"medium": "Memory"}},
+            cache_volume,
+        ],
+        **spec.pod.scheduling(),
     }
+    if spec.pod.priority_class:
+        pod["priorityClassName"] = spec.pod.priority_class
+    return {"metadata": {"labels": {"app.kubernetes.io/part-of": "twt"}}, "spec": pod}
 
 
 def render_pytorchjob(spec: JobSpec) -> dict:
@@ -205,6 +280,40 @@ def own_namespace(default: str = "default") -> str:
             return handle.read().strip() or default
     except OSError:
         return default
+
+
+# Tolerations the DefaultTolerationSeconds admission plugin adds to every pod (kubernetes/kubernetes
+# plugin/pkg/admission/defaulttolerationseconds/admission.go): the job's pods get their own.
+DEFAULT_TOLERATION_KEYS = {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
+
+
+def overrides_of_pod(pod: dict) -> PodOverrides:
+    """The ``PodOverrides`` of a step pod (a Pod as JSON): its scheduling, pull secrets and the Secret-backed
+    variables of its ``main`` container (KFP's ``use_secret_as_env``), as references. Not its priority
+    class: KFP 2.17 cannot set one on a step, so a step pod's is the cluster's default, the job's too."""
+    spec = pod.get("spec") or {}
+    containers = spec.get("containers") or [{}]
+    main = next((c for c in containers if c.get("name") == STEP_CONTAINER), containers[0])
+    return PodOverrides(
+        node_selector=dict(spec.get("nodeSelector") or {}),
+        tolerations=[t for t in spec.get("tolerations") or [] if t.get("key") not in DEFAULT_TOLERATION_KEYS],
+        image_pull_secrets=[s["name"] for s in spec.get("imagePullSecrets") or [] if s.get("name")],
+        secret_env=[e for e in main.get("env") or [] if (e.get("valueFrom") or {}).get("secretKeyRef")],
+    )
+
+
+def step_pod_overrides(clients: KubeClients, pod_name: str, namespace: str) -> PodOverrides:
+    """The ``PodOverrides`` of the step's own pod ``namespace/pod_name``; ``TrainJobError`` if unreadable."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        pod = clients.core.read_namespaced_pod(pod_name, namespace)
+    except ApiException as err:
+        raise TrainJobError(
+            f"cannot read this step's pod {namespace}/{pod_name} for its scheduling and secrets: "
+            f"{_reason(err)}"
+        ) from err
+    return overrides_of_pod(clients.core.api_client.sanitize_for_serialization(pod))
 
 
 def _reason(err) -> str:
@@ -278,7 +387,7 @@ class _Watcher:
             self.last = line
 
 
-def _create(clients: KubeClients, obj: dict, log: Callable[[str], None]) -> None:
+def _create(clients: KubeClients, obj: dict, log: Callable[[str], None], delete_timeout_s: float) -> None:
     """Create the job; adopt a running one of the same name (a retried step), replace a failed one."""
     from kubernetes.client.exceptions import ApiException
 
@@ -301,26 +410,31 @@ def _create(clients: KubeClients, obj: dict, log: Callable[[str], None]) -> None
             return
         log(f"{obj['kind']} {ns}/{name}: an earlier attempt failed; replacing it (resuming from checkpoints)")
         clients.custom.delete_namespaced_custom_object(group, version, ns, plural, name)
-        _wait_gone(clients, obj)
+        _wait_gone(clients, obj, delete_timeout_s, poll_s=min(1.0, delete_timeout_s / 10))
     raise TrainJobError(f"{obj['kind']} {name} in namespace {ns} could not be replaced")
 
 
-def _wait_gone(clients: KubeClients, obj: dict, timeout_s: float = 120, poll_s: float = 1) -> None:
-    """Until the deleted job is gone (finalizers may hold it a while)."""
+def _wait_gone(clients: KubeClients, obj: dict, timeout_s: float, poll_s: float = 1) -> None:
+    """Until the deleted job is gone: finalizers keep it (with a deletionTimestamp) until their controllers
+    remove them; ``TrainJobError`` naming them after ``timeout_s``."""
     from kubernetes.client.exceptions import ApiException
 
     group, version, plural = KINDS[obj["kind"]]
-    deadline = time.monotonic() + timeout_s
+    name, ns = obj["metadata"]["name"], obj["metadata"]["namespace"]
+    deadline, finalizers = time.monotonic() + timeout_s, []
     while time.monotonic() < deadline:
         try:
-            clients.custom.get_namespaced_custom_object(
-                group, version, obj["metadata"]["namespace"], plural, obj["metadata"]["name"]
-            )
+            current = clients.custom.get_namespaced_custom_object(group, version, ns, plural, name)
         except ApiException as err:
             if err.status == 404:
                 return
             raise
+        finalizers = current.get("metadata", {}).get("finalizers") or []
         time.sleep(poll_s)
+    raise TrainJobError(
+        f"{obj['kind']} {name} in namespace {ns} was deleted but is still there after {timeout_s:g} s "
+        f"(finalizers {finalizers}); delete it by hand and retry the step"
+    )
 
 
 def submit_and_wait(
@@ -331,11 +445,13 @@ def submit_and_wait(
     poll_s: float = 10,
     log: Callable[[str], None] = print,
     clock: Callable[[], float] = time.monotonic,
+    delete_timeout_s: float = 120,
 ) -> dict:
-    """Create ``obj`` and follow it until it ends; the final object. ``TrainJobError`` unless it succeeds."""
+    """Create ``obj`` and follow it until it ends; the final object. ``TrainJobError`` unless it succeeds.
+    A failed job of the same name is deleted first; ``delete_timeout_s`` bounds the wait for it to go."""
     group, version, plural = KINDS[obj["kind"]]
     name, ns = obj["metadata"]["name"], obj["metadata"]["namespace"]
-    _create(clients, obj, log)
+    _create(clients, obj, log, delete_timeout_s)
     watcher = _Watcher(clients, obj, log)
     started_at, running = clock(), False
     while True:
@@ -357,14 +473,22 @@ def submit_and_wait(
         time.sleep(poll_s)
 
 
+# The longest name whose pods' names stay DNS-1035 labels (≤ 63): JobSet's webhook checks
+# "<jobset>-<replicated job>-<job index>-<pod index>-abcde" (kubernetes-sigs/jobset
+# pkg/webhooks/jobset_webhook.go, podNameTooLongErrorMsg): "-node-0-99-abcde" is 16 more; a PyTorchJob's
+# pods are "<name>-worker-<i>".
+MAX_JOB_NAME = 63 - len("-node-0-99-abcde")
+
+
 def job_name(run: str, stage: int, key: str) -> str:
-    """A DNS-1035 name (≤ 63 characters) a retried step derives again: run, stage, a digest of ``key``."""
+    """A DNS-1035 name (≤ ``MAX_JOB_NAME``) a retried step derives again: run, stage, a digest of ``key``."""
     import hashlib
     import re
 
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
-    stem = re.sub(r"[^a-z0-9-]", "-", run.lower()).strip("-")[:40] or "run"
-    return f"twt-{stem}-s{stage}-{digest}".replace("--", "-")
+    room = MAX_JOB_NAME - len(f"twt--s{stage}-{digest}")
+    stem = re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", run.lower()))[:room].strip("-") or "run"
+    return f"twt-{stem}-s{stage}-{digest}"
 
 
 def step_env(names=("TWT_S3_ENDPOINT", "TWT_S3_SECURE", "TWT_S3_REGION", "HF_HUB_OFFLINE")) -> dict[str, str]:
