@@ -103,3 +103,51 @@ def test_the_spec_check_compares_the_committed_spec(tmp_path: Path) -> None:
     spec.write_text(spec.read_text().replace("Samples every teacher", "Samples each teacher", 1))
     stale = make("spec-check", f"SPEC={spec}")
     assert stale.returncode != 0 and f"{spec} is stale" in stale.stderr
+
+
+# --- the tools CI needs -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bare_path(tmp_path: Path) -> Path:
+    """A PATH directory with the few commands `make tools` uses, and neither kubectl nor apt-get."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("bash", "sh", "sed", "id", "tr", "head", "cat"):
+        (bin_dir / name).symlink_to(shutil.which(name))
+    return bin_dir
+
+
+def fake_kubectl(bin_dir: Path, kustomize: str) -> None:
+    (bin_dir / "kubectl").write_text(
+        "#!/bin/sh\n"
+        f"""case "$*" in *-o\\ json*) echo '{{"kustomizeVersion": "{kustomize}"}}' ;; """
+        f"""*) echo 'Client Version: v1.32.0'; echo 'Kustomize Version: {kustomize}' ;; esac\n"""
+    )
+    (bin_dir / "kubectl").chmod(0o755)
+
+
+def make_tools(bin_dir: Path, ci: str) -> subprocess.CompletedProcess:
+    return run(f"{shutil.which('make')} -s tools", ROOT, PATH=str(bin_dir), CI=ci)
+
+
+def test_make_tools_fails_in_ci_when_kubectl_cannot_be_installed(bare_path: Path) -> None:
+    missing = make_tools(bare_path, "true")
+    assert missing.returncode != 0 and "CI=true needs kubectl" in missing.stderr, missing.stderr
+    local = make_tools(bare_path, "")
+    assert local.returncode == 0 and "will skip" in local.stderr, local.stderr
+    fake_kubectl(bare_path, "v3.8.7")  # too old a kustomize, and no apt-get to install another
+    assert make_tools(bare_path, "true").returncode != 0
+    fake_kubectl(bare_path, "v5.5.0")
+    assert make_tools(bare_path, "true").returncode == 0
+
+
+def test_ci_makes_the_tests_that_need_kubectl_fail_not_skip(bare_path: Path) -> None:
+    test = "tests/test_manifests.py::test_minio_refuses_placeholder_credentials"
+    argv = f"{sys.executable} -m pytest -q -p no:cacheprovider -rs {test}"
+    failed = run(argv, ROOT, PATH=str(bare_path), CI="true")
+    assert failed.returncode == 1 and "1 failed" in failed.stdout, failed.stdout
+    assert "kubectl not installed (run .ci/install-tools.sh), and CI needs it" in failed.stdout
+    skipped = run(argv, ROOT, PATH=str(bare_path), CI="")
+    assert skipped.returncode == 0 and "1 skipped" in skipped.stdout, skipped.stdout
+    assert "CI=true" in (ROOT / ".ci" / "run").read_text()  # CI here sets it, as GitHub Actions does
