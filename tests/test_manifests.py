@@ -14,17 +14,16 @@ import base64
 import copy
 import functools
 import json
-import os
 import re
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import kubernetes_validate
 import pytest
 import yaml
+from missing_tools import missing_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAYS = ("dev", "gpu")
@@ -46,18 +45,6 @@ EXPECTED_CRD_DOCUMENTS = {
 }
 PLACEHOLDER = "CHANGE_ME"
 MIN_KUSTOMIZE_MAJOR = 4  # `labels`, `components` and `patches` with targets
-
-
-def in_ci() -> bool:
-    """CI set, as GitHub Actions and .ci/run set it: a tool the tests need must be there."""
-    return os.environ.get("CI", "").lower() not in ("", "false", "0")
-
-
-def missing_tool(reason: str) -> NoReturn:
-    """Skip the test, except in CI, where a missing tool fails it instead of hiding it behind a skip."""
-    if in_ci():
-        pytest.fail(f"{reason}, and CI needs it", pytrace=False)
-    pytest.skip(reason)
 
 
 def kubectl_or_skip() -> str:
