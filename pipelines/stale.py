@@ -36,6 +36,10 @@ def check_stale(
     digest = hashlib.sha256(fresh).hexdigest()
     said = [f"this tree compiles to sha256 {digest[:12]}"]
     if committed is not None:
+        if not Path(committed).is_file():
+            raise ReleaseError(
+                f"{committed}: no committed spec there; write it with `make spec SPEC={committed}`"
+            )
         if Path(committed).read_bytes() != fresh:
             raise ReleaseError(
                 f"{committed} is stale: this tree compiles to another spec; rewrite it with `make spec "

@@ -103,6 +103,9 @@ def test_the_spec_check_compares_the_committed_spec(tmp_path: Path) -> None:
     spec.write_text(spec.read_text().replace("Samples every teacher", "Samples each teacher", 1))
     stale = make("spec-check", f"SPEC={spec}")
     assert stale.returncode != 0 and f"{spec} is stale" in stale.stderr
+    spec.unlink()
+    gone = make("spec-check", f"SPEC={spec}")
+    assert gone.returncode != 0 and f"{spec}: no committed spec there" in gone.stderr
 
 
 # --- the tools CI needs -------------------------------------------------------------------------------------
