@@ -3,7 +3,8 @@
     python -m pipelines stale [--image-registry REG] [--committed FILE] [--root URI]
 
 Compiles this tree (deterministic: the same tree gives the same bytes) and compares it with a committed
-spec file and/or the version of this package version published in the pipeline registry. A published
+spec file (``make spec-check``: ``pipelines/spec/twt-distillation.yaml``, which ``make spec`` rewrites) and/or
+the version of this package version published in the pipeline registry. A published
 version that differs means the pipeline changed without a version bump: published versions are immutable,
 so bump ``version`` in pyproject.toml. Nothing published for this version yet is not stale.
 """
@@ -35,9 +36,14 @@ def check_stale(
     digest = hashlib.sha256(fresh).hexdigest()
     said = [f"this tree compiles to sha256 {digest[:12]}"]
     if committed is not None:
+        if not Path(committed).is_file():
+            raise ReleaseError(
+                f"{committed}: no committed spec there; write it with `make spec SPEC={committed}`"
+            )
         if Path(committed).read_bytes() != fresh:
             raise ReleaseError(
-                f"{committed} is stale: recompile it (python -m pipelines compile --out {committed})"
+                f"{committed} is stale: this tree compiles to another spec; rewrite it with `make spec "
+                f"SPEC={committed}` (python -m pipelines compile --out {committed}) and commit it"
             )
         said.append(f"{committed} is current")
     if root:

@@ -4,7 +4,6 @@ pull secret, accelerators per step, a memory-backed /dev/shm and the model cache
     python -m pytest tests/test_cluster.py -q
 """
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -136,9 +135,9 @@ def test_one_default_namespace_for_manifests_and_the_cli() -> None:
 
 
 def test_the_profile_overlay_renders_in_the_profile_namespace() -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl not installed (run .ci/install-tools.sh)")
+    from test_manifests import kubectl_or_skip  # fails in CI without kubectl
+
+    kubectl = kubectl_or_skip()
     rendered = subprocess.run(
         [kubectl, "kustomize", str(ROOT / "manifests" / "overlays" / "profile")],
         capture_output=True,

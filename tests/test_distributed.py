@@ -149,4 +149,4 @@ def test_two_processes_resume_from_their_checkpoint_to_the_same_weights(
     again = launch_local(StageJob(1, str(rows), str(base_model), str(tmp_path / "b"), asdict(sft)), 2)
     assert (first["training"]["resumed_from"], again["training"]["resumed_from"]) == (0, 4)
     a, b = (load_file(tmp_path / d / "model.safetensors") for d in ("a", "b"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -10,7 +10,7 @@ import pytest
 from twt.embedded_task import make_questions
 from twt.evaluate import EvalTarget, answer_accuracy, evaluate_model, evaluate_models, render_report
 from twt.records import Question
-from twt.teachers import Generation
+from twt.teachers import Generation, TeacherBackendError
 from twt.tiny import DEFAULT_DIR
 
 
@@ -90,12 +90,90 @@ def test_a_real_teacher_with_and_without_reasoning_and_resume(tmp_path: Path) ->
     report = (tmp_path / "report.md").read_text()
     assert "| verbose-solve | teacher |" in report and "accuracy_vs_tokens.png" in report
 
-    # a second call reuses every finished model: a broken path would fail if it were evaluated again
-    broken = [EvalTarget(t.name, "/nowhere", t.instruction, role=t.role) for t in targets]
-    again = evaluate_models(broken, questions, tmp_path, progress=False)
+    # a second call with the same models and settings reuses every finished model
+    answers = (tmp_path / "answers" / "verbose-solve.jsonl").stat().st_mtime_ns
+    again = evaluate_models(targets, questions, tmp_path, max_new_tokens=64, batch_size=16, progress=False)
     assert again["models"] == metrics["models"]
+    assert (tmp_path / "answers" / "verbose-solve.jsonl").stat().st_mtime_ns == answers
+    # a model whose path changed is not the model that was evaluated: it is evaluated again (and fails here)
+    broken = [EvalTarget(t.name, str(tmp_path / "nowhere"), t.instruction, role=t.role) for t in targets]
+    with pytest.raises(TeacherBackendError, match=r"cannot load .*nowhere"):
+        evaluate_models(broken, questions, tmp_path, max_new_tokens=64, batch_size=16, progress=False)
     with pytest.raises(ValueError, match="distinct names"):
         evaluate_models([targets[0], targets[0]], questions, tmp_path / "x", progress=False)
+
+
+def test_a_stage_retrained_in_the_same_directory_is_evaluated_afresh(tmp_path: Path) -> None:
+    """Reuse is keyed by the model's content, not its path: a retrained stage (here: another model's
+    files copied over the first's) gets fresh numbers in metrics.json, which the gate reads."""
+    import shutil
+
+    from twt.records import read_json
+
+    questions = make_questions(40, seed=0, split="eval")
+    stage = tmp_path / "stage1"
+    shutil.copytree(DEFAULT_DIR / "teacher-verbose", stage)
+    target = [EvalTarget("stage1", str(stage), "solve", role="student")]
+    first = evaluate_models(target, questions, tmp_path / "eval", max_new_tokens=64, progress=False)
+    shutil.rmtree(stage)
+    shutil.copytree(DEFAULT_DIR / "teacher-large", stage)
+    second = evaluate_models(target, questions, tmp_path / "eval", max_new_tokens=64, progress=False)
+    direct = [EvalTarget("stage1", str(DEFAULT_DIR / "teacher-large"), "solve", role="student")]
+    fresh = evaluate_models(direct, questions, tmp_path / "direct", max_new_tokens=64, progress=False)
+
+    def numbers(result: dict) -> dict:  # what the gate reads; not the path or the wall time
+        return {k: v for k, v in result.items() if k not in ("model", "seconds", "seconds_per_question")}
+
+    old, new = numbers(first["models"]["stage1"]), numbers(second["models"]["stage1"])
+    assert new == numbers(fresh["models"]["stage1"]) and new != old
+    assert numbers(read_json(tmp_path / "eval" / "metrics.json")["models"]["stage1"]) == new
+
+
+class CountingEvaluation:
+    """Stands in for ``evaluate_model`` and counts the models actually evaluated."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, target, questions, *, max_new_tokens, batch_size, answers_path) -> dict:
+        self.calls.append(target.name)
+        return {"name": target.name, "model": target.model, "role": target.role, "accuracy": 0.5,
+                "mean_output_tokens": float(max_new_tokens)}  # fmt: skip
+
+
+def test_reuse_needs_the_same_content_and_settings(tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    from twt import evaluate
+
+    counting = CountingEvaluation()
+    monkeypatch.setattr(evaluate, "evaluate_model", counting)
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights")
+
+    def run(target: EvalTarget | None = None, questions=QUESTIONS, **settings) -> list[str]:
+        counting.calls.clear()
+        target = target or EvalTarget("s", str(model))
+        evaluate_models([target], questions, tmp_path / "eval", progress=False, **settings)
+        return counting.calls
+
+    assert run() == ["s"]
+    assert run() == []  # same content, same settings
+    shutil.copytree(model, tmp_path / "moved")
+    assert run(EvalTarget("s", str(tmp_path / "moved"))) == []  # same content elsewhere
+    assert run(max_new_tokens=7) == ["s"]
+    assert run(max_new_tokens=7, batch_size=3) == ["s"]
+    assert run(max_new_tokens=7, batch_size=3, questions=QUESTIONS[:2]) == ["s"]
+    assert run(
+        EvalTarget("s", str(model), "direct"), max_new_tokens=7, batch_size=3, questions=QUESTIONS[:2]
+    ) == ["s"]
+    (model / "model.safetensors").write_bytes(b"retrained")
+    assert run() == ["s"]
+    (model / "tokenizer.json").write_text("{}")
+    assert run() == ["s"]
+    (tmp_path / "eval" / "models" / "s.json").write_text('{"name": "s", "accuracy": 1.0}')  # no key: old
+    assert run() == ["s"]
 
 
 def test_the_report_states_the_gate_verdict() -> None:

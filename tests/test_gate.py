@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from twt.config import GateConfig
-from twt.gate import decide
+from twt.gate import TOLERANCE, decide
 
 
 def m(accuracy: float, tokens: float) -> dict:
@@ -136,3 +136,46 @@ def test_the_verdict_reads_as_a_decision() -> None:
     assert "min_accuracy: lower gate.min_accuracy" in text
     passed = describe(decide(metrics, GateConfig(min_accuracy=0.5, min_token_reduction=None)).to_dict())
     assert passed[0] == "gate: PROMOTE stage2" and "to change the outcome:" not in "\n".join(passed)
+
+
+# One edge rule for all three thresholds: each is met at the threshold, within TOLERANCE of it, and not
+# beyond. Each case puts the one rule checked at ``threshold + offset`` (in the direction that fails).
+THRESHOLDS = {"min_accuracy": 0.7, "max_accuracy_drop": 0.1, "min_token_reduction": 0.6}
+
+
+def at_edge(rule: str, offset: float) -> tuple[dict, GateConfig]:
+    """Metrics whose stage3 is ``offset`` beyond ``rule``'s threshold (0: on it; > 0: on the failing side)."""
+    only = {r: None for r in THRESHOLDS} | {rule: THRESHOLDS[rule]}
+    policy = GateConfig(**only, candidates=["stage3"])
+    if rule == "min_accuracy":
+        return {"stage3": m(0.7 - offset, 4)}, policy
+    if rule == "max_accuracy_drop":
+        return {"stage1": m(0.9, 40), "stage3": m(0.9 - 0.1 - offset, 4)}, policy
+    return {"stage1": m(0.9, 40), "stage3": m(0.9, 40 * (1 - 0.6 + offset))}, policy
+
+
+@pytest.mark.parametrize("rule", THRESHOLDS)
+@pytest.mark.parametrize(
+    ("offset", "passes"),
+    [(0.0, True), (TOLERANCE / 2, True), (-TOLERANCE, True), (2 * TOLERANCE, False), (1e-4, False)],
+)
+def test_one_tolerance_rule_at_each_threshold(rule: str, offset: float, passes: bool) -> None:
+    metrics, policy = at_edge(rule, offset)
+    verdict = decide(metrics, policy)
+    assert verdict.passed is passes, (rule, offset, verdict.reasons)
+    assert (rule in verdict.checked["stage3"]["failed"]) is not passes
+
+
+def test_float_noise_at_a_threshold_passes_every_rule() -> None:
+    """Numbers a run produces exactly on a threshold, off by float rounding in the last bit."""
+    assert 0.8 - 0.7 > 0.1 and 1 - 9 / 10 < 0.1 and 0.7 - 1e-16 < 0.7
+    assert decide({"stage3": m(0.7 - 1e-16, 4)}, GateConfig(min_accuracy=0.7, max_accuracy_drop=None,
+                  min_token_reduction=None, candidates=["stage3"])).passed  # fmt: skip
+    drop = GateConfig(
+        min_accuracy=None, max_accuracy_drop=0.1, min_token_reduction=None, candidates=["stage3"]
+    )
+    assert decide({"stage1": m(0.8, 40), "stage3": m(0.7, 4)}, drop).passed  # 10 points, in floats
+    cut = GateConfig(
+        min_accuracy=None, max_accuracy_drop=None, min_token_reduction=0.1, candidates=["stage3"]
+    )
+    assert decide({"stage1": m(0.8, 10), "stage3": m(0.8, 9)}, cut).passed  # 10% fewer tokens, in floats

@@ -476,12 +476,43 @@ def test_dcrs_refuses_empty_directory_and_missing_inputs(tmp_path, which, kind):
     assert not (tmp_path / "report.json").exists()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def drop_root_file_access() -> None:
+    """In a child before exec: drop the capabilities by which root reads any file whatever its mode
+    (CAP_DAC_OVERRIDE 1, CAP_DAC_READ_SEARCH 2 in linux/capability.h) from the bounding set, so the program
+    it runs, still uid 0, has them no more (prctl(PR_CAPBSET_DROP = 24); capabilities(7): root's permitted
+    set after execve is its bounding set)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):
+        if libc.prctl(24, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {cap})")
+
+
+def run_cli_unprivileged(*argv: str) -> tuple[int, str, str]:
+    """The CLI in a child process; as root (CI), without root's power to read files whatever their mode."""
+    import subprocess
+    import sys
+
+    code = "import sys; from twt import cli; sys.exit(cli.main(sys.argv[1:]))"
+    result = subprocess.run(
+        [sys.executable, "-c", code, *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=drop_root_file_access if os.geteuid() == 0 else None,
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
 def test_an_unreadable_input_is_one_line(tmp_path):
     q = tmp_path / "q.jsonl"
     q.write_text("\n".join(GOOD_Q) + "\n")
     q.chmod(0)
-    assert_one_line_error(_dcrs(tmp_path, q, q), str(q), "permission denied")
+    out = ("--out", str(tmp_path / "distill.jsonl"), "--report", str(tmp_path / "report.json"))
+    result = run_cli_unprivileged("dcrs", "--questions", str(q), "--candidates", str(q), *out)
+    assert_one_line_error(result, str(q), "permission denied")
+    assert [p.name for p in tmp_path.iterdir()] == ["q.jsonl"]  # nothing written
 
 
 def test_sample_on_an_empty_question_file_keeps_the_candidates_it_had(tmp_path):

@@ -66,8 +66,12 @@ def test_smoothing_removes_a_few_more_tokens_from_a_few_rows() -> None:
     paper = Schedule(schedule="left", tokens_per_phase=2, smoothing=4.0)
     assert sum(smoothing_offset(paper, 1, row) == 0 for row in range(2000)) / 2000 > 0.97
     assert all(smoothing_offset(Schedule(schedule="left"), 1, row) == 0 for row in range(100))  # off
-    # capped at the row's length
-    assert all(len(kept_positions(3, 1, row, smooth)) >= 0 for row in range(200))
+    # capped at the row's length: a 3-token row removes 2 + its offset from the left, all 3 when that is more
+    offset = {row: smoothing_offset(smooth, 1, row) for row in range(200)}
+    assert {row: kept_positions(3, 1, row, smooth) for row in range(200)} == {
+        row: list(range(min(3, 2 + o), 3)) for row, o in offset.items()
+    }
+    assert min(offset.values()) == 0 and max(offset.values()) >= 2  # rows on both sides of the cap
     assert min(len(kept_positions(10, 1, row, smooth)) for row in range(2000)) < 8
 
 
@@ -135,9 +139,10 @@ def test_optimizer_state_hook_carries_adam_moments(tmp_path: Path, base_model: P
     sft = SFTConfig(updates=2, batch_size=2, device="cpu")
     train_sft(pairs, base_model, tmp_path / "a", sft, progress=False, optimizer_state=state)
     first = torch.load(state, weights_only=False)["state"]
-    assert all(int(s["step"]) == 2 for s in first.values())
+    assert first and all(int(s["step"]) == 2 for s in first.values())
     train_sft(pairs, tmp_path / "a", tmp_path / "b", sft, progress=False, optimizer_state=state)
     second = torch.load(state, weights_only=False)["state"]
+    assert second.keys() == first.keys()
     assert all(int(s["step"]) == 4 for s in second.values())  # moments continued, not restarted
 
 

@@ -2,10 +2,10 @@
 
     python -m pytest tests/test_manifests.py -q
 
-Needs `kubectl` with a built-in kustomize >= v4 (`.ci/install-tools.sh`); skips without it. Core kinds are
-validated with kubernetes-validate against the schemas of one pinned Kubernetes release, in strict mode
-(unknown fields fail). KServe's CRD kinds have no schema there: they are listed in CRD_KINDS and
-checked field by field instead (test_crd_documents_by_hand).
+Needs `kubectl` with a built-in kustomize >= v4 (`.ci/install-tools.sh`); skips without it, fails without it
+in CI. Core kinds are validated with kubernetes-validate against the schemas of one pinned Kubernetes release,
+in strict mode (unknown fields fail). KServe's CRD kinds have no schema there: they are listed in CRD_KINDS
+and checked field by field instead (test_crd_documents_by_hand).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from missing_tools import missing_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAYS = ("dev", "gpu")
@@ -47,9 +48,10 @@ MIN_KUSTOMIZE_MAJOR = 4  # `labels`, `components` and `patches` with targets
 
 
 def kubectl_or_skip() -> str:
+    """kubectl with a kustomize >= v4: skips without one, fails in CI (``missing_tool``)."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        pytest.skip("kubectl not installed (run .ci/install-tools.sh)")
+        missing_tool("kubectl not installed (run .ci/install-tools.sh)")
     version = json.loads(
         subprocess.run(
             [kubectl, "version", "--client", "-o", "json"],
@@ -62,7 +64,7 @@ def kubectl_or_skip() -> str:
     kustomize = version.get("kustomizeVersion", "unknown")
     major = re.match(r"v?(\d+)", kustomize)
     if major is None or int(major.group(1)) < MIN_KUSTOMIZE_MAJOR:
-        pytest.skip(f"kubectl's kustomize {kustomize} is older than v{MIN_KUSTOMIZE_MAJOR}")
+        missing_tool(f"kubectl's kustomize {kustomize} is older than v{MIN_KUSTOMIZE_MAJOR}")
     return kubectl
 
 

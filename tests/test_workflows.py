@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from missing_tools import missing_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
@@ -26,7 +27,7 @@ def tool(name: str) -> str:
         return str(found)
     path = shutil.which(name)
     if path is None:
-        pytest.skip(f"{name} not installed (dev extra)")
+        missing_tool(f"{name} not installed (dev extra)")
     return path
 
 

@@ -10,16 +10,20 @@ for the whole set and per question, batched). Output tokens are what the backend
 token, the EOS token included when the model stopped on one.
 
 Writes into ``out_dir``: ``metrics.json`` (every model), ``answers/<name>.jsonl`` (one line per question),
-``accuracy_vs_tokens.png`` and ``report.md`` (a table and the picture). A model whose ``models/<name>.json``
-is already there is not evaluated again, so an interrupted evaluation resumes.
+``accuracy_vs_tokens.png`` and ``report.md`` (a table and the picture). ``models/<name>.json`` keeps each
+finished model's numbers under the key of what was evaluated (``evaluation_key``: the model's content, the
+prompt, the backend, the budget, the questions); a model whose key is unchanged is not evaluated again, so an
+interrupted evaluation resumes, and a stage retrained into the same directory is evaluated afresh.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from twt.config import EvaluationConfig, schema_default
@@ -145,6 +149,51 @@ def evaluate_model(
     }
 
 
+def model_digest(model: str) -> str:
+    """The sha256 of a local model's files (each relative path and its content): weights, config and
+    tokenizer all decide the answers. A model that is not a local path (a hub id, a served model) has no
+    content to read here: its name stands for it."""
+    from twt.store import sha256_file
+
+    root = Path(model)
+    if root.is_file():
+        return sha256_file(root)
+    if not root.is_dir():
+        return f"name:{model}"
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(root).as_posix()}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def evaluation_key(
+    target: EvalTarget, questions: Sequence[Question], *, max_new_tokens: int, batch_size: int
+) -> str:
+    """A digest of what an evaluation's numbers depend on: the model's content (not its name or path), how
+    it is asked (instruction, templates, backend and its options), the budget and the questions."""
+    what = {
+        "model": model_digest(target.model),
+        "instruction": target.instruction,
+        "templates": asdict(target.templates),
+        "backend": target.backend,
+        "options": target.options,
+        "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size,
+        "questions": [[q.id, q.question, q.answer] for q in questions],
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _reusable(done: Path, key: str) -> dict | None:
+    """The numbers saved in ``done`` when they were measured for ``key``, else None."""
+    if not done.is_file():
+        return None
+    saved = read_json(done)
+    if not isinstance(saved, dict) or saved.get("key") != key or not isinstance(saved.get("result"), dict):
+        return None
+    return saved["result"]
+
+
 def evaluate_models(
     targets: Sequence[EvalTarget],
     questions: Sequence[Question],
@@ -165,8 +214,10 @@ def evaluate_models(
     results = {}
     for target in tqdm(targets, desc="evaluate", disable=not progress):
         done = out / "models" / f"{target.name}.json"
-        if done.is_file():
-            results[target.name] = read_json(done)
+        key = evaluation_key(target, questions, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        result = _reusable(done, key)
+        if result is not None:  # the same content asked the same way: the path may have moved
+            results[target.name] = {**result, "model": target.model, "role": target.role}
             continue
         result = evaluate_model(
             target,
@@ -175,7 +226,7 @@ def evaluate_models(
             batch_size=batch_size,
             answers_path=out / "answers" / f"{target.name}.jsonl",
         )
-        write_json(done, result)
+        write_json(done, {"key": key, "result": result})
         results[target.name] = result
     metrics = {"questions": len(questions), "max_new_tokens": max_new_tokens, "models": results}
     write_json(out / METRICS_NAME, metrics)

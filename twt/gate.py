@@ -6,7 +6,7 @@
 ``metrics`` maps an evaluated model's name (``student-base``, ``stage1``, ``stage2``, ``stage3``, a teacher)
 to its numbers (at least ``accuracy`` and ``mean_output_tokens``, as ``twt.evaluate`` writes them).
 
-Rules (a rule set to None is not checked; "equal to the threshold" passes):
+Rules (a rule set to None is not checked; "equal to the threshold" passes, within ``TOLERANCE`` for all):
   accuracy       candidate accuracy ≥ ``min_accuracy``
   drop           candidate accuracy ≥ baseline accuracy − ``max_accuracy_drop``   (baseline ``drop_baseline``)
   reduction      1 − candidate tokens / baseline tokens ≥ ``min_token_reduction`` (``reduction_baseline``)
@@ -24,6 +24,21 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 from twt.config import GateConfig  # the policy: one schema, shared with the run configuration
+
+# One edge rule for every threshold: a value within TOLERANCE of it counts as equal, so float noise in an
+# accuracy or a token ratio (1 - 0.9 is 0.09999999999999998) never turns "equal" into a failure. Far below
+# one question's worth of accuracy (1/n) or of a token mean, so no real difference is forgiven.
+TOLERANCE = 1e-12
+
+
+def at_least(value: float, threshold: float) -> bool:
+    """``value >= threshold``, within ``TOLERANCE``."""
+    return value >= threshold - TOLERANCE
+
+
+def at_most(value: float, limit: float) -> bool:
+    """``value <= limit``, within ``TOLERANCE``."""
+    return value <= limit + TOLERANCE
 
 
 @dataclass
@@ -48,7 +63,7 @@ def accuracy_reasons(name: str, metrics: Mapping[str, Mapping], policy: GateConf
     acc = metrics[name]["accuracy"]
     ok, reasons = True, []
     if policy.min_accuracy is not None:
-        passed = acc >= policy.min_accuracy
+        passed = at_least(acc, policy.min_accuracy)
         ok &= passed
         reasons.append(
             f"{name} accuracy {_pct(acc)} {'≥' if passed else '<'} the minimum {_pct(policy.min_accuracy)}"
@@ -62,7 +77,7 @@ def accuracy_reasons(name: str, metrics: Mapping[str, Mapping], policy: GateConf
             )
         else:
             drop = base["accuracy"] - acc
-            passed = drop <= policy.max_accuracy_drop + 1e-12
+            passed = at_most(drop, policy.max_accuracy_drop)
             ok &= passed
             change = f"{100 * drop:.1f} points below" if drop > 0 else f"{-100 * drop:.1f} points above"
             if drop == 0:
@@ -78,11 +93,11 @@ def accuracy_reasons(name: str, metrics: Mapping[str, Mapping], policy: GateConf
 def _failed_accuracy_rules(name: str, metrics: Mapping[str, Mapping], policy: GateConfig) -> list[str]:
     """The names of the accuracy rules ``name`` fails (the policy's field names)."""
     acc, failed = metrics[name]["accuracy"], []
-    if policy.min_accuracy is not None and acc < policy.min_accuracy:
+    if policy.min_accuracy is not None and not at_least(acc, policy.min_accuracy):
         failed.append("min_accuracy")
     if policy.max_accuracy_drop is not None:
         base = metrics.get(policy.drop_baseline)
-        if base is None or base["accuracy"] - acc > policy.max_accuracy_drop + 1e-12:
+        if base is None or not at_most(base["accuracy"] - acc, policy.max_accuracy_drop):
             failed.append("max_accuracy_drop")
     return failed
 
@@ -145,7 +160,7 @@ def reduction_reason(
             f"baseline {policy.reduction_baseline!r} generated no tokens: the reduction is undefined",
         )
     cut = 1 - tokens / base_tokens
-    passed = cut >= policy.min_token_reduction - 1e-12
+    passed = at_least(cut, policy.min_token_reduction)
     return passed, (
         f"{name} writes {tokens:.1f} tokens on average against {base_tokens:.1f} for "
         f"{policy.reduction_baseline}: {_pct(cut)} fewer, {'≥' if passed else 'below'} the required "
