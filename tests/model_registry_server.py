@@ -20,6 +20,8 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from json_http import send_json
+
 API = "/api/model_registry/v1"
 
 
@@ -83,21 +85,12 @@ class ModelRegistryServer:
     def _page(items: list[dict]) -> dict:
         return {"items": items, "nextPageToken": "", "pageSize": len(items), "size": len(items)}
 
-    @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
-
     def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         url = urllib.parse.urlsplit(handler.path)
         query = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
         self.requests.append((method, url.path))
         if self.token and handler.headers.get("Authorization") != f"Bearer {self.token}":
-            return self._send(
+            return send_json(
                 handler, 401, {"code": "Unauthorized", "message": "missing or wrong bearer token"}
             )
         length = int(handler.headers.get("Content-Length") or 0)
@@ -106,7 +99,7 @@ class ModelRegistryServer:
             status, answer = self._route(
                 method, url.path.removeprefix(API).strip("/").split("/"), query, body
             )
-        self._send(handler, status, answer)
+        send_json(handler, status, answer)
 
     def _not_found(self, what: str) -> tuple[int, dict]:
         return 404, {"code": "NotFound", "message": f"{what} not found"}
