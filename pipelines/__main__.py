@@ -1,6 +1,7 @@
 """``python -m pipelines``: compile, check, upload, run on a cluster, or run locally (see ``pipelines``).
 
     python -m pipelines compile [--out FILE] [--image-registry REG | --cpu-image REF --gpu-image REF]
+    python -m pipelines compile --kubernetes-manifests [--namespace NS] [--sha SHA]   # GitOps objects
     python -m pipelines check [FILE]
     python -m pipelines stale [--committed FILE] [--root URI]
     python -m pipelines upload --host http://localhost:8080 [--package FILE] [--sha SHA] [--token T]
@@ -80,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument(
         "--gpu-image", help="the GPU steps' image, a full reference (wins over the registry)"
     )
+    compile_.add_argument(
+        "--kubernetes-manifests",
+        action="store_true",
+        help="write the Pipeline and PipelineVersion objects instead (a KFP with the Kubernetes pipeline "
+        "store; GitOps), version <version>-<git sha>",
+    )
+    compile_.add_argument("--sha", help="--kubernetes-manifests: the commit (default: git rev-parse HEAD)")
+    compile_.add_argument("--namespace", help="--kubernetes-manifests: the objects' namespace")
 
     stale = commands.add_parser(
         "stale", help="fail when a committed or published spec differs from this tree"
@@ -206,7 +215,13 @@ def main(argv: list[str] | None = None) -> int:
             from pipelines.images import choose_images
 
             images = choose_images(args.image_registry, args.cpu_image, args.gpu_image)
-            print(release.compile_pipeline(args.out, images=images))
+            if args.kubernetes_manifests:
+                out = args.out or release.package_path().with_suffix(".k8s.yaml")
+                print(
+                    release.kubernetes_manifests(out, sha=args.sha, namespace=args.namespace, images=images)
+                )
+            else:
+                print(release.compile_pipeline(args.out, images=images))
         elif args.command == "stale":
             from pipelines.images import choose_images
             from pipelines.stale import check_stale

@@ -169,6 +169,50 @@ def compile_pipeline(
     return target
 
 
+def kubernetes_manifests(
+    out: str | os.PathLike,
+    *,
+    sha: str | None = None,
+    namespace: str | None = None,
+    version: str = VERSION,
+    images: Mapping[str, str] | None = None,
+) -> Path:
+    """The ``Pipeline`` and ``PipelineVersion`` objects (``pipelines.kubeflow.org/v2beta1``, kfp 2.17's
+    ``kubernetes_manifest_format``) of this tree, for a KFP whose pipeline store is Kubernetes (GitOps:
+    ``kubectl apply -f``): the spec ``compile_pipeline`` writes, checked the same way, in the version
+    ``twt-distillation-<version>-<sha>`` shown as ``<version>-<sha>``, the name ``upload`` gives it."""
+    from kfp import compiler
+    from kfp.compiler.compiler_utils import KubernetesManifestOptions
+
+    from pipelines.distillation import PIPELINE_NAME, twt_distillation
+    from pipelines.images import DEFAULT_IMAGES, retargeted
+
+    version_name = f"{version}-{sha or git_sha()}"
+    options = KubernetesManifestOptions(
+        pipeline_name=PIPELINE_NAME,
+        pipeline_version_name=f"{PIPELINE_NAME}-{version_name}",
+        pipeline_version_display_name=version_name,
+        namespace=namespace,
+        include_pipeline_manifest=True,
+    )
+    target = Path(out)
+    with tempfile.TemporaryDirectory(prefix="twt-compile-") as scratch:
+        compile_pipeline(Path(scratch) / "pipeline.yaml", version, images)  # checks the images
+        raw = Path(scratch) / "manifests.yaml"
+        with _deterministic_header(), retargeted(twt_distillation, images or DEFAULT_IMAGES):
+            compiler.Compiler().compile(
+                twt_distillation,
+                str(raw),
+                kubernetes_manifest_options=options,
+                kubernetes_manifest_format=True,
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_bytes(raw.read_bytes())
+        os.replace(tmp, target)
+    return target
+
+
 # --- upload ------------------------------------------------------------------------------------------------
 
 

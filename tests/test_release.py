@@ -21,6 +21,7 @@ from unittest.mock import create_autospec
 import kfp
 import kfp_server_api
 import pytest
+import yaml
 from json_http import send_json
 from urllib3 import HTTPResponse
 
@@ -323,3 +324,31 @@ def test_an_unreadable_token_file_is_named(tmp_path: Path, capsys: pytest.Captur
     ]
     assert pipelines_main(argv) == 2
     assert f"--token-file {tmp_path / 'none'}: cannot read it" in capsys.readouterr().err
+
+
+# --- Kubernetes-native objects (GitOps) ---------------------------------------------------------------------
+
+
+def test_kubernetes_manifests_hold_the_checked_spec_in_the_named_version(
+    compiled: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "twt.k8s.yaml"
+    argv = [
+        "compile",
+        "--kubernetes-manifests",
+        "--out",
+        str(out),
+        "--sha",
+        "abc1234",
+        "--namespace",
+        "team-a",
+    ]
+    assert pipelines_main(argv) == 0
+    pipeline, version = yaml.safe_load_all(out.read_text())
+    assert (pipeline["apiVersion"], pipeline["kind"]) == ("pipelines.kubeflow.org/v2beta1", "Pipeline")
+    assert pipeline["metadata"] == {"name": NAME, "namespace": "team-a"}
+    assert version["kind"] == "PipelineVersion"
+    assert version["metadata"] == {"name": f"{NAME}-{VERSION}-abc1234", "namespace": "team-a"}
+    assert version["spec"]["displayName"] == f"{VERSION}-abc1234" and version["spec"]["pipelineName"] == NAME
+    spec, platform = yaml.safe_load_all(compiled.read_text())
+    assert version["spec"]["pipelineSpec"] == spec and version["spec"]["platformSpec"] == platform
