@@ -21,8 +21,8 @@ from twt.kubeflow_model_registry import (
     ENV_STORAGE_KEY,
     ENV_TOKEN,
     ModelRegistryError,
-    UnauthorisedError,
-    UnreachableError,
+    ModelRegistryUnauthorisedError,
+    ModelRegistryUnreachableError,
     register,
     register_version,
     split_address,
@@ -111,7 +111,7 @@ def test_a_wrong_token_is_unauthorised_not_unreachable_and_is_not_retried(server
     pauses: list[float] = []
     wrong = {**env(server), ENV_TOKEN: "wrong"}
     with pytest.raises(
-        UnauthorisedError, match=r"refused the token \(401 Unauthorized\): check the key 'token'"
+        ModelRegistryUnauthorisedError, match=r"refused the token \(401 Unauthorized\): check the key 'token'"
     ) as err:
         register_version(version, run_id="r", pipeline_version="0.1.0", environ=wrong, sleep=pauses.append)
     assert TOKEN not in str(err.value) and "\n" not in str(err.value) and "cannot reach" not in str(err.value)
@@ -128,7 +128,7 @@ def test_an_unreachable_registry_is_retried_with_backoff_then_named(server, vers
     gone = {**env(server), ENV_ADDRESS: "http://127.0.0.1:9"}  # nothing listens on port 9
     pauses.clear()
     with pytest.raises(
-        UnreachableError, match=r"^cannot reach Kubeflow Model Registry at http://127\.0\.0\.1:9"
+        ModelRegistryUnreachableError, match=r"^cannot reach Kubeflow Model Registry at http://127\.0\.0\.1:9"
     ):
         register_version(
             version, run_id="r", pipeline_version="0.1.0", environ=gone, attempts=3, sleep=pauses.append

@@ -65,11 +65,11 @@ class ModelRegistryError(RegistryError):
     """Kubeflow Model Registry refused the registration; the message says why."""
 
 
-class UnauthorisedError(ModelRegistryError):
+class ModelRegistryUnauthorisedError(ModelRegistryError):
     """The registry (or the proxy in front of it) refused the token: 401 or 403. Not retried."""
 
 
-class UnreachableError(ModelRegistryError):
+class ModelRegistryUnreachableError(ModelRegistryError):
     """The registry could not be reached or failed (connection, timeout, 5xx). Retried."""
 
 
@@ -79,7 +79,7 @@ def classify(err: Exception, where: str) -> ModelRegistryError:
     if isinstance(err, ModelRegistryError):
         return err
     if status in (401, 403):
-        return UnauthorisedError(
+        return ModelRegistryUnauthorisedError(
             f"Kubeflow Model Registry at {where} refused the token ({status} {getattr(err, 'reason', '')}"
             f"): check the key 'token' of the pipeline's model_registry_secret ({ENV_TOKEN})"
         )
@@ -89,7 +89,7 @@ def classify(err: Exception, where: str) -> ModelRegistryError:
         return ModelRegistryError(
             f"Kubeflow Model Registry at {where} refused the registration ({status}): {text}"
         )
-    return UnreachableError(f"cannot reach Kubeflow Model Registry at {where}: {text}")
+    return ModelRegistryUnreachableError(f"cannot reach Kubeflow Model Registry at {where}: {text}")
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -245,8 +245,9 @@ def register_version(
     sleep: Callable[[float], None] = time.sleep,
     page_size: int = PAGE_SIZE,
 ) -> dict[str, Any]:
-    """Register ``version`` once per pipeline run (module docstring); returns what was done, raises
-    ``ModelRegistryError`` (``UnauthorisedError``, ``UnreachableError`` after ``attempts`` tries)."""
+    """Register ``version`` once per pipeline run (module docstring); returns what was done. Raises
+    ``ModelRegistryError``: ``ModelRegistryUnauthorisedError`` at once, ``ModelRegistryUnreachableError``
+    after ``attempts`` tries."""
     address = address or environ.get(ENV_ADDRESS)
     if not address:
         raise ModelRegistryError(
@@ -264,14 +265,14 @@ def register_version(
             return _register_once(
                 client, version, run_id, pipeline_version, storage_key, namespace, environ, page_size
             )
-        except UnreachableError:
+        except ModelRegistryUnreachableError:
             if attempt == attempts:
                 raise
         except ModelRegistryError:
             raise
         except Exception as err:  # the client's ApiException, aiohttp and OSError errors
             found = classify(err, f"{server}:{port}")
-            if not isinstance(found, UnreachableError) or attempt == attempts:
+            if not isinstance(found, ModelRegistryUnreachableError) or attempt == attempts:
                 raise found from None
         sleep(backoff_s * 2 ** (attempt - 1))
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
@@ -301,6 +302,6 @@ def register(
             "model": version.model,
             "version": version.version,
             "error": str(err),
-            "unauthorised": isinstance(err, UnauthorisedError),
+            "unauthorised": isinstance(err, ModelRegistryUnauthorisedError),
             "retry": retry,
         }
