@@ -63,6 +63,7 @@ class ModelRegistryServer:
         self.artifacts: dict[str, dict] = {}  # id -> artifact (with the owning version's id)
         self.requests: list[tuple[str, str, dict]] = []
         self.unavailable = 0  # answer this many next requests with 503 (a restarting server)
+        self.unavailable_paths: set[str] = set()  # answer the next POST to each of these paths with 503
         self._ids = 0
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -158,8 +159,9 @@ class ModelRegistryServer:
         url = urllib.parse.urlsplit(handler.path)
         query = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
         self.requests.append((method, url.path, query))
-        if self.unavailable > 0:
-            self.unavailable -= 1
+        if self.unavailable > 0 or (method == "POST" and url.path in self.unavailable_paths):
+            self.unavailable = max(0, self.unavailable - 1)
+            self.unavailable_paths.discard(url.path)
             return send_json(handler, 503, {"code": "Unavailable", "message": "upstream connect error"})
         if self.token and handler.headers.get("Authorization") != f"Bearer {self.token}":
             return send_json(

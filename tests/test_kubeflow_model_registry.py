@@ -136,6 +136,19 @@ def test_an_unreachable_registry_is_retried_with_backoff_then_named(server, vers
     assert pauses == [2.0, 4.0]
 
 
+def test_a_try_that_stopped_before_the_artifact_is_completed(server, version) -> None:
+    # the model and version are created, then the artifact's POST fails (ids: model 1, version 2)
+    server.unavailable_paths.add("/api/model_registry/v1/model_versions/2/artifacts")
+    pauses: list[float] = []
+    result = register_version(
+        version, run_id="r", pipeline_version="0.1.0", environ=env(server), sleep=pauses.append
+    )
+    assert result["action"] == "completed" and pauses == [2.0]
+    (registered,) = server.versions.values()
+    (artifact,) = server.artifacts.values()
+    assert artifact["modelVersionId"] == registered["id"] and artifact["modelSourceId"] == "r"
+
+
 def test_a_failed_registration_leaves_the_student_published_and_says_how_to_retry(
     server, version, tmp_path: Path, capsys, monkeypatch
 ) -> None:

@@ -199,9 +199,25 @@ def _register_once(
     environ: Mapping[str, str],
     page_size: int,
 ) -> dict[str, Any]:
+    artifact = {  # the model artifact's fields, as ilab-on-ocp's registration sets them
+        "model_format_name": "huggingface",
+        "model_format_version": "1",
+        "storage_key": storage_key,
+        "model_source_kind": "kfp",
+        "model_source_class": "pipelinerun",
+        "model_source_group": namespace,
+        "model_source_id": run_id or None,
+    }
+    uri = artifact_uri(version.uri, environ)
     existing = find_run_version(client, version.model, run_id, page_size)
     if existing is not None:
-        return {"action": "exists", "model": version.model, "version": existing.name, "id": existing.id}
+        result = {"action": "exists", "model": version.model, "version": existing.name, "id": existing.id}
+        if client.get_model_artifact(version.model, existing.name) is None:
+            # an earlier try stopped between the version and its artifact: add the artifact as
+            # register_model does (its own step, model-registry 0.3.18 ModelRegistry._register_model_artifact)
+            client.async_runner(client._register_model_artifact(existing, version.model, uri, **artifact))
+            result["action"] = "completed"
+        return result
     if client.get_registered_model(version.model) is not None:
         taken = client.get_model_version(version.model, version.version)
         if taken is not None:
@@ -213,17 +229,11 @@ def _register_once(
     verdict = " (gate passed)" if isinstance(gate, Mapping) and gate.get("passed") is True else ""
     client.register_model(
         version.model,
-        artifact_uri(version.uri, environ),
+        uri,
         version=version.version,
-        model_format_name="huggingface",
-        model_format_version="1",
-        storage_key=storage_key,
-        model_source_kind="kfp",
-        model_source_class="pipelinerun",
-        model_source_group=namespace,
-        model_source_id=run_id or None,
         version_description=f"twt student {version.ref}{verdict}, run {run_id or 'unknown'}",
         metadata=version_metadata(version, run_id, pipeline_version),
+        **artifact,
     )
     registered = client.get_model_version(version.model, version.version)
     return {"action": "registered", "model": version.model, "version": version.version, "id": registered.id}
