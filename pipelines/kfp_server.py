@@ -1,13 +1,16 @@
 """The KFP API server that ``python -m pipelines upload`` and ``run`` talk to: connecting (token, cookies)
 and the minimum backend version.
 
-    python -m pipelines upload --host https://kubeflow.example.com/pipeline          # token: $TWT_KFP_TOKEN
-    python -m pipelines run --host URL --token-file /var/run/secrets/kubernetes.io/serviceaccount/token ...
-    python -m pipelines upload --host URL --cookies "authservice_session=…"          # a browser session
+    export TWT_KFP_TOKEN=$(kubectl -n <profile> create token default-editor)      # multi-user Kubeflow
+    python -m pipelines upload --host http://<istio-ingressgateway>/pipeline --namespace <profile>
+    python -m pipelines run --host URL --token-file /var/run/secrets/kubeflow/pipelines/token ...  # in a pod
+    python -m pipelines upload --host URL --cookies "oauth2_proxy_kubeflow=…"         # a browser session
 
 Multi-user Kubeflow puts the API server behind its auth proxy: a request needs ``Authorization: Bearer
-<token>`` (e.g. ``kubectl create token default-editor -n <profile> --audience=pipelines.kubeflow.org``) or
-the session cookie the dashboard set. Both go to ``kfp.Client(existing_token=..., cookies=...)``.
+<token>`` (a service account token of the profile, as above from outside the cluster through the Istio
+ingress gateway's ``/pipeline`` path; in a pod, the projected token of audience ``pipelines.kubeflow.org``
+that Kubeflow's docs mount at ``/var/run/secrets/kubeflow/pipelines/token``) or the session cookie the
+dashboard set. Both go to ``kfp.Client(existing_token=..., cookies=...)``. Standalone KFP needs neither.
 
 Minimum backend: 2.16. The compiled spec uses platform fields that older API servers reject with
 "unknown field" on every task: ``SecretAsEnv.optional`` (first in
