@@ -278,10 +278,10 @@ def upload(
     pipeline_id = client.get_pipeline_id(PIPELINE_NAME)
     created, first = pipeline_id is None, None
     if created:
-        created = client.upload_pipeline(
+        pipeline = client.upload_pipeline(
             pipeline_package_path=str(path), pipeline_name=PIPELINE_NAME, description=text
         )
-        pipeline_id = created.pipeline_id
+        pipeline_id = pipeline.pipeline_id
         first = find_version(client, pipeline_id, PIPELINE_NAME)
     else:
         existing = find_version(client, pipeline_id, version_name)
