@@ -16,6 +16,7 @@ A bad input ends in one line on stderr and exit status 2 (``TWT_DEBUG=1`` shows 
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -50,6 +51,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from twt.store import StoreError
 
     return (ValueError, OSError, ApiException, HTTPError, StoreError)
+
+
+def _kfp_prints_to_stderr() -> contextlib.AbstractContextManager:
+    """kfp's client prints "Pipeline details: <link>" and the like on stdout; this command's stdout is
+    its own result (JSON), so those lines go to stderr."""
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def _one_line(err: BaseException) -> str:
@@ -235,19 +242,21 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.package:
                 raise release.ReleaseError("--from and --package exclude each other")
-            result = upload_published(
-                lambda: _client(args),
-                args.from_ref,
-                args.root,
-                sha=args.sha,
-                check_backend=not args.skip_backend_check,
-            )
+            with _kfp_prints_to_stderr():
+                result = upload_published(
+                    lambda: _client(args),
+                    args.from_ref,
+                    args.root,
+                    sha=args.sha,
+                    check_backend=not args.skip_backend_check,
+                )
             print(json.dumps(result, indent=2))
         elif args.command == "upload":
             release.check_images(args.package or release.package_path())  # before connecting
-            result = release.upload(
-                _client(args), args.package, sha=args.sha, check_backend=not args.skip_backend_check
-            )
+            with _kfp_prints_to_stderr():
+                result = release.upload(
+                    _client(args), args.package, sha=args.sha, check_backend=not args.skip_backend_check
+                )
             print(json.dumps(result, indent=2))
         elif args.command == "publish":
             from pipelines.publish import env_tags, publish_release
@@ -268,17 +277,18 @@ def main(argv: list[str] | None = None) -> int:
             if args.package:
                 release.check_images(args.package)  # before connecting
             release.run_arguments(args.config, overrides=_overrides(args.set))
-            result = release.submit_run(
-                _client(args),
-                args.config,
-                pipeline_version=args.pipeline_version,
-                package=args.package,
-                check_backend=not args.skip_backend_check,
-                overrides=_overrides(args.set),
-                run_name=args.run_name,
-                experiment=args.experiment,
-                service_account=args.service_account,
-            )
+            with _kfp_prints_to_stderr():
+                result = release.submit_run(
+                    _client(args),
+                    args.config,
+                    pipeline_version=args.pipeline_version,
+                    package=args.package,
+                    check_backend=not args.skip_backend_check,
+                    overrides=_overrides(args.set),
+                    run_name=args.run_name,
+                    experiment=args.experiment,
+                    service_account=args.service_account,
+                )
             print(f"run {getattr(result, 'run_id', result)}")
         elif args.runner == "docker":
             from components.images import CPU_IMAGE

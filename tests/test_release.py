@@ -42,7 +42,8 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def kfp_client(existing_id: str | None = None, backend: str = "2.17.0", versions: dict | None = None):
     """A ``kfp.Client`` double with kfp 2.17's signatures, holding the versions ``{name: id}`` of one
     pipeline: ``upload_pipeline`` makes the pipeline and the version KFP names after it; uploads and
-    deletes change ``versions``; ``client.sent`` holds the bytes of every uploaded file."""
+    deletes change ``versions``; ``client.sent`` holds the bytes of every uploaded file. Uploads and
+    runs print their link on stdout, as kfp's do."""
     client = create_autospec(kfp.Client, instance=True)
     client._healthz_api = create_autospec(kfp_server_api.HealthzServiceApi, instance=True)
     body = {"commit_sha": "0f1e2d", "tag_name": backend, "multi_user": True, "pipeline_store": "database"}
@@ -59,6 +60,7 @@ def kfp_client(existing_id: str | None = None, backend: str = "2.17.0", versions
         client.sent.append(Path(pipeline_package_path).read_bytes())
         state["id"] = "new-id"
         state["versions"][pipeline_name] = "default-version-id"  # pipeline_upload_server.go, 2.17.0
+        print("Pipeline details: http://kfp/#/pipelines/details/new-id")
         return kfp_server_api.V2beta1Pipeline(
             pipeline_id="new-id", name=pipeline_name, display_name=pipeline_name
         )
@@ -66,6 +68,9 @@ def kfp_client(existing_id: str | None = None, backend: str = "2.17.0", versions
     def upload_pipeline_version(pipeline_package_path, pipeline_version_name, pipeline_id=None, **_):
         client.sent.append(Path(pipeline_package_path).read_bytes())
         state["versions"][pipeline_version_name] = f"id-{pipeline_version_name}"
+        print(
+            f"Pipeline details: http://kfp/#/pipelines/details/{pipeline_id}/version/id-{pipeline_version_name}"
+        )
         return kfp_server_api.V2beta1PipelineVersion(
             pipeline_id=pipeline_id, pipeline_version_id=f"id-{pipeline_version_name}"
         )
@@ -94,7 +99,9 @@ def kfp_client(existing_id: str | None = None, backend: str = "2.17.0", versions
     client.list_pipeline_versions.side_effect = list_pipeline_versions
     client.delete_pipeline_version.side_effect = delete_pipeline_version
     client.create_experiment.return_value = kfp_server_api.V2beta1Experiment(experiment_id="exp-1")
-    client.run_pipeline.return_value = kfp_server_api.V2beta1Run(run_id="run-1")
+    client.run_pipeline.side_effect = lambda *a, **k: (
+        print("Run details: http://kfp/#/runs/details/run-1") or (kfp_server_api.V2beta1Run(run_id="run-1"))
+    )
     return client
 
 
@@ -192,6 +199,21 @@ def test_run_starts_the_uploaded_version() -> None:
         service_account="twt-pipeline-runner",
     )
     assert "create_run_from_pipeline_package" not in called(client)
+
+
+def test_cli_stdout_is_only_the_result(
+    compiled: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    client = kfp_client(existing_id=None)
+    monkeypatch.setattr("pipelines.__main__._client", lambda args: client)
+    argv = ["upload", "--host", "http://kfp", "--package", str(compiled), "--sha", "abc1234"]
+    assert pipelines_main(argv) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["version"] == f"{VERSION}-abc1234" and "Pipeline details: " in err
+    run = ["run", "--host", "http://kfp", "--config", str(CONFIG), "--pipeline-version", f"{VERSION}-abc1234"]
+    assert pipelines_main(run) == 0
+    out, err = capsys.readouterr()
+    assert out == "run run-1\n" and "Run details: " in err
 
 
 def test_run_without_that_version_says_to_upload_it() -> None:
