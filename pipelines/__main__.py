@@ -1,12 +1,14 @@
 """``python -m pipelines``: compile, check, upload, run on a cluster, or run locally (see ``pipelines``).
 
     python -m pipelines compile [--out FILE] [--image-registry REG | --cpu-image REF --gpu-image REF]
+    python -m pipelines compile --kubernetes-manifests [--namespace NS] [--sha SHA]   # GitOps objects
     python -m pipelines check [FILE]
     python -m pipelines stale [--committed FILE] [--root URI]
-    python -m pipelines upload --host http://localhost:8080 [--package FILE] [--sha SHA]
+    python -m pipelines upload --host http://localhost:8080 [--package FILE] [--sha SHA] [--token T]
     python -m pipelines upload --host http://localhost:8080 --from twt-distillation@stable [--root URI]
     python -m pipelines publish [--root URI] [--package FILE] [--tag latest ...] [--kfp-registry-host URL]
     python -m pipelines run --host http://localhost:8080 --config C.yaml [--set gpu_cpu=16 ...]
+        [--pipeline-version 0.1.0-<sha> | --package FILE] [--token-file F | --cookies C]
     python -m pipelines local --config configs/demo.yaml [--root runs/kfp-local] [--registry DIR]
     python -m pipelines local --config configs/smoke.yaml --runner docker --image localhost/twt-cpu:0.1.0
 
@@ -14,6 +16,7 @@ A bad input ends in one line on stderr and exit status 2 (``TWT_DEBUG=1`` shows 
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -33,9 +36,10 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def _client(args: argparse.Namespace):
-    import kfp
+    from pipelines.kfp_server import connect, read_token
 
-    return kfp.Client(host=args.host, namespace=args.namespace)
+    token = read_token(args.token, args.token_file)
+    return connect(args.host, args.namespace, token=token, cookies=args.cookies)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -49,8 +53,24 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (ValueError, OSError, ApiException, HTTPError, StoreError)
 
 
+def _kfp_prints_to_stderr() -> contextlib.AbstractContextManager:
+    """kfp's client prints "Pipeline details: <link>" and the like on stdout; this command's stdout is
+    its own result (JSON), so those lines go to stderr."""
+    return contextlib.redirect_stdout(sys.stderr)
+
+
+def _one_line(err: BaseException) -> str:
+    """The error in one line; kfp_server_api's ``ApiException`` prints status, headers and body on many."""
+    from kfp_server_api.exceptions import ApiException
+
+    if isinstance(err, ApiException):
+        body = " ".join(str(err.body or "").split())[:200]
+        return f"the KFP API answered {err.status} {err.reason}" + (f": {body}" if body else "")
+    return " ".join(str(err).split("\n"))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from pipelines import release
+    from pipelines import kfp_server, release
 
     parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -68,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument(
         "--gpu-image", help="the GPU steps' image, a full reference (wins over the registry)"
     )
+    compile_.add_argument(
+        "--kubernetes-manifests",
+        action="store_true",
+        help="write the Pipeline and PipelineVersion objects instead (a KFP with the Kubernetes pipeline "
+        "store; GitOps), version <version>-<git sha>",
+    )
+    compile_.add_argument("--sha", help="--kubernetes-manifests: the commit (default: git rev-parse HEAD)")
+    compile_.add_argument("--namespace", help="--kubernetes-manifests: the objects' namespace")
 
     stale = commands.add_parser(
         "stale", help="fail when a committed or published spec differs from this tree"
@@ -88,10 +116,31 @@ def build_parser() -> argparse.ArgumentParser:
             default=release.NAMESPACE,
             help=f"namespace of the runs (default {release.NAMESPACE}, as manifests/; multi-user: a profile)",
         )
-        sub.add_argument("--package", help="compiled spec (default: this version's file in dist/)")
+        sub.add_argument(
+            "--token",
+            default=os.environ.get(kfp_server.ENV_TOKEN),
+            help=f"bearer token for a multi-user API server (default ${kfp_server.ENV_TOKEN}; prefer the "
+            "variable or --token-file: arguments show in ps)",
+        )
+        sub.add_argument(
+            "--token-file",
+            default=os.environ.get(kfp_server.ENV_TOKEN_FILE),
+            help=f"file holding the token, e.g. a service account's (default ${kfp_server.ENV_TOKEN_FILE})",
+        )
+        sub.add_argument(
+            "--cookies",
+            default=os.environ.get(kfp_server.ENV_COOKIES),
+            help=f"the dashboard's session cookie(s) 'name=value; ...' (default ${kfp_server.ENV_COOKIES})",
+        )
+        sub.add_argument(
+            "--skip-backend-check",
+            action="store_true",
+            help=f"do not ask the API server's version (needed: {kfp_server.MIN_VERSION}+)",
+        )
 
     upload = commands.add_parser("upload", help="create the pipeline or add version <version>-<git sha>")
     cluster(upload)
+    upload.add_argument("--package", help="compiled spec (default: this version's file in dist/)")
     upload.add_argument("--sha", help="commit to name the version by (default: git rev-parse HEAD)")
     upload.add_argument(
         "--from",
@@ -119,8 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also upload to this KFP template registry (token: $TWT_KFP_REGISTRY_TOKEN)",
     )
 
-    run = commands.add_parser("run", help="submit a run with parameters from a twt configuration")
+    run = commands.add_parser("run", help="run an uploaded version with parameters from a twt configuration")
     cluster(run)
+    run.add_argument(
+        "--pipeline-version",
+        help="the uploaded version to run (default: <version>-<git sha>, as upload names this tree)",
+    )
+    run.add_argument("--package", help="submit this compiled spec as a one-off run instead of a version")
     run.add_argument("--config", required=True, help="twt run configuration (YAML)")
     run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="other parameters")
     run.add_argument("--run-name", help="default: <config name>-<version>")
@@ -168,7 +222,13 @@ def main(argv: list[str] | None = None) -> int:
             from pipelines.images import choose_images
 
             images = choose_images(args.image_registry, args.cpu_image, args.gpu_image)
-            print(release.compile_pipeline(args.out, images=images))
+            if args.kubernetes_manifests:
+                out = args.out or release.package_path().with_suffix(".k8s.yaml")
+                print(
+                    release.kubernetes_manifests(out, sha=args.sha, namespace=args.namespace, images=images)
+                )
+            else:
+                print(release.compile_pipeline(args.out, images=images))
         elif args.command == "stale":
             from pipelines.images import choose_images
             from pipelines.stale import check_stale
@@ -182,11 +242,22 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.package:
                 raise release.ReleaseError("--from and --package exclude each other")
-            result = upload_published(lambda: _client(args), args.from_ref, args.root, sha=args.sha)
+            with _kfp_prints_to_stderr():
+                result = upload_published(
+                    lambda: _client(args),
+                    args.from_ref,
+                    args.root,
+                    sha=args.sha,
+                    check_backend=not args.skip_backend_check,
+                )
             print(json.dumps(result, indent=2))
         elif args.command == "upload":
             release.check_images(args.package or release.package_path())  # before connecting
-            print(json.dumps(release.upload(_client(args), args.package, sha=args.sha), indent=2))
+            with _kfp_prints_to_stderr():
+                result = release.upload(
+                    _client(args), args.package, sha=args.sha, check_backend=not args.skip_backend_check
+                )
+            print(json.dumps(result, indent=2))
         elif args.command == "publish":
             from pipelines.publish import env_tags, publish_release
 
@@ -201,17 +272,23 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(json.dumps(result, indent=2))
         elif args.command == "run":
-            release.check_images(args.package or release.package_path())  # before connecting
+            if args.package and args.pipeline_version:
+                raise release.ReleaseError("--package and --pipeline-version exclude each other")
+            if args.package:
+                release.check_images(args.package)  # before connecting
             release.run_arguments(args.config, overrides=_overrides(args.set))
-            result = release.submit_run(
-                _client(args),
-                args.config,
-                package=args.package,
-                overrides=_overrides(args.set),
-                run_name=args.run_name,
-                experiment=args.experiment,
-                service_account=args.service_account,
-            )
+            with _kfp_prints_to_stderr():
+                result = release.submit_run(
+                    _client(args),
+                    args.config,
+                    pipeline_version=args.pipeline_version,
+                    package=args.package,
+                    check_backend=not args.skip_backend_check,
+                    overrides=_overrides(args.set),
+                    run_name=args.run_name,
+                    experiment=args.experiment,
+                    service_account=args.service_account,
+                )
             print(f"run {getattr(result, 'run_id', result)}")
         elif args.runner == "docker":
             from components.images import CPU_IMAGE
@@ -240,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as err:
         if os.environ.get("TWT_DEBUG"):
             raise
-        print(f"pipelines: error: {err}", file=sys.stderr)
+        print(f"pipelines: error: {_one_line(err)}", file=sys.stderr)
         return 2
     return 0
 

@@ -153,6 +153,7 @@ def upload_published(
     *,
     sha: str | None = None,
     settings: store.S3Settings | None = None,
+    check_backend: bool = True,
 ) -> dict[str, Any]:
     """Pull ``ref`` (``twt-distillation@VERSION|TAG``) from ``root``, verified, and upload those bytes with
     ``release.upload(connect(), ...)`` as the version ``<package version>-<recorded git sha>``."""
@@ -169,5 +170,5 @@ def upload_published(
                 f"an install of twt {version} (or a checkout of {found.git_sha or 'that version'})"
             )
         name = sha or found.git_sha or f"sha256-{found.sha256[:12]}"
-        result = release.upload(connect(), path, sha=name, version=version)
+        result = release.upload(connect(), path, sha=name, version=version, check_backend=check_backend)
     return result | {"package": found.template_uri, "ref": found.ref, "sha256": found.sha256}

@@ -2,8 +2,8 @@
 
     python -m pipelines compile                      # dist/twt-distillation-<version>.yaml (checked)
     python -m pipelines check dist/twt-distillation-0.1.0.yaml
-    python -m pipelines upload --host http://localhost:8080 [--package FILE]
-    python -m pipelines run --host http://localhost:8080 --config configs/example-cluster.yaml
+    python -m pipelines upload --host http://localhost:8080 [--package FILE]      # version <version>-<sha>
+    python -m pipelines run --host http://localhost:8080 --config configs/example-cluster.yaml  # runs it
 
 Compiling is deterministic: the same tree gives the same bytes. KFP 2.17's header comment is the one
 part that needs help: it prints dict-valued defaults in hash order, and a multi-line default (the
@@ -13,9 +13,10 @@ The version is the package's (``components.images.VERSION``); the images' regist
 time (``pipelines.images``: ``--image-registry``, ``$TWT_IMAGE_REGISTRY``, ``--cpu-image/--gpu-image``).
 ``check_images`` reads the images the spec names and fails when one is not ``<registry>/twt-cpu`` or
 ``twt-gpu`` as its component needs, tagged ``<version>`` (or pinned by digest), or when the installed
-package's version is not ``pyproject.toml``'s (a stale install). ``upload`` finds the pipeline by name and
-creates it, or adds a version named ``<version>-<git sha>`` (``-dirty`` when the work tree has
-uncommitted changes).
+package's version is not ``pyproject.toml``'s (a stale install). ``upload`` checks the backend's version
+(``pipelines.kfp_server``), finds the pipeline by name or creates it, and adds the version
+``<version>-<git sha>`` (``-dirty`` when the work tree has uncommitted changes); ``run`` starts that
+version (``run_pipeline`` with its pipeline and version ids).
 """
 
 import contextlib
@@ -30,6 +31,7 @@ from pathlib import Path
 import yaml
 
 from components.images import VERSION
+from pipelines import kfp_server
 
 ROOT = Path(__file__).resolve().parents[1]
 DIST = ROOT / "dist"
@@ -167,6 +169,50 @@ def compile_pipeline(
     return target
 
 
+def kubernetes_manifests(
+    out: str | os.PathLike,
+    *,
+    sha: str | None = None,
+    namespace: str | None = None,
+    version: str = VERSION,
+    images: Mapping[str, str] | None = None,
+) -> Path:
+    """The ``Pipeline`` and ``PipelineVersion`` objects (``pipelines.kubeflow.org/v2beta1``, kfp 2.17's
+    ``kubernetes_manifest_format``) of this tree, for a KFP whose pipeline store is Kubernetes (GitOps:
+    ``kubectl apply -f``): the spec ``compile_pipeline`` writes, checked the same way, in the version
+    ``twt-distillation-<version>-<sha>`` shown as ``<version>-<sha>``, the name ``upload`` gives it."""
+    from kfp import compiler
+    from kfp.compiler.compiler_utils import KubernetesManifestOptions
+
+    from pipelines.distillation import PIPELINE_NAME, twt_distillation
+    from pipelines.images import DEFAULT_IMAGES, retargeted
+
+    version_name = f"{version}-{sha or git_sha()}"
+    options = KubernetesManifestOptions(
+        pipeline_name=PIPELINE_NAME,
+        pipeline_version_name=f"{PIPELINE_NAME}-{version_name}",
+        pipeline_version_display_name=version_name,
+        namespace=namespace,
+        include_pipeline_manifest=True,
+    )
+    target = Path(out)
+    with tempfile.TemporaryDirectory(prefix="twt-compile-") as scratch:
+        compile_pipeline(Path(scratch) / "pipeline.yaml", version, images)  # checks the images
+        raw = Path(scratch) / "manifests.yaml"
+        with _deterministic_header(), retargeted(twt_distillation, images or DEFAULT_IMAGES):
+            compiler.Compiler().compile(
+                twt_distillation,
+                str(raw),
+                kubernetes_manifest_options=options,
+                kubernetes_manifest_format=True,
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_bytes(raw.read_bytes())
+        os.replace(tmp, target)
+    return target
+
+
 # --- upload ------------------------------------------------------------------------------------------------
 
 
@@ -188,6 +234,19 @@ def git_sha(root: Path = ROOT) -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
+def version_filter(name: str) -> str:
+    """A KFP list filter for one display name (as ``kfp.Client.get_pipeline_id`` builds it; an upload
+    without ``display_name`` sets it to the name, ``pipeline_upload_server.go`` at 2.17.0)."""
+    return json.dumps({"predicates": [{"operation": 1, "key": "display_name", "stringValue": name}]})
+
+
+def find_version(client, pipeline_id: str, name: str):
+    """The version ``name`` of the pipeline ``pipeline_id`` (a ``V2beta1PipelineVersion``), or None."""
+    found = client.list_pipeline_versions(pipeline_id, page_size=1, filter=version_filter(name))
+    versions = found.pipeline_versions or []
+    return versions[0] if versions else None
+
+
 def upload(
     client,
     package: str | os.PathLike | None = None,
@@ -195,9 +254,17 @@ def upload(
     sha: str | None = None,
     version: str = VERSION,
     description: str | None = None,
+    check_backend: bool = True,
 ) -> dict:
-    """Upload a compiled spec: create the pipeline when ``client`` (a ``kfp.Client``) has none of this
-    name, else add the version ``<version>-<sha>``. Checks the image tags first. Returns what was done."""
+    """Upload a compiled spec as the pipeline version ``<version>-<sha>`` (``client``: a ``kfp.Client``),
+    creating the pipeline when there is none of this name. Checks the image tags and the backend's version
+    (``check_backend``) first. A version already there is reported, not uploaded again (refused when the
+    tree is dirty: its bytes may differ). Returns what was done.
+
+    kfp 2.17's ``upload_pipeline`` takes no version name: the backend names the first version after the
+    pipeline (``backend/src/apiserver/server/pipeline_upload_server.go`` at 2.17.0). So a new pipeline
+    gets ``<version>-<sha>`` as a second version and the one named after the pipeline is deleted.
+    """
     from pipelines.distillation import PIPELINE_NAME
 
     path = Path(package) if package is not None else package_path(version)
@@ -206,31 +273,41 @@ def upload(
     check_images(path, version)
     version_name = f"{version}-{sha or git_sha()}"
     text = description or f"twt {version_name}"
+    backend = kfp_server.require_backend(client) if check_backend else None
+    result = {"pipeline": PIPELINE_NAME, "version": version_name, "package": str(path), "backend": backend}
     pipeline_id = client.get_pipeline_id(PIPELINE_NAME)
-    if pipeline_id is None:
-        created = client.upload_pipeline(
+    created, first = pipeline_id is None, None
+    if created:
+        pipeline = client.upload_pipeline(
             pipeline_package_path=str(path), pipeline_name=PIPELINE_NAME, description=text
         )
-        return {
-            "action": "created",
-            "pipeline": PIPELINE_NAME,
-            "pipeline_id": getattr(created, "pipeline_id", None),
-            "version": version_name,
-            "package": str(path),
-        }
+        pipeline_id = pipeline.pipeline_id
+        first = find_version(client, pipeline_id, PIPELINE_NAME)
+    else:
+        existing = find_version(client, pipeline_id, version_name)
+        if existing is not None:
+            if version_name.endswith("-dirty"):
+                raise ReleaseError(
+                    f"{PIPELINE_NAME} already has version {version_name}, from another dirty tree: commit "
+                    "your changes (a new sha names a new version) or pass --sha"
+                )
+            return result | {
+                "action": "exists",
+                "pipeline_id": pipeline_id,
+                "version_id": existing.pipeline_version_id,
+            }
     added = client.upload_pipeline_version(
         pipeline_package_path=str(path),
         pipeline_version_name=version_name,
         pipeline_id=pipeline_id,
         description=text,
     )
-    return {
-        "action": "version",
-        "pipeline": PIPELINE_NAME,
+    if first is not None:
+        client.delete_pipeline_version(pipeline_id, first.pipeline_version_id)
+    return result | {
+        "action": "created" if created else "version",
         "pipeline_id": pipeline_id,
-        "version": version_name,
-        "version_id": getattr(added, "pipeline_version_id", None),
-        "package": str(path),
+        "version_id": added.pipeline_version_id,
     }
 
 
@@ -292,26 +369,54 @@ def submit_run(
     client,
     config_path: str | os.PathLike,
     *,
+    pipeline_version: str | None = None,
     package: str | os.PathLike | None = None,
     overrides: Mapping[str, object] | None = None,
     run_name: str | None = None,
     experiment: str | None = None,
     service_account: str = SERVICE_ACCOUNT,
     version: str = VERSION,
+    check_backend: bool = True,
 ):
-    """Submit one run of the compiled pipeline with the configuration's parameters; returns KFP's result."""
+    """Start one run with the configuration's parameters; returns KFP's run (``V2beta1Run``, or
+    ``RunPipelineResult`` for a package).
+
+    It runs the uploaded version ``pipeline_version`` (default ``<version>-<git sha>``, the name
+    ``upload`` gives this tree) of ``twt-distillation``, so the run is linked to the version the UI lists.
+    ``package`` instead submits a compiled file as a one-off run, outside any pipeline version.
+    """
+    from pipelines.distillation import PIPELINE_NAME
     from twt.config import load_config
 
-    path = Path(package) if package is not None else package_path(version)
-    if not path.is_file():
-        raise ReleaseError(f"{path}: no compiled pipeline; run `python -m pipelines compile` first")
-    check_images(path, version)
     arguments = run_arguments(config_path, overrides=overrides)
     name = load_config(config_path).name
-    return client.create_run_from_pipeline_package(
-        str(path),
-        arguments=arguments,
-        run_name=run_name or f"{name}-{version}",
-        experiment_name=experiment or name,
+    if package is not None:
+        check_images(package, version)
+        if check_backend:
+            kfp_server.require_backend(client)
+        return client.create_run_from_pipeline_package(
+            str(package),
+            arguments=arguments,
+            run_name=run_name or f"{name}-{version}",
+            experiment_name=experiment or name,
+            service_account=service_account,
+        )
+    version_name = pipeline_version or f"{version}-{git_sha()}"
+    if check_backend:
+        kfp_server.require_backend(client)
+    pipeline_id = client.get_pipeline_id(PIPELINE_NAME)
+    found = find_version(client, pipeline_id, version_name) if pipeline_id else None
+    if found is None:
+        raise ReleaseError(
+            f"KFP has no version {version_name} of {PIPELINE_NAME}: upload it first "
+            "(python -m pipelines upload) or name an uploaded one with --pipeline-version"
+        )
+    made = client.create_experiment(experiment or name)
+    return client.run_pipeline(
+        experiment_id=made.experiment_id,
+        job_name=run_name or f"{name}-{version_name}",
+        params=arguments,
+        pipeline_id=pipeline_id,
+        version_id=found.pipeline_version_id,
         service_account=service_account,
     )

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -320,80 +319,8 @@ def test_cli_compile_and_check(tmp_path: Path, compiled: Path, capsys: pytest.Ca
     assert "image tags do not match" in capsys.readouterr().err
 
 
-class FakeClient:
-    """Records the kfp.Client calls that upload and run make."""
-
-    def __init__(self, existing_id: str | None = None) -> None:
-        self.existing_id = existing_id
-        self.calls: list[tuple[str, dict]] = []
-
-    def get_pipeline_id(self, name: str) -> str | None:
-        self.calls.append(("get_pipeline_id", {"name": name}))
-        return self.existing_id
-
-    def upload_pipeline(self, **kwargs) -> SimpleNamespace:
-        self.calls.append(("upload_pipeline", kwargs))
-        return SimpleNamespace(pipeline_id="new-id")
-
-    def upload_pipeline_version(self, **kwargs) -> SimpleNamespace:
-        self.calls.append(("upload_pipeline_version", kwargs))
-        return SimpleNamespace(pipeline_version_id="version-id")
-
-    def create_run_from_pipeline_package(self, pipeline_file: str, **kwargs) -> SimpleNamespace:
-        self.calls.append(("create_run_from_pipeline_package", {"pipeline_file": pipeline_file, **kwargs}))
-        return SimpleNamespace(run_id="run-1")
-
-
-def test_upload_creates_the_pipeline_when_missing(compiled: Path) -> None:
-    client = FakeClient(existing_id=None)
-    result = release.upload(client, compiled, sha="abc1234")
-    assert [name for name, _ in client.calls] == ["get_pipeline_id", "upload_pipeline"]
-    assert client.calls[0][1] == {"name": "twt-distillation"}
-    assert client.calls[1][1]["pipeline_name"] == "twt-distillation"
-    assert client.calls[1][1]["pipeline_package_path"] == str(compiled)
-    assert result["action"] == "created" and result["pipeline_id"] == "new-id"
-
-
-def test_upload_adds_a_version_named_version_and_sha(compiled: Path) -> None:
-    client = FakeClient(existing_id="pipeline-7")
-    result = release.upload(client, compiled, sha="abc1234")
-    assert [name for name, _ in client.calls] == ["get_pipeline_id", "upload_pipeline_version"]
-    call = client.calls[1][1]
-    assert call["pipeline_version_name"] == f"{VERSION}-abc1234"
-    assert call["pipeline_id"] == "pipeline-7" and call["pipeline_package_path"] == str(compiled)
-    assert result == {
-        "action": "version",
-        "pipeline": "twt-distillation",
-        "pipeline_id": "pipeline-7",
-        "version": f"{VERSION}-abc1234",
-        "version_id": "version-id",
-        "package": str(compiled),
-    }
-
-
-def test_upload_refuses_a_mismatched_spec_before_calling(compiled: Path, tmp_path: Path) -> None:
-    client = FakeClient(existing_id="pipeline-7")
-    bad = _retagged(compiled, tmp_path, f"twt-gpu:{VERSION}", "twt-gpu:9.9.9")
-    with pytest.raises(release.ReleaseError):
-        release.upload(client, bad, sha="abc1234")
-    with pytest.raises(release.ReleaseError, match="no compiled pipeline"):
-        release.upload(client, tmp_path / "missing.yaml", sha="abc1234")
-    assert client.calls == []
-
-
 def test_git_sha_names_the_commit() -> None:
     assert re.fullmatch(r"[0-9a-f]{7,40}(-dirty)?", release.git_sha())
-
-
-def test_run_submits_the_configuration_as_parameters(compiled: Path) -> None:
-    client = FakeClient()
-    config = ROOT / "configs" / "demo.yaml"
-    result = release.submit_run(client, config, package=compiled, overrides={"gpu_cpu": "16"})
-    assert result.run_id == "run-1"
-    ((name, call),) = client.calls
-    assert name == "create_run_from_pipeline_package" and call["pipeline_file"] == str(compiled)
-    assert call["arguments"] == {"config_override": config.read_text(), "gpu_cpu": "16"}
-    assert call["service_account"] == "twt-pipeline-runner" and call["experiment_name"] == "demo"
 
 
 def test_run_arguments_refuse_unknown_parameters_and_unpassed_keys(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 from s3_server import Root
+from test_release import kfp_client
 
 import pipelines.__main__ as pipelines_cli
 from components.images import VERSION
@@ -297,27 +298,6 @@ def test_a_tag_whose_sha256_differs_from_its_version_is_refused(root, tmp_path):
 # ---- python -m pipelines publish / upload ----------------------------------------------------------------
 
 
-class RecordingClient:
-    """Records the kfp.Client calls of ``release.upload`` and the bytes of the file each was given."""
-
-    def __init__(self, existing_id: str | None = None) -> None:
-        self.existing_id = existing_id
-        self.calls: list[tuple[str, dict, bytes]] = []
-
-    def get_pipeline_id(self, name: str) -> str | None:
-        return self.existing_id
-
-    def upload_pipeline(self, **kwargs):
-        self.calls.append(("upload_pipeline", kwargs, Path(kwargs["pipeline_package_path"]).read_bytes()))
-        return type("Created", (), {"pipeline_id": "new-id"})()
-
-    def upload_pipeline_version(self, **kwargs):
-        self.calls.append(
-            ("upload_pipeline_version", kwargs, Path(kwargs["pipeline_package_path"]).read_bytes())
-        )
-        return type("Added", (), {"pipeline_version_id": "version-id"})()
-
-
 def test_cli_publish_records_what_it_was_compiled_from_and_refuses_a_second_time(s3, compiled, capsys):
     uri = f"s3://{s3.bucket}/registry"
     argv = ["publish", "--root", uri, "--package", str(compiled), "--tag", "latest", "--tag", "stable"]
@@ -379,21 +359,21 @@ def test_a_pulled_template_is_uploaded_byte_for_byte(root, tmp_path, compiled, m
     # twt pipeline pull, then upload --package FILE (the upload command of a fresh compile)
     pulled = tmp_path / "pulled.yaml"
     preg.pull(f"{NAME}@stable", root.uri, pulled, settings=root.settings)
-    client = RecordingClient(existing_id="pipeline-7")
+    client = kfp_client(existing_id="pipeline-7")
     monkeypatch.setattr(pipelines_cli, "_client", lambda args: client)
     argv = ["upload", "--host", "http://kfp.test:8888", "--package", str(pulled), "--sha", "4e1f0c2a9b3d"]
     assert pipelines_cli.main(argv) == 0
-    (name, kwargs, sent) = client.calls[-1]
-    assert name == "upload_pipeline_version" and sent == published
-    assert kwargs["pipeline_version_name"] == f"{VERSION}-4e1f0c2a9b3d"
+    assert client.sent == [published]
+    assert list(client.versions) == [f"{VERSION}-4e1f0c2a9b3d"]
 
     # upload --from: pulled and verified on the fly, named by the recorded git sha
-    client.existing_id = None
+    client = kfp_client(existing_id=None)
     argv = ["upload", "--host", "http://kfp.test:8888", "--from", f"{NAME}@stable", "--root", root.uri]
     capsys.readouterr()
     assert pipelines_cli.main(argv) == 0
-    (name, kwargs, sent) = client.calls[-1]
-    assert name == "upload_pipeline" and sent == published and kwargs["pipeline_name"] == NAME
+    assert client.sent == [published, published]  # the pipeline, then its version <version>-<sha>
+    assert client.upload_pipeline.call_args.kwargs["pipeline_name"] == NAME
+    assert list(client.versions) == [f"{VERSION}-4e1f0c2a9b3d"]
     result = json.loads(capsys.readouterr().out)
     assert result["version"] == f"{VERSION}-4e1f0c2a9b3d" and result["ref"] == f"{NAME}@{VERSION}"
     assert result["sha256"] == hashlib.sha256(published).hexdigest()

@@ -313,6 +313,19 @@ def cmd_registry(args: argparse.Namespace) -> None:
                 print(f"{item.ref}  {item.created}  {json.dumps(item.headline)}")
     elif args.registry_command == "show":
         _print_json(registry.show(args.root, args.ref))
+    elif args.registry_command == "register":
+        from twt import __version__
+        from twt.kubeflow_model_registry import register_version
+
+        version = registry.get_version(args.root, args.ref)
+        result = register_version(
+            version,
+            run_id=args.run_id,
+            pipeline_version=__version__,
+            address=args.address,
+            storage_key=args.storage_key,
+        )
+        _print_json(result)
     elif args.registry_command == "gc":
         found = registry.gc(args.root, args.name, older_than_s=args.older_than, dry_run=args.dry_run)
         for item in found:
@@ -517,6 +530,16 @@ def build_parser() -> argparse.ArgumentParser:
         "a process that is gone (same host) go at once",
     )
     gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    kubeflow = reg_sub.add_parser(
+        "register",
+        help="register a published version in Kubeflow Model Registry (again, after a failed promotion's "
+        "registration; once per run id). Address and token: $TWT_MODEL_REGISTRY_ADDRESS, _TOKEN",
+    )
+    kubeflow.add_argument("ref", help="NAME@VERSION (or @latest)")
+    kubeflow.add_argument("--root", required=True)
+    kubeflow.add_argument("--run-id", default="", help="the KFP run that published it (the retry line says)")
+    kubeflow.add_argument("--address", help="host:port or http(s)://host[:port] (default: the environment)")
+    kubeflow.add_argument("--storage-key", help="the data connection with the S3 keys (default: as promote)")
     reg.set_defaults(handler=cmd_registry)
 
     pipe = sub.add_parser("pipeline", help="list, pull and tag published pipeline templates")
