@@ -53,10 +53,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 SCALES = {
     # train questions, eval questions (stratified), samples per teacher, optimiser updates of stages 1 / 2 / 3
     "smoke": {"train": 200, "eval": 100, "k": 1, "updates": (40, 20, 20)},
+    # the slow test's main path (tests/test_method_works.py): a few minutes on 2 cores
+    "ci": {"train": 300, "eval": 200, "k": 1, "updates": (600, 200, 100)},
     "cpu": {"train": 2000, "eval": 1200, "k": 2, "updates": (1500, 400, 600)},  # the demo's budgets
     "gpu": {"train": 20000, "eval": 4000, "k": 4, "updates": (4000, 2000, 2000)},
 }
 RATIO = 0.4  # CTS against unconditional selection, the CTS paper's ablation
+BASE = "student base (solve)"
 STAGE1 = "TwT stage 1 (full reasoning)"
 ANSWER_ONLY = "answer-only SFT"
 DELETION = "direct deletion (stage 1 → answer only)"
@@ -137,7 +140,7 @@ def fixed_step(scale: str, work: Path) -> dict:
     run = steps.RunDir(make_config(scale, 0), work / "shared")
     steps.questions_step(run)
     fixed = [("student base (direct)", run.config.student.model, "direct")]
-    fixed += [("student base (solve)", run.config.student.model, "solve")]
+    fixed += [(BASE, run.config.student.model, "solve")]
     fixed += [(f"{t.name} (teacher)", t.model, "solve") for t in run.config.teachers]
     return {
         name: evaluate(run.eval_questions, name, model, instruction, work / "shared")
@@ -148,7 +151,8 @@ def fixed_step(scale: str, work: Path) -> dict:
 # --- one seed ----------------------------------------------------------------------------------------------
 
 
-def seed_step(scale: str, seed: int, work: Path) -> dict:
+def seed_step(scale: str, seed: int, work: Path, main_only: bool = False) -> dict:
+    """Every path of one seed (``main_only``: the student base, stages 1, 2 and 3 of the main path)."""
     import torch
 
     torch.set_num_threads(1)
@@ -171,7 +175,7 @@ def seed_step(scale: str, seed: int, work: Path) -> dict:
     steps.dcrs_step(run)
     dcrs = run.distill_rows
     one = out / "dcrs-one" / "distill.jsonl"  # teacher-large's candidates alone
-    if not one.is_file():
+    if not one.is_file() and not main_only:
         settings = DCRSConfig(**config.dcrs.model_dump())
         run_dcrs(
             run.train_questions,
@@ -182,7 +186,7 @@ def seed_step(scale: str, seed: int, work: Path) -> dict:
             cache_dir=run.embeddings,
         )
     everything = out / "no-dcrs" / "distill.jsonl"  # every candidate with an answer, right or wrong
-    if not everything.is_file():
+    if not everything.is_file() and not main_only:
         questions = {q["id"]: q["question"] for q in map(json.loads, run.train_questions.open())}
         write_rows(
             everything,
@@ -242,6 +246,13 @@ def seed_step(scale: str, seed: int, work: Path) -> dict:
 
     stage1 = train("stage1", 1, dcrs, base)
     score(STAGE1, stage1)
+    if main_only:
+        score(BASE, Path(base))
+        guided = compress("teacher", stage1, "teacher")
+        stage2 = train("stage2-teacher", 2, guided, stage1)
+        score(STAGE2, stage2)
+        score(FINAL, train("stage3", 3, guided, stage2))
+        return results
     score(ANSWER_ONLY, train("answer-only", 3, dcrs, base, mix=False, updates=config.stage(1).updates))
     later = config.stage(2).updates + config.stage(3).updates
     score(DELETION, train("deletion", 3, dcrs, stage1, mix=False, updates=later))
