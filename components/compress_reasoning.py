@@ -9,6 +9,7 @@ from components.images import GPU_IMAGE
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def compress_reasoning(
     settings: str,
+    s3_endpoint: str,
     rows: Input[Dataset],
     stage1_model: Input[Model],
     compressed: Output[Dataset],
@@ -19,6 +20,7 @@ def compress_reasoning(
 
     Args:
         settings: This step's slice of the run configuration (twt.slices), from resolve-settings.
+        s3_endpoint: Object store for s3:// URIs in the settings (TWT_S3_ENDPOINT); '' = from the environment.
         rows: Distillation rows from DCRS (JSONL).
         stage1_model: The stage-1 student (its attempts guide the teacher; CTS scores with it).
         compressed: Distillation rows with compressed_reasoning (JSONL).
@@ -34,4 +36,5 @@ def compress_reasoning(
         compressed.path,
         report.path,
         log_metric=metrics.log_metric,
+        s3_endpoint=s3_endpoint,
     )

@@ -32,6 +32,9 @@ def resolve_settings(
     registry_uri: str,
     registry_model_name: str,
     registry_tags: list,
+    student_model: str,
+    questions_uri: str,
+    eval_uri: str,
 ) -> NamedTuple(
     "Outputs",
     [
@@ -73,6 +76,9 @@ def resolve_settings(
         registry_uri: Registry root.
         registry_model_name: Registered model name.
         registry_tags: Labels of the published version.
+        student_model: The student base model.
+        questions_uri: Training question file ('' = the configuration's task).
+        eval_uri: Held-out question file ('' = the configuration's task).
 
     Returns (each JSON text of a twt.slices model):
         questions: prepare-questions' settings (task).

@@ -9,6 +9,7 @@ from components.images import CPU_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def select_candidates(
     settings: str,
+    s3_endpoint: str,
     questions: Input[Dataset],
     candidates: Input[list[Dataset]],
     distill: Output[Dataset],
@@ -19,6 +20,7 @@ def select_candidates(
 
     Args:
         settings: This step's slice of the run configuration (twt.slices), from resolve-settings.
+        s3_endpoint: Object store for s3:// URIs in the settings (TWT_S3_ENDPOINT); '' = from the environment.
         questions: Training question rows (JSONL).
         candidates: The sampling tasks' candidate directories, one per teacher.
         distill: Distillation rows (JSONL).
@@ -34,4 +36,5 @@ def select_candidates(
         distill.path,
         report.path,
         log_metric=metrics.log_metric,
+        s3_endpoint=s3_endpoint,
     )

@@ -204,13 +204,15 @@ def sample(
     progress: bool = True,
     log_metric: LogMetric = None,
     shard_size: int | None = None,
+    s3_endpoint: str | None = None,
 ) -> Path:
     """``k`` candidates per question from one teacher into ``out_dir/<teacher>/`` (resumable shards, then
     the merged ``candidates.jsonl``); returns the merged file. ``teacher_name`` picks the teacher of a
-    whole configuration (a slice names its one teacher: None)."""
+    whole configuration (a slice names its one teacher: None). ``s3_endpoint``: for s3:// models."""
     from twt.sampling import DONE_FILE, merge_candidates, sample_teacher
     from twt.teachers import TeacherSpec
 
+    _use_s3_endpoint(s3_endpoint)
     if isinstance(config, RunConfig) and teacher_name not in config.teacher_names:
         raise ValueError(f"no teacher {teacher_name!r} in the configuration; it has {config.teacher_names}")
     step = _slice(config, slices.SampleSettings, lambda run: slices.sample_settings(run, teacher_name))
@@ -259,11 +261,13 @@ def select(
     teachers: Sequence[str] | None = None,
     cache_dir: str | os.PathLike | None = None,
     log_metric: LogMetric = None,
+    s3_endpoint: str | None = None,
 ) -> dict:
     """DCRS over the teachers' candidates (``teachers``: default every configured one): the distillation
     rows and the report (``twt.dcrs.run_dcrs``). ``cache_dir`` keeps embeddings for a resumed run."""
     from twt.dcrs import run_dcrs
 
+    _use_s3_endpoint(s3_endpoint)
     settings = _slice(config, slices.SelectSettings, slices.select_settings)
     files = candidate_files(settings, candidate_dirs, teachers)
     report = run_dcrs(questions, files, distill_out, report_out, settings.dcrs, cache_dir=cache_dir)
@@ -286,6 +290,7 @@ def distill_stage(
     run_id: str | None = None,
     device: str | None = None,
     max_updates: int | None = None,
+    s3_endpoint: str | None = None,
 ) -> dict:
     """Train stage ``stage`` (1, 2, 3) on ``rows`` from ``base_model_dir`` (None: the configured student
     base; stages 2 and 3 start from the previous stage) into ``model_out``; returns the stage record.
@@ -298,6 +303,7 @@ def distill_stage(
     """
     from twt.stage_launch import launch_stage
 
+    _use_s3_endpoint(s3_endpoint)  # s3:// checkpoints, models, and a training job's inputs
     step = _slice(config, slices.StageSettings, lambda run: slices.stage_settings(run, stage))
     if step.stage != stage:
         raise ValueError(f"the settings are stage {step.stage}'s, not stage {stage}'s")
@@ -410,6 +416,7 @@ def compress(
     attempts_path: str | os.PathLike | None = None,
     progress: bool = True,
     log_metric: LogMetric = None,
+    s3_endpoint: str | None = None,
 ) -> dict:
     """Stage-2 data: every kept reasoning compressed by the configured method (``twt.compress``).
 
@@ -419,6 +426,7 @@ def compress(
     from twt.compress import run_compress
     from twt.teachers import TeacherSpec
 
+    _use_s3_endpoint(s3_endpoint)
     step = _slice(config, slices.CompressSettings, slices.compress_settings)
     settings = step.compression
     if settings.method == "teacher":
@@ -525,12 +533,14 @@ def evaluate(
     markdown_out: str | os.PathLike | None = None,
     progress: bool = True,
     log_metric: LogMetric = None,
+    s3_endpoint: str | None = None,
 ) -> dict:
     """Every stage's student and the baselines on the held-out questions: ``out_dir/metrics.json``, the
     answers, the picture and ``report.md`` (``twt.evaluate``; resumes per model). ``markdown_out`` gets the
     same report with the picture embedded (KFP's Markdown viewer shows one file). Returns the metrics."""
     from twt.evaluate import evaluate_models
 
+    _use_s3_endpoint(s3_endpoint)
     step = _slice(config, slices.EvaluateSettings, slices.evaluate_settings)
     settings = step.evaluation
     metrics = evaluate_models(
