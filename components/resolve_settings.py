@@ -49,6 +49,7 @@ def resolve_settings(
         ("gate", str),
         ("promote", str),
         ("explain", str),
+        ("preflight", str),
     ],
 ):
     """Apply the typed pipeline parameters to the configuration and hand each step only its settings.
@@ -92,6 +93,7 @@ def resolve_settings(
         gate: The gate policy.
         promote: The registry settings.
         explain: The gate policy and run name, for the rejection report.
+        preflight: The s3:// URIs, HTTP teachers and training launch the preflight checks.
     """
     from twt import tasks
 

@@ -3,9 +3,10 @@
     python -m pipelines compile                       # dist/twt-distillation-<version>.yaml
     python -m pipelines local --config configs/demo.yaml   # the same DAG on this machine
 
-    prepare-questions ─► ParallelFor(teachers): sample-teacher ─► Collected ─► select-candidates (DCRS)
-      ─► distill-stage (1) ─► compress-reasoning ─► distill-stage-2 ─► distill-stage-3
-      ─► evaluate-students ─► gate ─► If passed: promote-student │ Else: explain-rejection
+    resolve-settings ─► preflight ─► prepare-questions ─► ParallelFor(teachers): sample-teacher
+      ─► Collected ─► select-candidates (DCRS) ─► distill-stage (1) ─► compress-reasoning
+      ─► distill-stage-2 ─► distill-stage-3 ─► evaluate-students ─► gate
+      ─► If passed: promote-student │ Else: explain-rejection
 
 Placement. Sampling, the three training stages, compression and evaluation run on the GPU image. Each
 of them takes its accelerators, CPU, memory, node selector and tolerations from its own parameters: the
@@ -50,6 +51,7 @@ from components.evaluate_students import evaluate_students
 from components.explain_rejection import explain_rejection
 from components.gate import gate
 from components.images import GPU_IMAGE
+from components.preflight import preflight
 from components.prepare_questions import prepare_questions
 from components.promote_student import promote_student
 from components.resolve_settings import resolve_settings
@@ -90,6 +92,7 @@ RUN_AS = 10001  # the images' user (images/README.md)
 # and output, the registry): each gets the MinIO Secret's keys and the s3_endpoint parameter.
 S3_TASKS = {
     "resolve-settings",
+    "preflight",
     "prepare-questions",
     "sample-teacher",
     "select-candidates",
@@ -345,10 +348,22 @@ def twt_distillation(
     _on_cpu(_common(resolved, "resolve settings", caching=False), CPU_SMALL)
     step = resolved.outputs
 
-    questions = prepare_questions(settings=step["questions"], s3_endpoint=s3_endpoint)
+    # every later task waits for it: a missing Secret, an unreachable MinIO or teacher, an unbound cache or
+    # a missing training-job API fails the run here, in one line each, before any GPU is requested
+    checked = preflight(
+        settings=step["preflight"],
+        s3_endpoint=s3_endpoint,
+        model_cache_pvc=model_cache_pvc,
+        minio_secret=minio_secret,
+        teacher_keys_secret=teacher_keys_secret,
+    )
+    _on_cpu(_common(checked, "preflight", caching=False), CPU_SMALL)
+    _secret(checked, teacher_keys_secret, "teacher_keys", optional=True)
+
+    questions = prepare_questions(settings=step["questions"], s3_endpoint=s3_endpoint).after(checked)
     _on_cpu(_common(questions, "questions", caching=True), CPU_SMALL)
 
-    teacher_list = teacher_settings(sample=step["sample"])
+    teacher_list = teacher_settings(sample=step["sample"]).after(checked)
     _on_cpu(_common(teacher_list, "teachers", caching=False), CPU_SMALL)
 
     with dsl.ParallelFor(teacher_list.output, name="teachers") as teacher:

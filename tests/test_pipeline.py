@@ -46,11 +46,24 @@ GPU_TASKS = {
     "compress-reasoning",
     "evaluate-students",
 }
-CPU_TASKS = {"prepare-questions", "select-candidates", "gate", "promote-student", "explain-rejection"}
+CPU_TASKS = {
+    "preflight",
+    "prepare-questions",
+    "select-candidates",
+    "gate",
+    "promote-student",
+    "explain-rejection",
+}
 # the placement parameters' prefix of each GPU task (the training stages: gpu_*)
 POOL = {"sample-teacher": "sample", "compress-reasoning": "compress", "evaluate-students": "eval"}
 # every task that can read or write s3:// (questions, models, checkpoints, training jobs, the registry)
-S3_TASKS = GPU_TASKS | {"resolve-settings", "prepare-questions", "select-candidates", "promote-student"}
+S3_TASKS = GPU_TASKS | {
+    "resolve-settings",
+    "preflight",
+    "prepare-questions",
+    "select-candidates",
+    "promote-student",
+}
 SECRET_PARAMETERS = {"minio_secret", "hf_token_secret", "teacher_keys_secret", "model_registry_secret"}
 
 
@@ -232,6 +245,36 @@ def test_every_task_that_can_touch_s3_gets_the_endpoint_and_the_keys(spec: dict)
         assert "secretAsEnv" not in kubernetes_config(spec, name), name
 
 
+def _upstream(spec: dict, name: str) -> set[str]:
+    """Every task ``name`` waits for, through sub-DAGs (a task inside a loop or branch waits for what its
+    group waits for)."""
+    tasks = dag_tasks(spec)
+    groups = {t["componentRef"]["name"]: n for n, (_, t) in tasks.items()}
+    found, todo = set(), [name]
+    while todo:
+        parent, task = tasks[todo.pop()]
+        waits = list(task.get("dependentTasks", []))
+        if parent != "root":
+            waits.append(groups[parent])
+        for other in waits:
+            if other not in found:
+                found.add(other)
+                todo.append(other)
+    return found
+
+
+def test_preflight_comes_before_any_gpu_work(spec: dict) -> None:
+    tasks = dag_tasks(spec)
+    assert _upstream(spec, "preflight") == {"resolve-settings"}
+    for name in GPU_TASKS | {"prepare-questions", "select-candidates"}:
+        assert "preflight" in _upstream(spec, name), name
+    assert not tasks["preflight"][1]["cachingOptions"].get("enableCache")  # the cluster may have changed
+    assert "accelerator" not in executor(spec, "preflight")["resources"]
+    config = kubernetes_config(spec, "preflight")
+    secrets = {parameter(s["secretNameParameter"]["componentInputParameter"]) for s in config["secretAsEnv"]}
+    assert secrets == {"minio_secret", "teacher_keys_secret"}
+
+
 def test_the_stages_read_the_run_id_outside_the_cache_key(spec: dict) -> None:
     """Checkpoints and training-job names are keyed by the KFP run id, which the stages read from their
     pod's ``pipeline/runid`` label: not an input (KFP's cache key holds the inputs), so caching works."""
@@ -254,7 +297,12 @@ def test_secrets_are_named_by_parameters(spec: dict) -> None:
             env = {pair["envVar"] for pair in secret["keyToEnv"]}
             assert env <= {v for keys in SECRET_KEYS.values() for v in keys.values()}
     assert used["minio_secret"] == S3_TASKS - {"resolve-settings"}
-    assert used["teacher_keys_secret"] == {"sample-teacher", "compress-reasoning", "evaluate-students"}
+    assert used["teacher_keys_secret"] == {
+        "preflight",
+        "sample-teacher",
+        "compress-reasoning",
+        "evaluate-students",
+    }
     assert used["hf_token_secret"] >= GPU_TASKS
     defaults = spec["root"]["inputDefinitions"]["parameters"]
     assert defaults["minio_secret"]["defaultValue"] == "twt-minio-credentials"  # manifests/base

@@ -26,10 +26,13 @@ STEP_OF_TASK = {
     "gate": "gate",
     "promote-student": "promote",
     "explain-rejection": "explain",
+    "preflight": "preflight",
 }
 # inputs a component may take besides its settings: where the object store is, which stage it trains
 # run identity and wiring, not settings: run_id (durable checkpoints), pipeline_run_id (Model Registry)
-PLUMBING = {"s3_endpoint", "stage", "run_id", "pipeline_run_id"}
+# the names preflight quotes in its failure lines and the claim it checks
+PLUMBING = {"s3_endpoint", "stage", "run_id", "pipeline_run_id", "model_cache_pvc", "minio_secret",
+            "teacher_keys_secret"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -132,6 +132,16 @@ class ExplainSettings(_Slice):
     gate: GateConfig
 
 
+class PreflightSettings(_Slice):
+    """preflight (twt.preflight): what the run reaches outside its pods."""
+
+    uris: list[str] = Field(description="Every s3:// URI of the configuration (buckets to find).")
+    teachers: list[TeacherConfig] = Field(description="The teachers served over HTTP (backend openai).")
+    training: TrainingConfig = Field(
+        description="Where the stages train (a TrainJob/PyTorchJob needs its API)."
+    )
+
+
 STEP_MODELS: dict[str, type[_Slice]] = {
     "questions": QuestionsSettings,
     "sample": SampleSettings,
@@ -144,6 +154,7 @@ STEP_MODELS: dict[str, type[_Slice]] = {
     "gate": GateSettings,
     "promote": PromoteSettings,
     "explain": ExplainSettings,
+    "preflight": PreflightSettings,
 }
 
 
@@ -209,6 +220,20 @@ def explain_settings(config: RunConfig) -> ExplainSettings:
     return ExplainSettings(run=config.name, gate=config.gate)
 
 
+def _s3_uris(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value] if value.startswith("s3://") else []
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return [uri for item in items for uri in _s3_uris(item)]
+
+
+def preflight_settings(config: RunConfig) -> PreflightSettings:
+    uris = _s3_uris(config.model_dump(mode="json"))
+    uris += _s3_uris(stage_settings(config, 1).launch.checkpoints)  # the default under an s3:// workdir
+    teachers = [t for t in config.teachers if t.backend == "openai"]
+    return PreflightSettings(uris=list(dict.fromkeys(uris)), teachers=teachers, training=config.training)
+
+
 def step_settings(config: RunConfig) -> dict[str, Any]:
     """Every step's slice as JSON-ready data; ``sample`` is a list, one slice per teacher."""
 
@@ -225,6 +250,7 @@ def step_settings(config: RunConfig) -> dict[str, Any]:
         "gate": dump(gate_settings(config)),
         "promote": dump(promote_settings(config)),
         "explain": dump(explain_settings(config)),
+        "preflight": dump(preflight_settings(config)),
     }
 
 

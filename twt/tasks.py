@@ -114,6 +114,7 @@ RESOLVED_STEPS = (
     "gate",
     "promote",
     "explain",
+    "preflight",
 )
 
 
@@ -139,6 +140,33 @@ def teacher_settings(sample: str) -> list[str]:
 
 def _json(data: object) -> str:
     return json.dumps(data, sort_keys=True)
+
+
+def preflight(
+    config: ConfigLike,
+    report_out: str | os.PathLike | None = None,
+    s3_endpoint: str | None = None,
+    model_cache_pvc: str = "",
+    minio_secret: str = "the MinIO Secret",
+    teacher_keys_secret: str = "the teacher API keys Secret",
+) -> list[str]:
+    """The run's checks before any GPU work (``twt.preflight``): Secrets, MinIO, HTTP teachers, the model
+    cache claim and the training-job API, in this pod's namespace. Raises ``PreflightError`` (one line
+    per problem); ``report_out`` gets the Markdown report either way."""
+    from twt import preflight as checks
+    from twt.trainjob import own_namespace
+
+    settings = _slice(config, slices.PreflightSettings, slices.preflight_settings)
+    _use_s3_endpoint(s3_endpoint)
+    where = checks.Environment(
+        env=dict(os.environ),
+        namespace=own_namespace(),
+        model_cache_pvc=model_cache_pvc,
+        minio_secret=minio_secret,
+        teacher_keys_secret=teacher_keys_secret,
+        kube=checks.in_cluster_api(),
+    )
+    return checks.run(settings, where, report_out)
 
 
 # --- questions ---------------------------------------------------------------------------------------------
