@@ -7,13 +7,13 @@ talking to a local server that answers the API paths the checks read.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
+from model_registry_server import ModelRegistryServer
 
 from twt import preflight, slices, tasks
 from twt.config import TeacherConfig, TrainingConfig, default_config_path, parse_config
@@ -37,12 +37,7 @@ class Routes:
             def do_GET(self) -> None:
                 outer.headers.append(dict(self.headers))
                 status, body = outer.routes.get(self.path.split("?")[0], (404, _status(404, "NotFound")))
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                ModelRegistryServer._send(self, status, body)  # a JSON answer
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
