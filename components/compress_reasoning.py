@@ -1,7 +1,7 @@
 """Component: the stage-2 data, every kept reasoning compressed (``twt.tasks.compress``)."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components.images import GPU_IMAGE
 
@@ -15,6 +15,7 @@ def compress_reasoning(
     compressed: Output[Dataset],
     report: Output[Artifact],
     metrics: Output[Metrics],
+    summary: Output[Markdown],
 ):
     """Compress each reasoning: teacher-guided rewrite, CTS or unconditional token selection.
 
@@ -26,6 +27,7 @@ def compress_reasoning(
         compressed: Distillation rows with compressed_reasoning (JSONL).
         report: Compression report (JSON): lengths, ratio, rejections.
         metrics: Rows in and out, lengths in and out, achieved ratio.
+        summary: The compression in and out, the ratio and rejections (Markdown, shown in the KFP UI).
     """
     from twt import tasks
 
@@ -37,4 +39,5 @@ def compress_reasoning(
         report.path,
         log_metric=metrics.log_metric,
         s3_endpoint=s3_endpoint,
+        markdown_out=summary.path,
     )

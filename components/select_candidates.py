@@ -1,7 +1,7 @@
 """Component: dual-criteria rejection sampling over every teacher's candidates (``twt.tasks.select``)."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Output
 
 from components.images import CPU_IMAGE
 
@@ -15,6 +15,7 @@ def select_candidates(
     distill: Output[Dataset],
     report: Output[Artifact],
     metrics: Output[Metrics],
+    summary: Output[Markdown],
 ):
     """DCRS: keep candidates that are right and confident, drop near-duplicate reasonings.
 
@@ -26,6 +27,7 @@ def select_candidates(
         distill: Distillation rows (JSONL).
         report: DCRS report (JSON): every candidate accounted for, per teacher and reason.
         metrics: Candidate counts in, rejected by quality, rejected by diversity, kept.
+        summary: The report's counts per teacher and reason (Markdown, shown in the KFP UI).
     """
     from twt import tasks
 
@@ -37,4 +39,5 @@ def select_candidates(
         report.path,
         log_metric=metrics.log_metric,
         s3_endpoint=s3_endpoint,
+        markdown_out=summary.path,
     )

@@ -36,10 +36,14 @@ MinIO Secret of manifests/base (``accesskey``/``secretkey``), a hub token (``tok
 teacher API keys stored under the names of the variables that the configuration's ``api_key_env`` names
 (``TEACHER_KEY_ENVS``; ``python -m pipelines run`` refuses a configuration that names another one).
 
-Pipeline root: ``s3://twt-artifacts/pipeline-root`` on MinIO, the same as the ``kfp-launcher``
-ConfigMap's ``defaultPipelineRoot`` in manifests/base, whose ``providers`` section tells the launcher
-the MinIO endpoint and credentials. Models travel as ``Model`` artifacts through it (KFP 2.17's run
-workspace holds plain files, not typed artifacts).
+Pipeline root: the spec sets none, so a run's artifacts go where the namespace's ``kfp-launcher``
+ConfigMap (``defaultPipelineRoot``, with its ``providers``) or the run itself says. The reports are
+``Markdown`` artifacts there (the evaluation, the gate's verdict, DCRS, compression, preflight, why not
+promoted), which the KFP UI renders only from a store it can read: KFP 2.17's UI server
+(frontend/server/handlers/artifacts.ts) uses a namespace's provider credentials only in its own namespace
+(standalone), elsewhere its own store's (KFP's default root, ``minio://mlpipeline/v2/artifacts``). Models
+travel as ``Model`` artifacts through the root too (KFP 2.17's run workspace holds plain files, not typed
+artifacts).
 """
 
 import yaml
@@ -71,7 +75,6 @@ from twt.config import RunConfig, default_config_path
 from twt.slices import pipeline_defaults
 
 PIPELINE_NAME = "twt-distillation"
-PIPELINE_ROOT = "s3://twt-artifacts/pipeline-root"  # = kfp-launcher's defaultPipelineRoot (manifests/base)
 DEMO_CONFIG = default_config_path().read_text(encoding="utf-8")
 # the typed parameters' defaults: the packaged demo configuration's values (validated here, at compile time)
 DEFAULTS = pipeline_defaults(RunConfig.model_validate(yaml.safe_load(DEMO_CONFIG)))
@@ -158,7 +161,7 @@ def _pool(parameters: dict, prefix: str) -> dict:
     return {key: parameters[f"{prefix}_{key}"] for key in keys}
 
 
-@dsl.pipeline(name=PIPELINE_NAME, pipeline_root=PIPELINE_ROOT)
+@dsl.pipeline(name=PIPELINE_NAME)
 def twt_distillation(
     run_name: str = DEFAULTS["run_name"],
     teachers: list = DEFAULTS["teachers"],

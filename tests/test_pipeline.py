@@ -25,7 +25,7 @@ import yaml
 from components.images import VERSION
 from pipelines import release
 from pipelines.__main__ import main as pipelines_main
-from pipelines.distillation import PIPELINE_ROOT, SECRET_KEYS, TEACHER_KEY_ENVS
+from pipelines.distillation import SECRET_KEYS, TEACHER_KEY_ENVS
 from twt.config import default_config_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -357,9 +357,20 @@ def test_images_are_versioned_and_tasks_run_non_root(spec: dict) -> None:
         assert "/s3" in mounts  # the launcher's local copies of s3:// artifacts, writable by uid 10001
 
 
-def test_pipeline_root_is_the_launcher_default(spec: dict) -> None:
-    launcher = yaml.safe_load((ROOT / "manifests" / "base" / "kfp-launcher-configmap.yaml").read_text())
-    assert spec["defaultPipelineRoot"] == PIPELINE_ROOT == launcher["data"]["defaultPipelineRoot"]
+def test_the_reports_are_markdown_artifacts_in_the_pipeline_root_the_namespace_chooses(spec: dict) -> None:
+    """No root pinned to twt's bucket (which KFP 2.17's UI cannot read in a Profile namespace): the
+    namespace's kfp-launcher decides, and every report is a Markdown output the UI renders."""
+    assert "defaultPipelineRoot" not in spec
+    markdown = {}
+    for name, (_, task) in dag_tasks(spec).items():
+        outputs = spec["components"][task["componentRef"]["name"]].get("outputDefinitions", {})
+        kinds = {
+            out: body["artifactType"]["schemaTitle"] for out, body in outputs.get("artifacts", {}).items()
+        }
+        markdown[name] = {out for out, kind in kinds.items() if kind == "system.Markdown"}
+    assert markdown["select-candidates"] == {"summary"} and markdown["compress-reasoning"] == {"summary"}
+    for name in ("evaluate-students", "gate", "explain-rejection", "preflight"):
+        assert markdown[name] == {"report"}, name
 
 
 def test_every_parameter_is_documented(spec: dict) -> None:

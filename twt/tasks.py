@@ -290,15 +290,21 @@ def select(
     cache_dir: str | os.PathLike | None = None,
     log_metric: LogMetric = None,
     s3_endpoint: str | None = None,
+    markdown_out: str | os.PathLike | None = None,
 ) -> dict:
     """DCRS over the teachers' candidates (``teachers``: default every configured one): the distillation
-    rows and the report (``twt.dcrs.run_dcrs``). ``cache_dir`` keeps embeddings for a resumed run."""
+    rows and the report (``twt.dcrs.run_dcrs``). ``cache_dir`` keeps embeddings for a resumed run;
+    ``markdown_out`` gets the report's summary (``twt.reports``)."""
     from twt.dcrs import run_dcrs
 
     _use_s3_endpoint(s3_endpoint)
     settings = _slice(config, slices.SelectSettings, slices.select_settings)
     files = candidate_files(settings, candidate_dirs, teachers)
     report = run_dcrs(questions, files, distill_out, report_out, settings.dcrs, cache_dir=cache_dir)
+    if markdown_out is not None:
+        from twt.reports import dcrs_markdown
+
+        write_text(markdown_out, dcrs_markdown(report))
     _log(log_metric, {f"candidates_{k}": v for k, v in report["candidates"].items()})
     return report
 
@@ -445,11 +451,13 @@ def compress(
     progress: bool = True,
     log_metric: LogMetric = None,
     s3_endpoint: str | None = None,
+    markdown_out: str | os.PathLike | None = None,
 ) -> dict:
     """Stage-2 data: every kept reasoning compressed by the configured method (``twt.compress``).
 
     Teacher-guided compression shows the teacher the stage-1 student's own attempt; ``attempts_path``
-    keeps those attempts (JSON id → text) so a resumed run does not generate them again.
+    keeps those attempts (JSON id → text) so a resumed run does not generate them again. ``markdown_out``
+    gets the report's summary (``twt.reports``).
     """
     from twt.compress import run_compress
     from twt.teachers import TeacherSpec
@@ -500,6 +508,10 @@ def compress(
             segment=settings.segment,
             progress=progress,
         )
+    if markdown_out is not None:
+        from twt.reports import compression_markdown
+
+        write_text(markdown_out, compression_markdown(report))
     _log(
         log_metric,
         {k: report.get(k) for k in ("rows_in", "rows_out", "length_in", "length_out", "achieved_ratio")},
