@@ -61,6 +61,7 @@ from components.promote_student import promote_student
 from components.resolve_settings import resolve_settings
 from components.sample_teacher import sample_teacher
 from components.select_candidates import select_candidates
+from components.serve_student import serve_student as serve_student_component
 from components.teacher_settings import teacher_settings
 from pipelines.layout import (
     GPU_NODE_SELECTOR,
@@ -218,6 +219,9 @@ def twt_distillation(
     image_pull_secret: str = IMAGE_PULL_SECRET,
     model_cache_pvc: str = MODEL_CACHE_PVC,
     model_registry_secret: str = "twt-model-registry",
+    serve_student: bool = False,
+    serving_runtime: str = "twt-vllm",
+    serving_service_account: str = "twt-kserve",
 ):
     """Distil several teachers' reasoning into a student that answers with far fewer tokens (twt).
 
@@ -316,37 +320,19 @@ def twt_distillation(
         model_registry_secret: Name of the Secret with Kubeflow Model Registry's 'address' (host:port or
             https://host) and 'token'; promotion registers the student there when it has an address
             (optional Secret).
+        serve_student: After promotion, serve the student with a KServe InferenceService (vLLM) in the run's
+            namespace, on the evaluation step's GPU pool (eval_accelerator_type, eval_node_selector,
+            eval_tolerations), downloaded from the registry; off by default.
+        serving_runtime: KServe serving runtime of the student: twt-vllm (manifests' vLLM ServingRuntime)
+            or kserve-huggingfaceserver (KServe's own, with its vLLM backend).
+        serving_service_account: Service account of the InferenceService; its Secrets give KServe's
+            storage initializer the S3 endpoint and keys (manifests: twt-kserve).
     """
     parameters = dict(locals())
     pools = {prefix: _pool(parameters, prefix) for prefix in ("gpu", "sample", "compress", "eval")}
 
-    resolved = resolve_settings(
-        config_override=config_override,
-        s3_endpoint=s3_endpoint,
-        run_name=run_name,
-        teachers=teachers,
-        dcrs_quality_threshold=dcrs_quality_threshold,
-        dcrs_similarity_threshold=dcrs_similarity_threshold,
-        compression=compression,
-        stage1_epochs=stage1_epochs,
-        stage1_updates=stage1_updates,
-        stage1_learning_rate=stage1_learning_rate,
-        stage2_epochs=stage2_epochs,
-        stage2_updates=stage2_updates,
-        stage2_learning_rate=stage2_learning_rate,
-        stage3_epochs=stage3_epochs,
-        stage3_updates=stage3_updates,
-        stage3_learning_rate=stage3_learning_rate,
-        gate_min_accuracy=gate_min_accuracy,
-        gate_max_accuracy_drop=gate_max_accuracy_drop,
-        gate_min_token_reduction=gate_min_token_reduction,
-        registry_uri=registry_uri,
-        registry_model_name=registry_model_name,
-        registry_tags=registry_tags,
-        student_model=student_model,
-        questions_uri=questions_uri,
-        eval_uri=eval_uri,
-    )
+    # resolve-settings takes the typed parameters, config_override and s3_endpoint under their own names
+    resolved = resolve_settings(**{name: parameters[name] for name in resolve_settings.component_spec.inputs})
     # always recomputed (an override URI's content can change); its outputs are what the steps' caches key on
     _on_cpu(_common(resolved, "resolve settings", caching=False), CPU_SMALL)
     step = resolved.outputs
@@ -458,6 +444,17 @@ def twt_distillation(
         # publishing is a side effect: never replace it by a cached result
         _on_cpu(_common(promoted, "promote", caching=False), CPU_SMALL)
         _secret(promoted, model_registry_secret, "model_registry", optional=True)
+        with dsl.If(serve_student == True, name="serve-student"):  # noqa: E712 - a KFP condition
+            served = serve_student_component(
+                promoted=promoted.outputs["promoted"],
+                runtime=serving_runtime,
+                service_account=serving_service_account,
+                accelerator_type=eval_accelerator_type,
+                node_selector=eval_node_selector,
+                tolerations=eval_tolerations,
+            )
+            # creating or updating the service is a side effect: never cached
+            _on_cpu(_common(served, "serve student", caching=False), CPU_SMALL)
     with dsl.Else(name="gate-failed"):
         rejected = explain_rejection(
             settings=step["explain"],

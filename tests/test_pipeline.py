@@ -275,6 +275,27 @@ def test_preflight_comes_before_any_gpu_work(spec: dict) -> None:
     assert secrets == {"minio_secret", "teacher_keys_secret"}
 
 
+def test_serving_is_an_optional_step_after_promotion_off_by_default(spec: dict) -> None:
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["serve_student"]["parameterType"] == "BOOLEAN"
+    assert parameters["serve_student"]["defaultValue"] is False
+    assert parameters["serving_runtime"]["defaultValue"] == "twt-vllm"
+    tasks = dag_tasks(spec)
+    branch = tasks["serve-student"][0]
+    (condition,) = [t for c, t in tasks.values() if t["componentRef"]["name"] == branch]
+    assert condition["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--serve_student'] == true"
+    )
+    assert "promote-student" in _upstream(spec, "serve-student")
+    served = tasks["serve-student"][1]
+    promoted = served["inputs"]["artifacts"]["promoted"]["componentInputArtifact"]
+    assert parameter(promoted) == "promote-student-promoted"  # routed into the branch from promotion
+    assert not served["cachingOptions"].get("enableCache")
+    assert parameter(served["inputs"]["parameters"]["node_selector"]["componentInputParameter"]) == (
+        "eval_node_selector"
+    )
+
+
 def test_the_stages_read_the_run_id_outside_the_cache_key(spec: dict) -> None:
     """Checkpoints and training-job names are keyed by the KFP run id, which the stages read from their
     pod's ``pipeline/runid`` label: not an input (KFP's cache key holds the inputs), so caching works."""

@@ -54,7 +54,13 @@ def test_every_component_takes_its_own_settings_and_nothing_else(spec: dict) -> 
     checked = set()
     for name, task in tasks.items():
         component = spec["components"][task["componentRef"]["name"]]
-        if "executorLabel" not in component or name in ("resolve-settings", "teacher-settings"):
+        # serve-student deploys what promotion published: its inputs are the deployment's (runtime, service
+        # account, placement), not the run's configuration, and it never caches
+        if "executorLabel" not in component or name in (
+            "resolve-settings",
+            "teacher-settings",
+            "serve-student",
+        ):
             continue
         inputs = set(component.get("inputDefinitions", {}).get("parameters", {}))
         assert inputs - PLUMBING == {"settings"}, f"{name} takes {sorted(inputs)}"

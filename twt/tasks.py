@@ -756,3 +756,57 @@ def explain_rejection(
     text = "\n".join(lines)
     write_text(report_out, text)
     return text
+
+
+def serve(
+    promoted: str | os.PathLike,
+    served_out: str | os.PathLike | None = None,
+    runtime: str = "twt-vllm",
+    service_account: str = "twt-kserve",
+    gpu_resource: str = "nvidia.com/gpu",
+    node_selector: Mapping | None = None,
+    tolerations: Sequence | None = None,
+    api_client=None,
+    timeout_s: float = 1800,
+) -> dict:
+    """Serve the promoted student (``promoted``: promotion's record, with the registry's ``uri``) with a
+    KServe InferenceService in this pod's namespace (``twt.serving``), and wait until it is ready.
+    ``served_out`` gets the record: name, namespace, version, storage URI, runtime, URL."""
+    from twt import serving
+    from twt.trainjob import own_namespace
+
+    record = _read_json(promoted)
+    spec = serving.ServingSpec(
+        model=record["model"],
+        version=str(record["version"]),
+        storage_uri=record["uri"],
+        namespace=own_namespace(),
+        runtime=runtime,
+        service_account=service_account,
+        gpu_resource=gpu_resource,
+        node_selector=dict(node_selector or {}),
+        tolerations=list(tolerations or []),
+    )
+    obj = serving.render_inference_service(spec)
+    if api_client is None:
+        from twt.preflight import in_cluster_api
+
+        api_client = in_cluster_api()
+        if api_client is None:
+            raise serving.ServingError(
+                "serving needs a Kubernetes cluster (KUBERNETES_SERVICE_HOST is not set)"
+            )
+    action = serving.apply(obj, api_client)
+    url = serving.wait_ready(obj, api_client, timeout_s=timeout_s)
+    result = {
+        "name": obj["metadata"]["name"],
+        "namespace": spec.namespace,
+        "ref": record.get("ref", f"{spec.model}@{spec.version}"),
+        "storage_uri": spec.storage_uri,
+        "runtime": runtime,
+        "action": action,
+        "url": url,
+    }
+    if served_out is not None:
+        write_json(served_out, result)
+    return result
