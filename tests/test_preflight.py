@@ -217,3 +217,18 @@ def test_a_directory_this_user_cannot_write_is_one_line(tmp_path) -> None:
     assert preflight.check_writable(tmp_path, write=refuse) == (
         f"{tmp_path}: not writable by uid {os.getuid()} (Permission denied)"
     )
+
+
+def test_a_step_refuses_a_mounted_model_cache_it_cannot_write(tmp_path, monkeypatch) -> None:
+    """The GPU steps and DCRS mount the claim at HF_HOME: one that uid 10001 cannot write is refused in one
+    line before any download; outside a pod (HF_HOME not a mount point) nothing is checked."""
+    cache = tmp_path / "hf"
+    tasks._check_model_cache({"HF_HOME": str(cache)})  # not a mount point: not checked
+    monkeypatch.setattr(os.path, "ismount", lambda path: path == str(cache))
+    with pytest.raises(preflight.PreflightError) as err:
+        tasks._check_model_cache({"HF_HOME": str(cache)})  # missing here; a root-owned root in a pod
+    assert str(err.value).startswith(f"model cache {cache}: not writable by uid {os.getuid()}")
+    assert str(err.value).endswith("(model_cache_pvc)") and "\n" not in str(err.value)
+    cache.mkdir()
+    tasks._check_model_cache({"HF_HOME": str(cache)})
+    assert list(cache.iterdir()) == []  # the probe file is gone

@@ -12,8 +12,9 @@ training launch). Checked, in order:
 - **Teachers**: each HTTP teacher (``backend: openai``) answers ``GET <base_url>/models`` with 200.
 - **Model cache**: the PersistentVolumeClaim is Bound, or Pending on a ``WaitForFirstConsumer`` storage
   class (it binds when the first step mounts it); anything else would leave every step that mounts it
-  Pending for ever. Whether uid 10001 can write it is checked by the step that mounts it
-  (``check_writable``).
+  Pending for ever. Whether uid 10001 can write it is checked by each step that mounts it, before any
+  download (``check_writable``, from ``twt.tasks``): this step does not mount it, or an unbound claim
+  would leave it Pending instead of failing in one line.
 - **Training jobs**: when the stages train in a TrainJob (Kubeflow Trainer) or PyTorchJob (Training
   Operator), the API server serves that kind (API discovery, which every service account may read).
 

@@ -94,6 +94,18 @@ def _use_s3_endpoint(s3_endpoint: str | None) -> None:
         os.environ["TWT_S3_ENDPOINT"] = s3_endpoint
 
 
+def _check_model_cache(env: Mapping[str, str] | None = None) -> None:
+    """In a pod that mounts the model cache at ``HF_HOME``: refuse, in one line, a cache this user cannot
+    write (a claim whose root belongs to root), before any download or GPU work. Elsewhere: nothing."""
+    from twt.preflight import PreflightError, check_writable
+
+    home = (os.environ if env is None else env).get("HF_HOME")
+    if home and os.path.ismount(home):
+        problem = check_writable(home)
+        if problem:
+            raise PreflightError(f"model cache {problem} (model_cache_pvc)")
+
+
 def _metrics_file(path: str | os.PathLike) -> Path:
     """``metrics.json`` itself, or the evaluation directory that holds it."""
     path = Path(path)
@@ -241,6 +253,7 @@ def sample(
     from twt.teachers import TeacherSpec
 
     _use_s3_endpoint(s3_endpoint)
+    _check_model_cache()
     if isinstance(config, RunConfig) and teacher_name not in config.teacher_names:
         raise ValueError(f"no teacher {teacher_name!r} in the configuration; it has {config.teacher_names}")
     step = _slice(config, slices.SampleSettings, lambda run: slices.sample_settings(run, teacher_name))
@@ -298,6 +311,7 @@ def select(
     from twt.dcrs import run_dcrs
 
     _use_s3_endpoint(s3_endpoint)
+    _check_model_cache()
     settings = _slice(config, slices.SelectSettings, slices.select_settings)
     files = candidate_files(settings, candidate_dirs, teachers)
     report = run_dcrs(questions, files, distill_out, report_out, settings.dcrs, cache_dir=cache_dir)
@@ -338,6 +352,7 @@ def distill_stage(
     from twt.stage_launch import launch_stage
 
     _use_s3_endpoint(s3_endpoint)  # s3:// checkpoints, models, and a training job's inputs
+    _check_model_cache()
     step = _slice(config, slices.StageSettings, lambda run: slices.stage_settings(run, stage))
     if step.stage != stage:
         raise ValueError(f"the settings are stage {step.stage}'s, not stage {stage}'s")
@@ -463,6 +478,7 @@ def compress(
     from twt.teachers import TeacherSpec
 
     _use_s3_endpoint(s3_endpoint)
+    _check_model_cache()
     step = _slice(config, slices.CompressSettings, slices.compress_settings)
     settings = step.compression
     if settings.method == "teacher":
@@ -581,6 +597,7 @@ def evaluate(
     from twt.evaluate import evaluate_models
 
     _use_s3_endpoint(s3_endpoint)
+    _check_model_cache()
     step = _slice(config, slices.EvaluateSettings, slices.evaluate_settings)
     settings = step.evaluation
     metrics = evaluate_models(
