@@ -11,6 +11,7 @@ from components.images import GPU_IMAGE
 def distill_stage(
     settings: str,
     stage: int,
+    s3_endpoint: str,
     rows: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
@@ -23,14 +24,15 @@ def distill_stage(
     Args:
         settings: This step's slice of the run configuration (twt.slices), from resolve-settings.
         stage: 1, 2 or 3.
+        s3_endpoint: Object store for s3:// URIs in the settings (TWT_S3_ENDPOINT); '' = from the environment.
         rows: Distillation rows (stage 1: DCRS output; stages 2, 3: compressed rows).
         model: The trained student (Hugging Face directory with twt.json lineage).
         metrics: Examples, updates, first and final loss, tokens per second.
         base_model: The previous stage's student; absent for stage 1 (the configured base).
         compression_report: The compression report, recorded in the lineage of stages 2 and 3.
-        run_id: Names the checkpoint location with the run name and stage, so a retry of this step resumes
-            there (e.g. dsl.PIPELINE_JOB_ID_PLACEHOLDER); empty = KFP_RUN_ID, else shared by runs of this
-            name (checkpoints of another configuration are skipped by their fingerprint). The config's
+        run_id: Names the checkpoint location and training job with the run name and stage, so a retry of
+            this step resumes there; empty = the KFP_RUN_ID variable (the pipeline sets it from the pod's
+            pipeline/runid label: an input would enter the cache key), else "local". The config's
             ``training`` section may send the training to a Kubeflow TrainJob/PyTorchJob (twt.stage_launch).
     """
     from twt import tasks
@@ -44,4 +46,5 @@ def distill_stage(
         compression_report.path if compression_report is not None else None,
         log_metric=metrics.log_metric,
         run_id=run_id or None,
+        s3_endpoint=s3_endpoint,
     )

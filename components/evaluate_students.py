@@ -9,6 +9,7 @@ from components.images import GPU_IMAGE
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def evaluate_students(
     settings: str,
+    s3_endpoint: str,
     eval_questions: Input[Dataset],
     stage1: Input[Model],
     stage2: Input[Model],
@@ -21,6 +22,7 @@ def evaluate_students(
 
     Args:
         settings: This step's slice of the run configuration (twt.slices), from resolve-settings.
+        s3_endpoint: Object store for s3:// URIs in the settings (TWT_S3_ENDPOINT); '' = from the environment.
         eval_questions: Held-out question rows with gold answers (JSONL).
         stage1: The stage-1 student.
         stage2: The stage-2 student.
@@ -38,4 +40,5 @@ def evaluate_students(
         evaluation.path,
         markdown_out=report.path,
         log_metric=metrics.log_metric,
+        s3_endpoint=s3_endpoint,
     )

@@ -32,6 +32,9 @@ def resolve_settings(
     registry_uri: str,
     registry_model_name: str,
     registry_tags: list,
+    student_model: str,
+    questions_uri: str,
+    eval_uri: str,
 ) -> NamedTuple(
     "Outputs",
     [
@@ -46,6 +49,7 @@ def resolve_settings(
         ("gate", str),
         ("promote", str),
         ("explain", str),
+        ("preflight", str),
     ],
 ):
     """Apply the typed pipeline parameters to the configuration and hand each step only its settings.
@@ -73,6 +77,9 @@ def resolve_settings(
         registry_uri: Registry root.
         registry_model_name: Registered model name.
         registry_tags: Labels of the published version.
+        student_model: The student base model.
+        questions_uri: Training question file ('' = the configuration's task).
+        eval_uri: Held-out question file ('' = the configuration's task).
 
     Returns (each JSON text of a twt.slices model):
         questions: prepare-questions' settings (task).
@@ -86,6 +93,7 @@ def resolve_settings(
         gate: The gate policy.
         promote: The registry settings.
         explain: The gate policy and run name, for the rejection report.
+        preflight: The s3:// URIs, HTTP teachers and training launch the preflight checks.
     """
     from twt import tasks
 

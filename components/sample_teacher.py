@@ -9,6 +9,7 @@ from components.images import GPU_IMAGE
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def sample_teacher(
     settings: str,
+    s3_endpoint: str,
     questions: Input[Dataset],
     candidates: Output[Dataset],
     metrics: Output[Metrics],
@@ -17,10 +18,18 @@ def sample_teacher(
 
     Args:
         settings: One teacher's slice ({"teacher": {...}}, twt.slices.SampleSettings), from resolve-settings.
+        s3_endpoint: Object store for s3:// URIs in the settings (TWT_S3_ENDPOINT); '' = from the environment.
         questions: Training question rows (JSONL).
         candidates: Directory <teacher>/ with the sampling shards, DONE.json and candidates.jsonl.
         metrics: Candidates, answers found, mean tokens and confidence.
     """
     from twt import tasks
 
-    tasks.sample(settings, None, questions.path, candidates.path, log_metric=metrics.log_metric)
+    tasks.sample(
+        settings,
+        None,
+        questions.path,
+        candidates.path,
+        log_metric=metrics.log_metric,
+        s3_endpoint=s3_endpoint,
+    )

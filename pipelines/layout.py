@@ -4,10 +4,14 @@ of the pipeline function).
 
 - **Image pull secret** (``image_pull_secret``): every pod gets it in ``imagePullSecrets``. A Secret that
   does not exist only costs a warning event, so public images still pull with the default name.
-- **Accelerators per step** (``<step>_accelerator_type`` / ``<step>_accelerator_limit`` for sampling,
-  compression and evaluation; the training stages keep ``gpu_accelerator_*``). A limit of 0 requests no
-  accelerator: ``python -m pipelines run`` sends 0 for sampling when every teacher is served over HTTP
-  (``backend: openai``), and for compression or evaluation likewise (``accelerator_arguments``).
+- **Placement per step** (``<step>_accelerator_type``, ``_accelerator_limit``, ``_cpu``, ``_memory``,
+  ``_node_selector``, ``_tolerations`` for ``sample``, ``compress`` and ``eval``; the training stages
+  ``gpu_*``), set by ``pipelines.distillation``. A limit of 0 requests no accelerator. ``python -m pipelines
+  run`` sends ``accelerator_arguments``: a step whose teacher is served over HTTP (``backend: openai``)
+  gets 0 accelerators and ``NO_GPU_POOL`` (no GPU node selector or toleration, a small CPU pod), and so do
+  the training stages when they train in a TrainJob/PyTorchJob: the step pod then only submits and waits.
+  KFP 2.17 cannot derive a task's resources from a value computed during the run without duplicating the
+  task under ``dsl.If``, so these stay parameters, which the UI shows too.
 - **/dev/shm**: GPU-image steps mount a memory-backed emptyDir (``medium: Memory``, ``SHM_SIZE``) there:
   vLLM's tensor parallelism and data loaders need more than the container default of 64 MB. It counts
   against the step's memory limit. kfp-kubernetes 2.17 takes the size as a constant only.
@@ -22,8 +26,6 @@ Only tasks are touched; the DAG and the components are not.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from kfp import dsl, kubernetes
 
 from components.images import GPU_IMAGE
@@ -33,11 +35,13 @@ SHM_SIZE = "16Gi"
 MODEL_CACHE_PVC = "twt-model-cache"  # manifests/base/model-cache-pvc.yaml
 IMAGE_PULL_SECRET = "twt-image-pull"
 # Component name -> the step whose accelerator parameters it uses (the others: the training stages').
-STEP_OF_COMPONENT = {
-    "sample-teacher": "sample",
-    "compress-reasoning": "compress",
-    "evaluate-students": "eval",
-}
+# The GPU pool's defaults. nvidia.com/gpu.present=true: the label NVIDIA GPU feature discovery (GPU operator)
+# puts on GPU nodes. The toleration matches any value of the nvidia.com/gpu:NoSchedule taint (the GPU
+# operator's, and GKE's nvidia.com/gpu=present): operator Exists, not Equal.
+GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
+GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+# A step that needs no accelerator: any node, no GPU taint tolerated, a small CPU pod.
+NO_GPU_POOL = {"accelerator_limit": 0, "cpu": "2", "memory": "8Gi", "node_selector": {}, "tolerations": []}
 CACHE_COMPONENTS = {"select-candidates"}  # CPU steps that load hub models too (the embedding model)
 
 
@@ -57,21 +61,11 @@ def on_gpu_image(task: dsl.PipelineTask) -> bool:
     return container is not None and container.image == GPU_IMAGE
 
 
-def apply_layout(
-    image_pull_secret,
-    model_cache_pvc,
-    accelerators: Mapping[str, tuple],
-) -> None:
-    """Apply the cluster layout (module docstring) to every task built so far. ``accelerators`` maps a
-    step (``sample``, ``compress``, ``eval``) to its (type, limit) pipeline parameters."""
+def apply_layout(image_pull_secret, model_cache_pvc) -> None:
+    """Apply the cluster layout (module docstring) to every task built so far."""
     for task in pipeline_tasks():
         kubernetes.set_image_pull_secrets(task, [image_pull_secret])
         name = component_name(task)
-        if name in STEP_OF_COMPONENT:
-            kind, limit = accelerators[STEP_OF_COMPONENT[name]]
-            task.set_accelerator_type(kind).set_accelerator_limit(limit)
-            # route the parameters into ParallelFor sub-DAGs (see pipelines.distillation._on_gpu)
-            task.register_pipeline_channels([kind, limit])
         if on_gpu_image(task):
             kubernetes.empty_dir_mount(
                 task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=SHM_SIZE
@@ -80,13 +74,19 @@ def apply_layout(
             kubernetes.mount_pvc(task, pvc_name=model_cache_pvc, mount_path=HF_HOME)
 
 
-def accelerator_arguments(config) -> dict[str, int]:
-    """Accelerator limits a configuration (``twt.config.RunConfig``) implies: no accelerator for sampling
-    when every teacher is served over HTTP, none for compression when its rewriting teacher is. Other
-    limits stay the pipeline's defaults (or ``--set``)."""
-    arguments = {}
+def accelerator_arguments(config) -> dict[str, object]:
+    """Placement parameters a configuration (``twt.config.RunConfig``) implies: ``NO_GPU_POOL`` for sampling
+    when every teacher is served over HTTP, for compression when its rewriting teacher is, and for the
+    training stages (``gpu_*``) when they train in a Kubeflow TrainJob/PyTorchJob (``training.engine``;
+    ``twt.stage_launch.choose_engine`` inside a cluster). Other steps keep the pipeline's defaults (or
+    ``--set``)."""
+    from twt.stage_launch import choose_engine
+
+    steps = []
     if all(teacher.backend == "openai" for teacher in config.teachers):
-        arguments["sample_accelerator_limit"] = 0
+        steps.append("sample")
     if config.compression.method == "teacher" and config.compression_teacher().backend == "openai":
-        arguments["compress_accelerator_limit"] = 0
-    return arguments
+        steps.append("compress")
+    if choose_engine(config.training, in_cluster=True).endswith("job"):
+        steps.append("gpu")
+    return {f"{step}_{key}": value for step in steps for key, value in NO_GPU_POOL.items()}

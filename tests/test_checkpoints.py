@@ -125,3 +125,30 @@ def test_the_last_checkpoint_can_be_kept(base_model: Path, pairs, tmp_path: Path
     config = SFTConfig(updates=5, batch_size=8, max_length=64, save_every=2, keep_last_checkpoint=True)
     train_sft(pairs, base_model, tmp_path / "out", config, progress=False)
     assert CheckpointStore(str(tmp_path / "out" / "checkpoints"), "").published_steps() == [4]
+
+
+def test_twt_run_keeps_its_checkpoints_in_its_work_directory(tmp_path: Path, monkeypatch) -> None:
+    """``twt run --workdir X``: the stages' checkpoints go under X, not under the configuration's workdir,
+    and the run writes nothing outside X."""
+    import yaml
+
+    from twt import run as steps
+    from twt.config import default_config_path, parse_config
+    from twt.records import DistillRow, write_rows
+
+    data = yaml.safe_load(default_config_path().read_text())
+    data["workdir"] = "runs/from-the-config"  # relative: would land in the working directory
+    data["stages"] = {"common": {"updates": 3, "batch_size": 4, "max_length": 64, "save_every": 1}}
+    data["training"] = {"keep_last_checkpoint": True}
+    config = parse_config(yaml.safe_dump(data), base_dir=default_config_path().parent)
+    monkeypatch.chdir(tmp_path)
+    run = steps.RunDir(config, tmp_path / "X")
+    rows = [
+        DistillRow(id=f"q{i}", question=f"{i} + 1 =", reasoning=f"{i} + 1", answer=str(i + 1), source="t")
+        for i in range(8)
+    ]
+    write_rows(run.distill_rows, rows)
+    steps.stage_step(run, 1, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X"]
+    kept = CheckpointStore(str(tmp_path / "X" / "checkpoints" / "demo" / "local" / "stage1"), "")
+    assert len(kept.published_steps()) == 1  # the last one, kept (keep_last_checkpoint)

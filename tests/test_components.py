@@ -39,6 +39,8 @@ COMPONENTS = {
     "gate": ("gate", "gate", "cpu"),
     "promote_student": ("promote_student", "promote", "cpu"),
     "explain_rejection": ("explain_rejection", "explain_rejection", "cpu"),
+    "preflight": ("preflight", "preflight", "cpu"),
+    "serve_student": ("serve_student", "serve", "cpu"),
 }
 NOT_COMPONENTS = {"__init__", "images"}
 # What a component module may import at module level: kfp, typing's NamedTuple (named outputs) and the

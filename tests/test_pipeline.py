@@ -24,7 +24,7 @@ import yaml
 from components.images import VERSION
 from pipelines import release
 from pipelines.__main__ import main as pipelines_main
-from pipelines.distillation import PIPELINE_ROOT, SECRET_KEYS, TEACHER_KEY_ENVS
+from pipelines.distillation import SECRET_KEYS, TEACHER_KEY_ENVS
 from twt.config import default_config_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,24 @@ GPU_TASKS = {
     "compress-reasoning",
     "evaluate-students",
 }
-CPU_TASKS = {"prepare-questions", "select-candidates", "gate", "promote-student", "explain-rejection"}
+CPU_TASKS = {
+    "preflight",
+    "prepare-questions",
+    "select-candidates",
+    "gate",
+    "promote-student",
+    "explain-rejection",
+}
+# the placement parameters' prefix of each GPU task (the training stages: gpu_*)
+POOL = {"sample-teacher": "sample", "compress-reasoning": "compress", "evaluate-students": "eval"}
+# every task that can read or write s3:// (questions, models, checkpoints, training jobs, the registry)
+S3_TASKS = GPU_TASKS | {
+    "resolve-settings",
+    "preflight",
+    "prepare-questions",
+    "select-candidates",
+    "promote-student",
+}
 SECRET_PARAMETERS = {"minio_secret", "hf_token_secret", "teacher_keys_secret", "model_registry_secret"}
 
 
@@ -117,7 +134,7 @@ def test_sampling_loops_over_the_teacher_parameter_and_dcrs_collects(spec: dict)
     ]
     # KFP 2.17 does not route resource-only parameters into the loop by itself (see _on_gpu)
     loop_inputs = spec["components"][component]["inputDefinitions"]["parameters"]
-    for name in ("gpu_accelerator_type", "gpu_accelerator_limit", "gpu_cpu", "gpu_memory"):
+    for name in ("sample_accelerator_type", "sample_accelerator_limit", "sample_cpu", "sample_memory"):
         assert f"pipelinechannel--{name}" in loop_inputs
 
 
@@ -145,12 +162,11 @@ def test_the_gate_boolean_chooses_promotion_or_the_rejection_report(spec: dict) 
 def test_gpu_tasks_take_accelerators_and_resources_from_parameters(spec: dict) -> None:
     for name in GPU_TASKS:
         resources = executor(spec, name)["resources"]
-        step = {"sample-teacher": "sample", "compress-reasoning": "compress", "evaluate-students": "eval"}
-        prefix = step.get(name, "gpu")  # per-step accelerators (pipelines.layout); training: gpu_*
+        prefix = POOL.get(name, "gpu")  # per-step placement (pipelines.layout); training: gpu_*
         assert parameter(resources["accelerator"]["resourceType"]) == f"{prefix}_accelerator_type", name
         assert parameter(resources["accelerator"]["resourceCount"]) == f"{prefix}_accelerator_limit", name
-        assert parameter(resources["resourceCpuRequest"]) == "gpu_cpu", name
-        assert parameter(resources["resourceMemoryRequest"]) == "gpu_memory", name
+        assert parameter(resources["resourceCpuRequest"]) == f"{prefix}_cpu", name
+        assert parameter(resources["resourceMemoryRequest"]) == f"{prefix}_memory", name
     for name in CPU_TASKS:
         resources = executor(spec, name)["resources"]
         assert "accelerator" not in resources, name
@@ -160,18 +176,134 @@ def test_gpu_tasks_take_accelerators_and_resources_from_parameters(spec: dict) -
 def test_gpu_node_selector_and_tolerations_are_parameters(spec: dict) -> None:
     for name in GPU_TASKS:
         config = kubernetes_config(spec, name)
+        prefix = POOL.get(name, "gpu")  # a step with no accelerator can leave the GPU pool on its own
         selector = config["nodeSelector"]
         assert set(selector) == {"nodeSelectorJson"}, name  # no constant labels
-        assert parameter(selector["nodeSelectorJson"]["componentInputParameter"]) == "gpu_node_selector"
+        assert parameter(selector["nodeSelectorJson"]["componentInputParameter"]) == f"{prefix}_node_selector"
         assert [parameter(t["tolerationJson"]["componentInputParameter"]) for t in config["tolerations"]] == [
-            "gpu_tolerations"
+            f"{prefix}_tolerations"
         ]
     for name in CPU_TASKS:
         config = kubernetes_config(spec, name)
         assert "nodeSelector" not in config and "tolerations" not in config, name
     defaults = spec["root"]["inputDefinitions"]["parameters"]
-    assert defaults["gpu_node_selector"]["defaultValue"] == {"nvidia.com/gpu.present": "true"}
-    assert defaults["gpu_tolerations"]["defaultValue"][0]["key"] == "nvidia.com/gpu"
+    for prefix in ("gpu", *POOL.values()):
+        assert defaults[f"{prefix}_node_selector"]["defaultValue"] == {"nvidia.com/gpu.present": "true"}
+        # GPU-operator clusters taint nvidia.com/gpu with other values than GKE's "present": Exists fits all
+        assert defaults[f"{prefix}_tolerations"]["defaultValue"] == [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
+
+
+def _demo_with(**sections):
+    from twt.config import parse_config
+
+    data = yaml.safe_load(default_config_path().read_text())
+    data.update(sections)
+    return parse_config(yaml.safe_dump(data), base_dir=default_config_path().parent)
+
+
+def test_steps_without_an_accelerator_leave_the_gpu_pool(spec: dict) -> None:
+    """HTTP teachers: sampling and compression ask for no GPU, no GPU node, no 8 CPUs/64Gi. A stage that
+    trains in a TrainJob only submits and waits: its pod holds no GPU either."""
+    from pipelines.layout import accelerator_arguments
+
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    demo = yaml.safe_load(default_config_path().read_text())
+    served = [
+        {**t, "backend": "openai", "base_url": "http://vllm.twt.svc:8000/v1", "model": "served"}
+        for t in demo["teachers"]
+    ]
+    arguments = accelerator_arguments(_demo_with(teachers=served))
+    assert set(arguments) <= set(parameters)  # every one is a pipeline parameter
+    for step in ("sample", "compress"):
+        assert arguments[f"{step}_accelerator_limit"] == 0
+        assert arguments[f"{step}_node_selector"] == {} and arguments[f"{step}_tolerations"] == []
+        assert float(arguments[f"{step}_cpu"]) < float(parameters[f"{step}_cpu"]["defaultValue"])
+    assert not any(name.startswith(("gpu_", "eval_")) for name in arguments)
+    distributed = {"processes": 4, "device": "cuda", "engine": "trainjob", "checkpoints": "s3://twt/ckpt"}
+    arguments = accelerator_arguments(_demo_with(training=distributed))
+    assert arguments["gpu_accelerator_limit"] == 0 and arguments["gpu_node_selector"] == {}
+    assert arguments["gpu_tolerations"] == [] and set(arguments) <= set(parameters)
+    assert not any(name.startswith(("sample_", "compress_")) for name in arguments)
+    assert accelerator_arguments(_demo_with()) == {}
+
+
+def test_every_task_that_can_touch_s3_gets_the_endpoint_and_the_keys(spec: dict) -> None:
+    minio = SECRET_KEYS["minio"]
+    for name in S3_TASKS:
+        (secret,) = [
+            s
+            for s in kubernetes_config(spec, name).get("secretAsEnv", [])
+            if parameter(s["secretNameParameter"]["componentInputParameter"]) == "minio_secret"
+        ]
+        assert {pair["secretKey"]: pair["envVar"] for pair in secret["keyToEnv"]} == minio, name
+        endpoint = dag_tasks(spec)[name][1]["inputs"]["parameters"]["s3_endpoint"]
+        assert parameter(endpoint["componentInputParameter"]) == "s3_endpoint", name
+    for name in ("teacher-settings", "gate", "explain-rejection"):  # settings and local artifacts only
+        assert "secretAsEnv" not in kubernetes_config(spec, name), name
+
+
+def _upstream(spec: dict, name: str) -> set[str]:
+    """Every task ``name`` waits for, through sub-DAGs (a task inside a loop or branch waits for what its
+    group waits for)."""
+    tasks = dag_tasks(spec)
+    groups = {t["componentRef"]["name"]: n for n, (_, t) in tasks.items()}
+    found, todo = set(), [name]
+    while todo:
+        parent, task = tasks[todo.pop()]
+        waits = list(task.get("dependentTasks", []))
+        if parent != "root":
+            waits.append(groups[parent])
+        for other in waits:
+            if other not in found:
+                found.add(other)
+                todo.append(other)
+    return found
+
+
+def test_preflight_comes_before_any_gpu_work(spec: dict) -> None:
+    tasks = dag_tasks(spec)
+    assert _upstream(spec, "preflight") == {"resolve-settings"}
+    for name in GPU_TASKS | {"prepare-questions", "select-candidates"}:
+        assert "preflight" in _upstream(spec, name), name
+    assert not tasks["preflight"][1]["cachingOptions"].get("enableCache")  # the cluster may have changed
+    assert "accelerator" not in executor(spec, "preflight")["resources"]
+    config = kubernetes_config(spec, "preflight")
+    secrets = {parameter(s["secretNameParameter"]["componentInputParameter"]) for s in config["secretAsEnv"]}
+    assert secrets == {"minio_secret", "teacher_keys_secret"}
+
+
+def test_serving_is_an_optional_step_after_promotion_off_by_default(spec: dict) -> None:
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["serve_student"]["parameterType"] == "BOOLEAN"
+    assert parameters["serve_student"]["defaultValue"] is False
+    assert parameters["serving_runtime"]["defaultValue"] == "twt-vllm"
+    tasks = dag_tasks(spec)
+    branch = tasks["serve-student"][0]
+    (condition,) = [t for c, t in tasks.values() if t["componentRef"]["name"] == branch]
+    assert condition["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--serve_student'] == true"
+    )
+    assert "promote-student" in _upstream(spec, "serve-student")
+    served = tasks["serve-student"][1]
+    promoted = served["inputs"]["artifacts"]["promoted"]["componentInputArtifact"]
+    assert parameter(promoted) == "promote-student-promoted"  # routed into the branch from promotion
+    assert not served["cachingOptions"].get("enableCache")
+    assert parameter(served["inputs"]["parameters"]["node_selector"]["componentInputParameter"]) == (
+        "eval_node_selector"
+    )
+
+
+def test_the_stages_read_the_run_id_outside_the_cache_key(spec: dict) -> None:
+    """Checkpoints and training-job names are keyed by the KFP run id, which the stages read from their
+    pod's ``pipeline/runid`` label: not an input (KFP's cache key holds the inputs), so caching works."""
+    for name in ("distill-stage", "distill-stage-2", "distill-stage-3"):
+        (env,) = kubernetes_config(spec, name)["fieldPathAsEnv"]
+        assert env == {"name": "KFP_RUN_ID", "fieldPath": "metadata.labels['pipeline/runid']"}
+        inputs = dag_tasks(spec)[name][1]["inputs"]["parameters"]
+        assert "{{$.pipeline_job_uuid}}" not in json.dumps(inputs), name
+        assert dag_tasks(spec)[name][1]["cachingOptions"]["enableCache"] is True
 
 
 def test_secrets_are_named_by_parameters(spec: dict) -> None:
@@ -184,8 +316,13 @@ def test_secrets_are_named_by_parameters(spec: dict) -> None:
             used.setdefault(which, set()).add(name)
             env = {pair["envVar"] for pair in secret["keyToEnv"]}
             assert env <= {v for keys in SECRET_KEYS.values() for v in keys.values()}
-    assert used["minio_secret"] == {"prepare-questions", "promote-student"}
-    assert used["teacher_keys_secret"] == {"sample-teacher", "compress-reasoning", "evaluate-students"}
+    assert used["minio_secret"] == S3_TASKS - {"resolve-settings"}
+    assert used["teacher_keys_secret"] == {
+        "preflight",
+        "sample-teacher",
+        "compress-reasoning",
+        "evaluate-students",
+    }
     assert used["hf_token_secret"] >= GPU_TASKS
     defaults = spec["root"]["inputDefinitions"]["parameters"]
     assert defaults["minio_secret"]["defaultValue"] == "twt-minio-credentials"  # manifests/base
@@ -240,9 +377,20 @@ def test_images_are_versioned_and_tasks_run_non_root(spec: dict) -> None:
         assert "/s3" in mounts  # the launcher's local copies of s3:// artifacts, writable by uid 10001
 
 
-def test_pipeline_root_is_the_launcher_default(spec: dict) -> None:
-    launcher = yaml.safe_load((ROOT / "manifests" / "base" / "kfp-launcher-configmap.yaml").read_text())
-    assert spec["defaultPipelineRoot"] == PIPELINE_ROOT == launcher["data"]["defaultPipelineRoot"]
+def test_the_reports_are_markdown_artifacts_in_the_pipeline_root_the_namespace_chooses(spec: dict) -> None:
+    """No root pinned to twt's bucket (which KFP 2.17's UI cannot read in a Profile namespace): the
+    namespace's kfp-launcher decides, and every report is a Markdown output the UI renders."""
+    assert "defaultPipelineRoot" not in spec
+    markdown = {}
+    for name, (_, task) in dag_tasks(spec).items():
+        outputs = spec["components"][task["componentRef"]["name"]].get("outputDefinitions", {})
+        kinds = {
+            out: body["artifactType"]["schemaTitle"] for out, body in outputs.get("artifacts", {}).items()
+        }
+        markdown[name] = {out for out, kind in kinds.items() if kind == "system.Markdown"}
+    assert markdown["select-candidates"] == {"summary"} and markdown["compress-reasoning"] == {"summary"}
+    for name in ("evaluate-students", "gate", "explain-rejection", "preflight"):
+        assert markdown[name] == {"report"}, name
 
 
 def test_every_parameter_is_documented(spec: dict) -> None:

@@ -4,6 +4,7 @@ it; a bad pipeline parameter is one line naming it."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -25,10 +26,13 @@ STEP_OF_TASK = {
     "gate": "gate",
     "promote-student": "promote",
     "explain-rejection": "explain",
+    "preflight": "preflight",
 }
 # inputs a component may take besides its settings: where the object store is, which stage it trains
 # run identity and wiring, not settings: run_id (durable checkpoints), pipeline_run_id (Model Registry)
-PLUMBING = {"s3_endpoint", "stage", "run_id", "pipeline_run_id"}
+# the names preflight quotes in its failure lines and the claim it checks
+PLUMBING = {"s3_endpoint", "stage", "run_id", "pipeline_run_id", "model_cache_pvc", "minio_secret",
+            "teacher_keys_secret"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +54,13 @@ def test_every_component_takes_its_own_settings_and_nothing_else(spec: dict) -> 
     checked = set()
     for name, task in tasks.items():
         component = spec["components"][task["componentRef"]["name"]]
-        if "executorLabel" not in component or name in ("resolve-settings", "teacher-settings"):
+        # serve-student deploys what promotion published: its inputs are the deployment's (runtime, service
+        # account, placement), not the run's configuration, and it never caches
+        if "executorLabel" not in component or name in (
+            "resolve-settings",
+            "teacher-settings",
+            "serve-student",
+        ):
             continue
         inputs = set(component.get("inputDefinitions", {}).get("parameters", {}))
         assert inputs - PLUMBING == {"settings"}, f"{name} takes {sorted(inputs)}"
@@ -163,8 +173,59 @@ def test_pipeline_defaults_are_the_packaged_configuration() -> None:
 
     inputs = twt_distillation.component_spec.inputs
     for name in slices.PARAMETERS:
-        if name != "registry_uri":
-            assert inputs[name].default == DEFAULTS[name], name
+        assert inputs[name].default == DEFAULTS[name], name
+
+
+def test_student_and_question_files_are_typed_parameters(spec: dict) -> None:
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    for name in ("student_model", "questions_uri", "eval_uri"):
+        assert parameters[name]["parameterType"] == "STRING", name
+    given = {"student_model": "Qwen/Qwen2.5-0.5B-Instruct", "questions_uri": "s3://data/q.jsonl"}
+    resolved = slices.resolve(
+        default_config_path().read_text(), "", {**given, "eval_uri": "s3://data/e.jsonl"}
+    )
+    assert resolved["stage1"]["student"]["model"] == "Qwen/Qwen2.5-0.5B-Instruct"
+    task = resolved["questions"]["task"]
+    assert (task["kind"], task["questions"], task["eval"]) == (
+        "files",
+        "s3://data/q.jsonl",
+        "s3://data/e.jsonl",
+    )
+    with pytest.raises(ConfigError, match="eval") as err:  # files go in pairs
+        slices.resolve(default_config_path().read_text(), "", given)
+    assert "\n" not in str(err.value)
+
+
+def test_promotion_has_a_registry_by_default_and_an_override_keeps_its_own() -> None:
+    from pipelines.distillation import DEFAULTS
+
+    base = default_config_path().read_text()
+    assert DEFAULTS["registry_uri"] == "s3://twt-registry"  # the bucket manifests/base/minio creates
+    assert slices.resolve(base, "", DEFAULTS)["promote"]["registry"]["uri"] == "s3://twt-registry"
+    override = _demo()
+    override["registry"]["uri"] = "s3://elsewhere/models"
+    resolved = slices.resolve(base, yaml.safe_dump(override), DEFAULTS)
+    assert resolved["promote"]["registry"]["uri"] == "s3://elsewhere/models"
+    override["registry"]["uri"] = None  # the file names none: the pipeline's default applies
+    assert slices.resolve(base, yaml.safe_dump(override), DEFAULTS)["promote"]["registry"]["uri"] == (
+        "s3://twt-registry"
+    )
+
+
+def test_an_override_can_be_one_line_or_an_s3_uri(s3) -> None:
+    """The KFP UI's string field is a single line: a configuration fits as flow-style YAML (or JSON), or
+    as the s3:// URI of a file that resolve-settings fetches."""
+    override = _demo()
+    override["gate"]["min_accuracy"] = 0.33
+    one_line = yaml.safe_dump(override, default_flow_style=True, width=10**6).strip()
+    assert "\n" not in one_line
+    base = default_config_path().read_text()
+    assert slices.resolve(base, one_line)["gate"]["gate"]["min_accuracy"] == 0.33
+    s3.client.put_object(s3.bucket, "runs/one.yaml", io.BytesIO(yaml.safe_dump(override).encode()), -1,
+                         part_size=5 * 2**20)  # fmt: skip
+    assert slices.resolve(base, s3.uri("runs/one.yaml"))["gate"]["gate"]["min_accuracy"] == 0.33
+    with pytest.raises(ConfigError, match=r"^config_override: cannot read s3://.*/runs/missing\.yaml"):
+        slices.resolve(base, s3.uri("runs/missing.yaml"))
 
 
 def test_numbers_kfp_turned_into_floats_come_back_whole() -> None:

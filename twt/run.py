@@ -13,6 +13,7 @@ call on their artifacts, so ``twt run`` and a pipeline run write the same files.
     candidates/<teacher>/                  sampling shards, DONE.json, candidates.jsonl
     dcrs/distill.jsonl, report.json        DCRS
     stage1/, stage2/, stage3/              the students (HF directories with twt.json lineage)
+    checkpoints/<run>/local/stage<n>/      training checkpoints (unless training.checkpoints names a root)
     compress/rows.jsonl, report.json       stage-2 data (+ attempts.json for teacher-guided compression)
     eval/metrics.json, report.md, *.png    evaluation of the students and baselines
     gate.json                              the verdict
@@ -44,6 +45,9 @@ class RunDir:
         if str(self.root).startswith("s3://"):
             raise ValueError("the local runner needs a local workdir; on a cluster the pipeline uses s3://")
         self.root.mkdir(parents=True, exist_ok=True)
+        # this directory is the run's work directory: what defaults under the configuration's workdir
+        # (the stages' checkpoints) goes here, so `twt run --workdir X` writes nothing outside X
+        self.config = self.config.model_copy(update={"workdir": str(self.root)})
 
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)

@@ -135,6 +135,16 @@ class ExplainSettings(_Slice):
     gate: GateConfig
 
 
+class PreflightSettings(_Slice):
+    """preflight (twt.preflight): what the run reaches outside its pods."""
+
+    uris: list[str] = Field(description="Every s3:// URI of the configuration (buckets to find).")
+    teachers: list[TeacherConfig] = Field(description="The teachers served over HTTP (backend openai).")
+    training: TrainingConfig = Field(
+        description="Where the stages train (a TrainJob/PyTorchJob needs its API)."
+    )
+
+
 STEP_MODELS: dict[str, type[_Slice]] = {
     "questions": QuestionsSettings,
     "sample": SampleSettings,
@@ -147,6 +157,7 @@ STEP_MODELS: dict[str, type[_Slice]] = {
     "gate": GateSettings,
     "promote": PromoteSettings,
     "explain": ExplainSettings,
+    "preflight": PreflightSettings,
 }
 
 
@@ -213,6 +224,20 @@ def explain_settings(config: RunConfig) -> ExplainSettings:
     return ExplainSettings(run=config.name, gate=config.gate)
 
 
+def _s3_uris(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value] if value.startswith("s3://") else []
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return [uri for item in items for uri in _s3_uris(item)]
+
+
+def preflight_settings(config: RunConfig) -> PreflightSettings:
+    uris = _s3_uris(config.model_dump(mode="json"))
+    uris += _s3_uris(stage_settings(config, 1).launch.checkpoints)  # the default under an s3:// workdir
+    teachers = [t for t in config.teachers if t.backend == "openai"]
+    return PreflightSettings(uris=list(dict.fromkeys(uris)), teachers=teachers, training=config.training)
+
+
 def step_settings(config: RunConfig) -> dict[str, Any]:
     """Every step's slice as JSON-ready data; ``sample`` is a list, one slice per teacher."""
 
@@ -229,6 +254,7 @@ def step_settings(config: RunConfig) -> dict[str, Any]:
         "gate": dump(gate_settings(config)),
         "promote": dump(promote_settings(config)),
         "explain": dump(explain_settings(config)),
+        "preflight": dump(preflight_settings(config)),
     }
 
 
@@ -266,7 +292,14 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "registry_uri": ("registry", "uri"),
     "registry_model_name": ("registry", "model_name"),
     "registry_tags": ("registry", "tags"),
+    "student_model": ("student", "model"),
+    "questions_uri": ("task", "questions"),
+    "eval_uri": ("task", "eval"),
 }
+# question files given by a parameter make the task 'files'
+QUESTION_FILES = ("questions_uri", "eval_uri")
+# The registry a cluster run publishes to by default: the bucket manifests/base/minio creates.
+CLUSTER_REGISTRY_URI = "s3://twt-registry"
 # how a parameter writes "not set" (KFP parameters cannot be null): stage budgets 0, gate rules negative
 UNSET_UPDATES, UNCHECKED_RULE = 0, -1.0
 # the forms the structured parameters take, for error lines
@@ -304,6 +337,14 @@ def parameter_values(config: RunConfig) -> dict[str, Any]:
     return values
 
 
+def pipeline_defaults(config: RunConfig) -> dict[str, Any]:
+    """The pipeline parameters' defaults: ``parameter_values(config)``, with a registry to publish to
+    (``CLUSTER_REGISTRY_URI``) when the configuration names none, so promotion works by default."""
+    values = parameter_values(config)
+    values["registry_uri"] = values["registry_uri"] or CLUSTER_REGISTRY_URI
+    return values
+
+
 def _lean_teacher(teacher: TeacherConfig) -> dict:
     """A teacher as a parameter: name, model and what was set (the rest is the schema's defaults)."""
     given = teacher.model_dump(mode="json", exclude_unset=True)
@@ -330,7 +371,7 @@ def _as_setting(name: str, value: Any) -> Any:
         return None
     if name.startswith("gate_") and isinstance(value, int | float) and value < 0:
         return None
-    if name == "registry_uri" and value == "":
+    if name in ("registry_uri", *QUESTION_FILES) and value == "":
         return None
     return value
 
@@ -350,6 +391,8 @@ def apply_parameters(data: Mapping[str, Any], parameters: Mapping[str, Any]) -> 
                 parent[part] = {}
             parent = parent[part]
         parent[path[-1]] = _as_setting(name, value)
+        if name in QUESTION_FILES and value:
+            out["task"]["kind"] = "files"
     return out
 
 
@@ -378,15 +421,20 @@ def resolve(
     """The slices of a pipeline run (``step_settings``), validated, paths resolved against the working
     directory. The configuration is ``config_override`` (YAML text, or a path or URI of a file) when given,
     else ``base_yaml``; each of the typed ``parameters`` is applied on top, except that with an override a
-    parameter still at its default (``base_yaml``'s value) keeps the override's value.
+    parameter still at its default (``pipeline_defaults`` of ``base_yaml``) keeps the override's value
+    (``registry_uri`` only where the override sets ``registry.uri``).
     An error is one ``ConfigError`` line naming the parameter (or the override's field)."""
     parameters = dict(parameters or {})
     base = _yaml_mapping(base_yaml, "defaults")
     if config_override.strip():
         text, source = _override_text(config_override)
         data = _yaml_mapping(text, source)
-        defaults = parameter_values(RunConfig.model_validate(base))
-        parameters = {k: v for k, v in parameters.items() if k not in defaults or v != defaults[k]}
+        defaults = pipeline_defaults(RunConfig.model_validate(base))
+        parameters = {
+            k: v
+            for k, v in parameters.items()
+            if k not in defaults or v != defaults[k] or (k == "registry_uri" and _unset(data, PARAMETERS[k]))
+        }
     else:
         data, source = base, "defaults"
     merged = apply_parameters(data, parameters)
@@ -395,6 +443,14 @@ def resolve(
     except ConfigError as err:
         raise ConfigError(_name_parameter(str(err), source, parameters)) from None
     return step_settings(config)
+
+
+def _unset(data: Mapping[str, Any], path: tuple[str, ...]) -> bool:
+    """Whether a loaded configuration leaves the field at ``path`` out (or null)."""
+    value: Any = data
+    for part in path:
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value is None
 
 
 def _yaml_mapping(text: str, source: str) -> dict:

@@ -94,6 +94,18 @@ def _use_s3_endpoint(s3_endpoint: str | None) -> None:
         os.environ["TWT_S3_ENDPOINT"] = s3_endpoint
 
 
+def _check_model_cache(env: Mapping[str, str] | None = None) -> None:
+    """In a pod that mounts the model cache at ``HF_HOME``: refuse, in one line, a cache this user cannot
+    write (a claim whose root belongs to root), before any download or GPU work. Elsewhere: nothing."""
+    from twt.preflight import PreflightError, check_writable
+
+    home = (os.environ if env is None else env).get("HF_HOME")
+    if home and os.path.ismount(home):
+        problem = check_writable(home)
+        if problem:
+            raise PreflightError(f"model cache {problem} (model_cache_pvc)")
+
+
 def _metrics_file(path: str | os.PathLike) -> Path:
     """``metrics.json`` itself, or the evaluation directory that holds it."""
     path = Path(path)
@@ -114,6 +126,7 @@ RESOLVED_STEPS = (
     "gate",
     "promote",
     "explain",
+    "preflight",
 )
 
 
@@ -139,6 +152,33 @@ def teacher_settings(sample: str) -> list[str]:
 
 def _json(data: object) -> str:
     return json.dumps(data, sort_keys=True)
+
+
+def preflight(
+    config: ConfigLike,
+    report_out: str | os.PathLike | None = None,
+    s3_endpoint: str | None = None,
+    model_cache_pvc: str = "",
+    minio_secret: str = "the MinIO Secret",
+    teacher_keys_secret: str = "the teacher API keys Secret",
+) -> list[str]:
+    """The run's checks before any GPU work (``twt.preflight``): Secrets, MinIO, HTTP teachers, the model
+    cache claim and the training-job API, in this pod's namespace. Raises ``PreflightError`` (one line
+    per problem); ``report_out`` gets the Markdown report either way."""
+    from twt import preflight as checks
+    from twt.trainjob import own_namespace
+
+    settings = _slice(config, slices.PreflightSettings, slices.preflight_settings)
+    _use_s3_endpoint(s3_endpoint)
+    where = checks.Environment(
+        env=dict(os.environ),
+        namespace=own_namespace(),
+        model_cache_pvc=model_cache_pvc,
+        minio_secret=minio_secret,
+        teacher_keys_secret=teacher_keys_secret,
+        kube=checks.in_cluster_api(),
+    )
+    return checks.run(settings, where, report_out)
 
 
 # --- questions ---------------------------------------------------------------------------------------------
@@ -206,13 +246,16 @@ def sample(
     progress: bool = True,
     log_metric: LogMetric = None,
     shard_size: int | None = None,
+    s3_endpoint: str | None = None,
 ) -> Path:
     """``k`` candidates per question from one teacher into ``out_dir/<teacher>/`` (resumable shards, then
     the merged ``candidates.jsonl``); returns the merged file. ``teacher_name`` picks the teacher of a
-    whole configuration (a slice names its one teacher: None)."""
+    whole configuration (a slice names its one teacher: None). ``s3_endpoint``: for s3:// models."""
     from twt.sampling import DONE_FILE, merge_candidates, sample_teacher
     from twt.teachers import TeacherSpec
 
+    _use_s3_endpoint(s3_endpoint)
+    _check_model_cache()
     if isinstance(config, RunConfig) and teacher_name not in config.teacher_names:
         raise ValueError(f"no teacher {teacher_name!r} in the configuration; it has {config.teacher_names}")
     step = _slice(config, slices.SampleSettings, lambda run: slices.sample_settings(run, teacher_name))
@@ -261,14 +304,23 @@ def select(
     teachers: Sequence[str] | None = None,
     cache_dir: str | os.PathLike | None = None,
     log_metric: LogMetric = None,
+    s3_endpoint: str | None = None,
+    markdown_out: str | os.PathLike | None = None,
 ) -> dict:
     """DCRS over the teachers' candidates (``teachers``: default every configured one): the distillation
-    rows and the report (``twt.dcrs.run_dcrs``). ``cache_dir`` keeps embeddings for a resumed run."""
+    rows and the report (``twt.dcrs.run_dcrs``). ``cache_dir`` keeps embeddings for a resumed run;
+    ``markdown_out`` gets the report's summary (``twt.reports``)."""
     from twt.dcrs import run_dcrs
 
+    _use_s3_endpoint(s3_endpoint)
+    _check_model_cache()
     settings = _slice(config, slices.SelectSettings, slices.select_settings)
     files = candidate_files(settings, candidate_dirs, teachers)
     report = run_dcrs(questions, files, distill_out, report_out, settings.dcrs, cache_dir=cache_dir)
+    if markdown_out is not None:
+        from twt.reports import dcrs_markdown
+
+        write_text(markdown_out, dcrs_markdown(report))
     _log(log_metric, {f"candidates_{k}": v for k, v in report["candidates"].items()})
     return report
 
@@ -288,6 +340,7 @@ def distill_stage(
     run_id: str | None = None,
     device: str | None = None,
     max_updates: int | None = None,
+    s3_endpoint: str | None = None,
 ) -> dict:
     """Train stage ``stage`` (1, 2, 3) on ``rows`` from ``base_model_dir`` (None: the configured student
     base; stages 2 and 3 start from the previous stage) into ``model_out``; returns the stage record.
@@ -300,6 +353,8 @@ def distill_stage(
     """
     from twt.stage_launch import launch_stage
 
+    _use_s3_endpoint(s3_endpoint)  # s3:// checkpoints, models, and a training job's inputs
+    _check_model_cache()
     step = _slice(config, slices.StageSettings, lambda run: slices.stage_settings(run, stage))
     if step.stage != stage:
         raise ValueError(f"the settings are stage {step.stage}'s, not stage {stage}'s")
@@ -412,15 +467,20 @@ def compress(
     attempts_path: str | os.PathLike | None = None,
     progress: bool = True,
     log_metric: LogMetric = None,
+    s3_endpoint: str | None = None,
+    markdown_out: str | os.PathLike | None = None,
 ) -> dict:
     """Stage-2 data: every kept reasoning compressed by the configured method (``twt.compress``).
 
     Teacher-guided compression shows the teacher the stage-1 student's own attempt; ``attempts_path``
-    keeps those attempts (JSON id → text) so a resumed run does not generate them again.
+    keeps those attempts (JSON id → text) so a resumed run does not generate them again. ``markdown_out``
+    gets the report's summary (``twt.reports``).
     """
     from twt.compress import run_compress
     from twt.teachers import TeacherSpec
 
+    _use_s3_endpoint(s3_endpoint)
+    _check_model_cache()
     step = _slice(config, slices.CompressSettings, slices.compress_settings)
     settings = step.compression
     if settings.method == "teacher":
@@ -466,6 +526,10 @@ def compress(
             segment=settings.segment,
             progress=progress,
         )
+    if markdown_out is not None:
+        from twt.reports import compression_markdown
+
+        write_text(markdown_out, compression_markdown(report))
     _log(
         log_metric,
         {k: report.get(k) for k in ("rows_in", "rows_out", "length_in", "length_out", "achieved_ratio")},
@@ -527,12 +591,15 @@ def evaluate(
     markdown_out: str | os.PathLike | None = None,
     progress: bool = True,
     log_metric: LogMetric = None,
+    s3_endpoint: str | None = None,
 ) -> dict:
     """Every stage's student and the baselines on the held-out questions: ``out_dir/metrics.json``, the
     answers, the picture and ``report.md`` (``twt.evaluate``; resumes per model). ``markdown_out`` gets the
     same report with the picture embedded (KFP's Markdown viewer shows one file). Returns the metrics."""
     from twt.evaluate import evaluate_models
 
+    _use_s3_endpoint(s3_endpoint)
+    _check_model_cache()
     step = _slice(config, slices.EvaluateSettings, slices.evaluate_settings)
     settings = step.evaluation
     metrics = evaluate_models(
@@ -708,3 +775,57 @@ def explain_rejection(
     text = "\n".join(lines)
     write_text(report_out, text)
     return text
+
+
+def serve(
+    promoted: str | os.PathLike,
+    served_out: str | os.PathLike | None = None,
+    runtime: str = "twt-vllm",
+    service_account: str = "twt-kserve",
+    gpu_resource: str = "nvidia.com/gpu",
+    node_selector: Mapping | None = None,
+    tolerations: Sequence | None = None,
+    api_client=None,
+    timeout_s: float = 1800,
+) -> dict:
+    """Serve the promoted student (``promoted``: promotion's record, with the registry's ``uri``) with a
+    KServe InferenceService in this pod's namespace (``twt.serving``), and wait until it is ready.
+    ``served_out`` gets the record: name, namespace, version, storage URI, runtime, URL."""
+    from twt import serving
+    from twt.trainjob import own_namespace
+
+    record = _read_json(promoted)
+    spec = serving.ServingSpec(
+        model=record["model"],
+        version=str(record["version"]),
+        storage_uri=record["uri"],
+        namespace=own_namespace(),
+        runtime=runtime,
+        service_account=service_account,
+        gpu_resource=gpu_resource,
+        node_selector=dict(node_selector or {}),
+        tolerations=list(tolerations or []),
+    )
+    obj = serving.render_inference_service(spec)
+    if api_client is None:
+        from twt.preflight import in_cluster_api
+
+        api_client = in_cluster_api()
+        if api_client is None:
+            raise serving.ServingError(
+                "serving needs a Kubernetes cluster (KUBERNETES_SERVICE_HOST is not set)"
+            )
+    action = serving.apply(obj, api_client)
+    url = serving.wait_ready(obj, api_client, timeout_s=timeout_s)
+    result = {
+        "name": obj["metadata"]["name"],
+        "namespace": spec.namespace,
+        "ref": record.get("ref", f"{spec.model}@{spec.version}"),
+        "storage_uri": spec.storage_uri,
+        "runtime": runtime,
+        "action": action,
+        "url": url,
+    }
+    if served_out is not None:
+        write_json(served_out, result)
+    return result
