@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -619,3 +620,70 @@ def test_the_runner_may_create_the_students_inference_service_and_nothing_more(o
     ]
     account = find(docs, "ServiceAccount", "twt-kserve")
     assert account["secrets"] == [{"name": "twt-kserve-s3"}]
+
+
+# --- the README's cluster section, as a new user runs it ---------------------------------------------------
+
+CLUSTER_SECTION = "### The whole path on Kubeflow, in order"
+
+
+def readme_cluster_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(CLUSTER_SECTION)
+    return text[start : text.index("\n## ", start)]
+
+
+def test_readme_names_only_manifest_directories_that_render() -> None:
+    section = readme_cluster_section() + (ROOT / "manifests" / "README.md").read_text()
+    named = set(re.findall(r"(?:kubectl (?:apply -k|kustomize)) (manifests/[\w/-]+)", section))
+    assert {"manifests/profile"} <= named, sorted(named)
+    for directory in named:
+        assert render(str(ROOT / directory)), directory
+    # Every Secret the README creates is one a manifest or the pipeline refers to.
+    created = set(re.findall(r"create secret (?:generic|docker-registry) ([\w-]+)", section))
+    assert created == {"twt-hf-token", "twt-image-pull", "twt-teacher-api-keys", "twt-kserve-s3"}
+    parameters = inspect.signature(twt_distillation.pipeline_func).parameters
+    referred = {p.default for p in parameters.values() if isinstance(p.default, str)}
+    referred |= {
+        s["name"] for d in render("profile") if d["kind"] == "ServiceAccount" for s in d.get("secrets", [])
+    }
+    assert created <= referred
+
+
+def test_readme_data_upload_lands_where_the_example_configuration_reads(
+    s3_endpoint: str, tmp_path: Path
+) -> None:
+    """The README's upload command, run as written against a real S3 server, puts the question files at
+    the URIs configs/example-cluster.yaml names, in a bucket the manifests create."""
+    from minio import Minio
+
+    from tests.s3_server import KEY
+
+    section = readme_cluster_section()
+    command = re.search(
+        r"\n   (python -c 'import os, sys; from minio import Minio\n.*?)\n   ```", section, re.S
+    )
+    assert command, "README: no upload command"
+    lines = command.group(1).replace("localhost:9000", s3_endpoint).split("\n")
+    script = "\n".join(line.removeprefix("   ") for line in lines)
+    config = yaml.safe_load((ROOT / "configs" / "example-cluster.yaml").read_text())
+    bucket = "twt-data"
+    job = find(render("dev"), "Job", "minio-create-buckets")["spec"]["template"]["spec"]["containers"][0]
+    assert bucket in next(e["value"] for e in job["env"] if e["name"] == "BUCKETS").split()
+    client = Minio(s3_endpoint, KEY, KEY, secure=False)
+    if not client.bucket_exists(bucket):
+        client.make_bucket(bucket)
+    for name in ("train.jsonl", "test.jsonl", "configs/example-cluster.yaml"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(f"{name}\n")
+    env = {**os.environ, "TWT_S3_ACCESS_KEY": KEY, "TWT_S3_SECRET_KEY": KEY}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    result = subprocess.run(
+        ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    for uri in (config["task"]["questions"], config["task"]["eval"]):
+        found_bucket, _, key = uri.removeprefix("s3://").partition("/")
+        assert found_bucket == bucket
+        local = Path(key).name
+        assert client.get_object(bucket, key).read().decode() == f"{local}\n", uri
