@@ -220,6 +220,12 @@ def test_kfp_launcher_sends_the_pipeline_root_to_minio(overlay: str) -> None:
     host, port = s3["endpoint"].split(":")
     service = find(docs, "Service", host.split(".")[0])
     assert host == f"{service['metadata']['name']}.{NAMESPACES[overlay]}.svc.cluster.local"
+    # The steps reach the same MinIO: by the pipeline's default, or by the value the README gives.
+    endpoint = f"http://{s3['endpoint']}"
+    if overlay == "standalone":
+        assert f"s3_endpoint={endpoint}" in readme_cluster_section()
+    else:
+        assert inspect.signature(twt_distillation.pipeline_func).parameters["s3_endpoint"].default == endpoint
     assert int(port) in {p["port"] for p in service["spec"]["ports"]}
     assert s3["disableSSL"] is True and s3["forcePathStyle"] is True
     # The credentials it names exist, with both keys.
