@@ -337,7 +337,9 @@ def test_gpu_pods_match_the_node_pool_settings_and_tolerate_any_taint_value(over
     for where, spec in (("teacher-example", predictor), ("twt-model-cache-init", init)):
         assert spec["nodeSelector"] == selector, where
         assert spec["tolerations"] == tolerations, where
-    assert predictor["priorityClassName"] == priority["metadata"]["name"]
+    (runtime,) = [spec for doc in docs if doc["kind"] == "TrainingRuntime" for _, spec in pod_specs(doc)]
+    for spec in (predictor, runtime):  # a TrainJob cannot set one: its runtime does
+        assert spec["priorityClassName"] == priority["metadata"]["name"]
     assert not [doc for doc in render("dev") if is_crd(doc) or doc["kind"] == "PriorityClass"]
 
 
