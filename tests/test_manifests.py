@@ -435,7 +435,8 @@ def refused_by_apply(steps: list[list[dict]]) -> list[str]:
 
     What kubectl does: it sends a step's objects one request each, in the order kustomize rendered
     them, without waiting for any controller; a namespaced object whose namespace does not exist yet is
-    refused (`namespaces "X" not found`), kubectl goes on with the rest and exits 1. A Namespace
+    refused (`namespaces "X" not found`), kubectl goes on with the rest and exits 1 (k8s.io/kubectl
+    pkg/cmd/apply/apply.go, `ApplyOptions.Run`: each object in turn, errors aggregated). A Namespace
     exists as soon as its own request succeeds. A Profile's namespace is made by Kubeflow's profile
     controller afterwards, so it exists only for later steps (after
     `until kubectl get namespace X; do sleep 2; done`).
