@@ -138,19 +138,24 @@ def test_the_profile_overlay_renders_in_the_profile_namespace() -> None:
     from test_manifests import kubectl_or_skip  # fails in CI without kubectl
 
     kubectl = kubectl_or_skip()
-    rendered = subprocess.run(
-        [kubectl, "kustomize", str(ROOT / "manifests" / "overlays" / "profile")],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
-    docs = [doc for doc in yaml.safe_load_all(rendered) if doc]
-    kinds = {doc["kind"] for doc in docs}
-    assert "Namespace" not in kinds  # the profile controller creates it
-    (profile,) = [doc for doc in docs if doc["kind"] == "Profile"]
+
+    def render(directory: str) -> list[dict]:
+        rendered = subprocess.run(
+            [kubectl, "kustomize", str(ROOT / "manifests" / directory)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        ).stdout
+        return [doc for doc in yaml.safe_load_all(rendered) if doc]
+
+    (profile,) = render("profile")  # step 1: the Profile alone (its controller creates the namespace)
+    assert profile["kind"] == "Profile"
     assert profile["metadata"]["name"] == release.NAMESPACE and "namespace" not in profile["metadata"]
-    namespaced = [doc for doc in docs if doc["kind"] not in ("Profile", "ClusterRole", "PriorityClass")]
+    docs = render("overlays/profile")  # step 2: the rest, in that namespace
+    kinds = {doc["kind"] for doc in docs}
+    assert not {"Namespace", "Profile"} & kinds
+    namespaced = [doc for doc in docs if doc["kind"] not in ("ClusterRole", "PriorityClass")]
     assert {doc["metadata"].get("namespace") for doc in namespaced} == {release.NAMESPACE}
     assert {"ConfigMap", "Secret", "ServiceAccount", "PersistentVolumeClaim"} <= kinds
     (cache,) = [doc for doc in docs if doc["kind"] == "PersistentVolumeClaim"]
