@@ -7,7 +7,7 @@
                                      k candidates per question from each teacher (resumable shards)
     twt dcrs --questions Q --candidates A.jsonl B.jsonl --out distill.jsonl --report report.json
                                      dual-criteria rejection sampling of the candidates
-    twt compress --method teacher|cts|unconditional --data distill.jsonl --out rows.jsonl --report r.json
+    twt compress --method teacher|cts|unconditional|truncate --data distill.jsonl --out rows.jsonl --report R
                                      compressed reasoning for stage 2
     twt distill --stage 1|2|3 --data ROWS --base MODEL --out DIR
                                      one SFT stage (settings from the configuration's stages section)
@@ -32,7 +32,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, get_args
 
 from twt.config import CompressionConfig, DCRSConfig, setting_help
 
@@ -462,7 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     compress = sub.add_parser("compress", help="compress the kept reasoning for stage 2")
     compress.add_argument(
-        "--method", choices=("teacher", "cts", "unconditional"), help="default: the config's"
+        "--method",
+        choices=get_args(CompressionConfig.model_fields["method"].annotation),
+        help="default: the config's",
     )
     compress.add_argument("--data", type=Path, required=True, help="distillation rows (JSONL, from dcrs)")
     compress.add_argument("--out", type=Path, required=True, help="rows with compressed_reasoning (JSONL)")

@@ -186,7 +186,7 @@ def student_attempt(question: str, rng: random.Random) -> tuple[str, str]:
     wrong steps (the first one, or each with probability 0.3), in any style, with or without its ``Answer:``
     line. Returns
     ``(attempt, its answer)``."""
-    # mostly right, as a trained stage-1 student's attempts are: the rewrite is canonical unless a step is wrong
+    # mostly right, as a trained stage-1 student's attempts are: canonical unless a step is wrong
     kind = rng.choices(["none", "right", "noisy", "first"], weights=(0.15, 0.5, 0.15, 0.2))[0]
     if kind == "none":
         return "", ""
