@@ -63,7 +63,12 @@ def test_each_task_gets_only_the_secrets_its_spec_gives_it() -> None:
         env["exec-gate"] == {} and env["exec-teacher-settings"] == {} and env["exec-explain-rejection"] == {}
     )
     assert env["exec-promote-student"] == {**s3, "TWT_MODEL_REGISTRY_ADDRESS": "mr:8080"}
-    assert env["exec-sample-teacher"] == {"HF_TOKEN": "hf", "OPENAI_API_KEY": "sk"}
+    assert env["exec-sample-teacher"] == {
+        "HF_TOKEN": "hf",
+        "OPENAI_API_KEY": "sk",
+        "TWT_S3_ACCESS_KEY": "AK",  # s3:// teachers and questions
+        "TWT_S3_SECRET_KEY": "SK",
+    }
     assert env["exec-resolve-settings"] == s3
     for label in (
         "exec-distill-stage",

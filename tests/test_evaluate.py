@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from twt.embedded_task import make_questions
+from twt.embedded_task import in_slip_slice, make_questions
 from twt.evaluate import EvalTarget, answer_accuracy, evaluate_model, evaluate_models, render_report
 from twt.records import Question
 from twt.teachers import Generation, TeacherBackendError
@@ -76,13 +76,17 @@ def test_questions_without_gold_are_refused() -> None:
 
 
 def test_a_real_teacher_with_and_without_reasoning_and_resume(tmp_path: Path) -> None:
-    questions = make_questions(40, seed=0, split="eval")
+    # off the checker's slip slice (where it is wrong on purpose), with room for its verbose reasoning
+    questions = [
+        q for q in make_questions(60, seed=0, split="eval") if not in_slip_slice(q.question, "checker")
+    ]
+    questions = questions[:40]
     model = str(DEFAULT_DIR / "teacher-verbose")
     targets = [
         EvalTarget("verbose-solve", model, "solve", role="teacher"),
         EvalTarget("verbose-direct", model, "direct", role="baseline"),
     ]
-    metrics = evaluate_models(targets, questions, tmp_path, max_new_tokens=64, batch_size=16, progress=False)
+    metrics = evaluate_models(targets, questions, tmp_path, max_new_tokens=128, batch_size=16, progress=False)
     solve, direct = metrics["models"]["verbose-solve"], metrics["models"]["verbose-direct"]
     assert solve["accuracy"] >= 0.9 and solve["accuracy"] > direct["accuracy"] + 0.3
     assert solve["mean_output_tokens"] > 4 * direct["mean_output_tokens"]
@@ -92,13 +96,13 @@ def test_a_real_teacher_with_and_without_reasoning_and_resume(tmp_path: Path) ->
 
     # a second call with the same models and settings reuses every finished model
     answers = (tmp_path / "answers" / "verbose-solve.jsonl").stat().st_mtime_ns
-    again = evaluate_models(targets, questions, tmp_path, max_new_tokens=64, batch_size=16, progress=False)
+    again = evaluate_models(targets, questions, tmp_path, max_new_tokens=128, batch_size=16, progress=False)
     assert again["models"] == metrics["models"]
     assert (tmp_path / "answers" / "verbose-solve.jsonl").stat().st_mtime_ns == answers
     # a model whose path changed is not the model that was evaluated: it is evaluated again (and fails here)
     broken = [EvalTarget(t.name, str(tmp_path / "nowhere"), t.instruction, role=t.role) for t in targets]
     with pytest.raises(TeacherBackendError, match=r"cannot load .*nowhere"):
-        evaluate_models(broken, questions, tmp_path, max_new_tokens=64, batch_size=16, progress=False)
+        evaluate_models(broken, questions, tmp_path, max_new_tokens=128, batch_size=16, progress=False)
     with pytest.raises(ValueError, match="distinct names"):
         evaluate_models([targets[0], targets[0]], questions, tmp_path / "x", progress=False)
 

@@ -122,5 +122,5 @@ def test_cli_from_the_installed_wheel_uses_packaged_defaults(wheel: Path, tmp_pa
     )
     assert "teacher-large:" in out
     rows = (tmp_path / "s" / "teacher-large" / "candidates.jsonl").read_text().splitlines()
-    assert len(rows) == 3 * 4  # 3 questions, k=4 in the demo configuration
+    assert len(rows) == 3 * 2  # 3 questions, k=2 in the demo configuration
     assert json.loads(rows[0])["teacher"] == "teacher-large"

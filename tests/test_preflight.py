@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
-from model_registry_server import ModelRegistryServer
+from json_http import send_json
 
 from twt import preflight, slices, tasks
 from twt.config import TeacherConfig, TrainingConfig, default_config_path, parse_config
@@ -37,7 +37,7 @@ class Routes:
             def do_GET(self) -> None:
                 outer.headers.append(dict(self.headers))
                 status, body = outer.routes.get(self.path.split("?")[0], (404, _status(404, "NotFound")))
-                ModelRegistryServer._send(self, status, body)  # a JSON answer
+                send_json(self, status, body)  # a JSON answer
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

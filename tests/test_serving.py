@@ -12,7 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from model_registry_server import ModelRegistryServer
+from json_http import send_json
 
 from twt import serving, tasks
 from twt.kube_schemas import crd_record, schema_errors
@@ -89,15 +89,15 @@ class InferenceServiceApi:
                 outer.calls.append(("POST", self.path))
                 obj = self._body()
                 if obj["metadata"]["name"] in outer.objects:
-                    return ModelRegistryServer._send(self, 409, {"kind": "Status", "message": "exists"})
+                    return send_json(self, 409, {"kind": "Status", "message": "exists"})
                 outer.objects[obj["metadata"]["name"]] = obj
-                ModelRegistryServer._send(self, 201, obj)
+                send_json(self, 201, obj)
 
             def do_PATCH(self) -> None:
                 outer.calls.append(("PATCH", self.path))
                 obj = outer.objects[self.path.rsplit("/", 1)[1]]
                 obj["spec"] = self._body()["spec"]
-                ModelRegistryServer._send(self, 200, obj)
+                send_json(self, 200, obj)
 
             def do_GET(self) -> None:
                 outer.reads += 1
@@ -106,7 +106,7 @@ class InferenceServiceApi:
                 condition = {"type": "Ready", "status": ready, "reason": "PredictorNotReady",
                              "message": "storage-initializer: 403 Forbidden"}  # fmt: skip
                 obj["status"] = {"conditions": [condition], "url": "http://twt-student.team-a.svc"}
-                ModelRegistryServer._send(self, 200, obj)
+                send_json(self, 200, obj)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

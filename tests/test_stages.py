@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from test_train import base_model  # noqa: F401  (fixture)
 
-from twt.embedded_task import make_questions, reasoning_of
+from twt.embedded_task import make_questions, reasoning_of, solve_steps
 from twt.records import DistillRow, write_rows
 from twt.stages import StageError, mixed_pairs, run_stage, stage_pairs
 from twt.train import SFTConfig
@@ -22,7 +22,7 @@ def _rows(n: int = 48) -> list[DistillRow]:
             reasoning=reasoning_of(q.question),
             answer=q.answer,
             source="teacher-large#0",
-            compressed_reasoning=reasoning_of(q.question, "concise"),
+            compressed_reasoning=";".join(str(s.value) for s in solve_steps(q.question)),  # values only
         )
         for q in make_questions(n, seed=2, split="train")
     ]
