@@ -384,18 +384,15 @@ def compress_by_tokens(
     reasoning_ids = (
         tokenizer([r.reasoning for r in rows], add_special_tokens=False)["input_ids"] if rows else []
     )
-    condition_ids = None
-    if method == "cts" and rows:
-        texts = [condition_text(r, condition, templates) for r in rows]
-        condition_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     if method == "truncate":  # position is the score: earlier tokens first
         scores = [-np.arange(len(ids), dtype=float) for ids in reasoning_ids]
     else:
-        scores = score_token_ids(
+        conditions = [condition_text(r, condition, templates) for r in rows] if method == "cts" else None
+        scores = token_scores(
             model,
             tokenizer,
-            condition_ids,
-            reasoning_ids,
+            conditions,
+            [r.reasoning for r in rows],
             window=window,
             batch_size=batch_size,
             device=device,
