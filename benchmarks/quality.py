@@ -499,7 +499,7 @@ def plot(rows: list[dict], path: Path) -> Path:
             [x], [y], yerr=[100 * row["accuracy_std"]], color=color, marker=marker, ms=6, capsize=3, lw=1
         )
         ax.annotate(str(n), (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8)
-        lines.append(f"{n:>2}  {row['name'][:62]:<62} {y:5.1f}%  {x:5.1f} tok")
+        lines.append(f"{n:>2}  {row['name'][:46]:<46} {y:5.1f}%  {x:5.1f} tok")
     for name, (color, marker) in styles.items():
         ax.scatter(
             [], [], color=color, marker=marker, label=name if name != "baseline" else "baseline / ablation"
