@@ -20,6 +20,7 @@ def promote_student(
     stage3: Input[Model],
     promoted: Output[Artifact],
     pipeline_run_id: str = "",
+    storage_key: str = "",
 ) -> NamedTuple("Outputs", [("ref", str), ("uri", str)]):
     """Publish an immutable, versioned student with checksums, metrics, verdict, lineage and model card.
 
@@ -35,6 +36,8 @@ def promote_student(
         promoted: The record (JSON): model, version, ref, uri, student, verified.
         pipeline_run_id: The KFP run id (dsl.PIPELINE_JOB_ID_PLACEHOLDER): Kubeflow Model Registry keeps one
             version per run.
+        storage_key: The Secret with the object store's keys (the minio_secret parameter): Kubeflow Model
+            Registry records it as the artifact's storage_key, so a server can read the model.
 
     Returns:
         ref: The published version, <model>@<version>.
@@ -51,5 +54,6 @@ def promote_student(
         promoted_out=promoted.path,
         s3_endpoint=s3_endpoint,
         run_id=pipeline_run_id,
+        storage_key=storage_key,
     )
     return (record["ref"], record["uri"])

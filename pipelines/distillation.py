@@ -439,6 +439,7 @@ def twt_distillation(
             evaluation=evaluated.outputs["evaluation"],
             dcrs_report=dcrs.outputs["report"],
             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            storage_key=minio_secret,
             **students,
         )
         # publishing is a side effect: never replace it by a cached result

@@ -268,3 +268,11 @@ def test_addresses() -> None:
     for bad in ["mr.example.com", "ftp://mr:1", "mr:port", ""]:
         with pytest.raises(ModelRegistryError, match="invalid Kubeflow Model Registry address"):
             split_address(bad)
+
+
+def test_the_promote_steps_secret_name_is_the_artifacts_storage_key(server, version) -> None:
+    # the pipeline passes its minio_secret parameter through tasks.promote: it wins over the environment
+    environ = {**env(server), ENV_STORAGE_KEY: "twt-minio-credentials"}
+    register(version, run_id="r", pipeline_version="0.1.0", environ=environ, storage_key="team-a-minio")
+    (artifact,) = server.artifacts.values()
+    assert artifact["storageKey"] == "team-a-minio"

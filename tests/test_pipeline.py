@@ -244,6 +244,12 @@ def test_every_task_that_can_touch_s3_gets_the_endpoint_and_the_keys(spec: dict)
         assert "secretAsEnv" not in kubernetes_config(spec, name), name
 
 
+def test_model_registry_registration_names_the_runs_object_store_secret(spec: dict) -> None:
+    # Kubeflow Model Registry records the artifact's storage_key: the Secret this run reads the store with
+    key = dag_tasks(spec)["promote-student"][1]["inputs"]["parameters"]["storage_key"]
+    assert parameter(key["componentInputParameter"]) == "minio_secret"
+
+
 def _upstream(spec: dict, name: str) -> set[str]:
     """Every task ``name`` waits for, through sub-DAGs (a task inside a loop or branch waits for what its
     group waits for)."""

@@ -668,6 +668,7 @@ def promote(
     pulled_dir: str | os.PathLike | None = None,
     s3_endpoint: str | None = None,
     run_id: str = "",
+    storage_key: str = "",
 ) -> dict:
     """Publish the gate's student (``models``: stage name → directory) to the registry with its metrics,
     verdict and lineage, then pull it back and verify every checksum (``twt.registry``).
@@ -678,7 +679,8 @@ def promote(
     A retry of the same ``run_id`` returns the version it already published (``registry.publish``).
     With a Kubeflow Model Registry address (configuration or ``TWT_MODEL_REGISTRY_ADDRESS``), the version
     is registered there once per ``run_id`` (``twt.kubeflow_model_registry``; record key
-    ``kubeflow_model_registry``).
+    ``kubeflow_model_registry``), its artifact naming ``storage_key`` (the Secret with the object store's
+    keys; '' = ``$TWT_MODEL_REGISTRY_STORAGE_KEY`` or the pipeline's default).
     """
     from twt import registry
 
@@ -712,7 +714,11 @@ def promote(
         from twt import __version__, kubeflow_model_registry
 
         kubeflow = kubeflow_model_registry.register(
-            version, run_id=run_id, pipeline_version=__version__, address=settings.kubeflow_registry_address
+            version,
+            run_id=run_id,
+            pipeline_version=__version__,
+            address=settings.kubeflow_registry_address,
+            storage_key=storage_key or None,
         )
     with tempfile.TemporaryDirectory(prefix="twt-pull-") as scratch:
         pulled = (
