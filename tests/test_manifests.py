@@ -332,6 +332,10 @@ def test_gpu_pods_match_the_node_pool_settings_and_tolerate_any_taint_value(over
     parameters = inspect.signature(twt_distillation.pipeline_func).parameters
     for key in ("gpu_node_selector", "gpu_tolerations", "gpu_accelerator_type", "gpu_accelerator_limit"):
         assert key in parameters, f"twt-gpu-node-pool: {key} is not a pipeline parameter"
+    # the ConfigMap documents the pipeline's own defaults: a cluster that passes nothing gets the same pool
+    assert selector == parameters["gpu_node_selector"].default
+    assert tolerations == parameters["gpu_tolerations"].default
+    assert pool["gpu_accelerator_type"] == parameters["gpu_accelerator_type"].default
     priority = find(docs, "PriorityClass", pool["priority_class"])
     assert priority["preemptionPolicy"] == "Never" and not priority.get("globalDefault", False)
     predictor = find(docs, "InferenceService", "teacher-example")["spec"]["predictor"]
