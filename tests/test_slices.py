@@ -30,9 +30,10 @@ STEP_OF_TASK = {
 }
 # inputs a component may take besides its settings: where the object store is, which stage it trains
 # run identity and wiring, not settings: run_id (durable checkpoints), pipeline_run_id (Model Registry)
-# the names preflight quotes in its failure lines and the claim it checks
+# the names preflight quotes in its failure lines and the claim it checks; storage_key (the object store
+# Secret's name, which Kubeflow Model Registry records)
 PLUMBING = {"s3_endpoint", "stage", "run_id", "pipeline_run_id", "model_cache_pvc", "minio_secret",
-            "teacher_keys_secret"}  # fmt: skip
+            "teacher_keys_secret", "storage_key"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
