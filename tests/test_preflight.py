@@ -8,12 +8,11 @@ talking to a local server that answers the API paths the checks read.
 from __future__ import annotations
 
 import os
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import yaml
-from json_http import send_json
+from json_http import LocalHTTPServer, send_json
 
 from twt import preflight, slices, tasks
 from twt.config import TeacherConfig, TrainingConfig, default_config_path, parse_config
@@ -23,7 +22,7 @@ PVC_PATH = f"/api/v1/namespaces/{NS}/persistentvolumeclaims/{PVC}"
 TRAINER_PATH = "/apis/trainer.kubeflow.org/v1alpha1"
 
 
-class Routes:
+class Routes(LocalHTTPServer):
     """A local HTTP server answering GET ``path`` with ``routes[path]`` = (status, JSON body); others 404."""
 
     def __init__(self, routes: dict[str, tuple[int, dict]]) -> None:
@@ -39,16 +38,7 @@ class Routes:
                 status, body = outer.routes.get(self.path.split("?")[0], (404, _status(404, "NotFound")))
                 send_json(self, status, body)  # a JSON answer
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> Routes:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
 def _status(code: int, reason: str) -> dict:

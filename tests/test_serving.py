@@ -8,11 +8,10 @@ against a local server answering the InferenceService API paths.
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
-from json_http import send_json
+from json_http import LocalHTTPServer, send_json
 
 from twt import serving, tasks
 from twt.kube_schemas import crd_record, schema_errors
@@ -68,7 +67,7 @@ def test_bad_input_is_one_line_naming_it() -> None:
     assert serving.service_name("7b-" + "x" * 80)[:4] == "m-7b" and len(serving.service_name("y" * 80)) == 40
 
 
-class InferenceServiceApi:
+class InferenceServiceApi(LocalHTTPServer):
     """POST creates (409 when it exists), PATCH merges, GET answers it with a status that turns Ready on
     the ``ready_after``-th read."""
 
@@ -108,16 +107,7 @@ class InferenceServiceApi:
                 obj["status"] = {"conditions": [condition], "url": "http://twt-student.team-a.svc"}
                 send_json(self, 200, obj)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> InferenceServiceApi:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
     def client(self):
         from kubernetes import client
