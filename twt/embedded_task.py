@@ -7,10 +7,10 @@ but succeeds when it writes the steps first.
 The canonical reasoning (``standard``) writes one step per operation, operands and result:
 ``7+5=2;2*3=6;6-4=2``. It is what a good compression reaches: it keeps every computation and drops only
 words. The teachers, like real LLMs, write the same computation at length, each in its own style, with the
-phrasing drawn from pools of synonyms (``phrasing_rng``), so that a teacher's k samples differ:
+phrasing drawn from pools of synonyms (``PHRASES``), so that a teacher's k samples differ:
 
   narrator  ``Start with 7. Add 5 to get 12, which is 2 mod 10. Multiply by 3 to get 6. ...``
-  checker   ``7+5 is 12, mod 10 is 2. Check: 2 back to 7 with 5, right. 2*3 is 6. Verified. ...``
+  checker   ``7+5 is 12, mod 10 is 2. Check: correct. 2*3 is 6. Verified. ...``
   restater  ``We need 7 plus 5 times 3 minus 4, left to right, mod 10. Step 1: 7 plus 5 makes 2. ...``
 
 Each style comes with its own slip (``SLIPS``), a systematic error on its own slice of about 8% of the
@@ -41,7 +41,7 @@ CANONICAL = "standard"
 VERBOSE_STYLES = ("narrator", "checker", "restater")
 STYLES = (CANONICAL, *VERBOSE_STYLES)
 ANSWER_PREFIX = "Answer:"
-# Each verbose style's systematic error (``_raw`` applies it), in words.
+# Each verbose style's systematic error (``operate`` applies it), in words.
 SLIPS = {
     "narrator": "x-9 with x<9 written 9-x",
     "checker": "x*8 computed as x+8",
@@ -83,7 +83,7 @@ def parse_question(question: str) -> tuple[list[int], list[str]]:
     return [int(c) for c in text[0::2]], list(text[1::2])
 
 
-def _raw(left: int, op: str, right: int, slip: str | None = None) -> int:
+def operate(left: int, op: str, right: int, slip: str | None = None) -> int:
     """One operation's raw value; ``slip`` (a style) applies that style's systematic error."""
     if slip == "narrator" and op == "-" and right == 9 and left < 9:
         return 9 - left
@@ -100,7 +100,7 @@ def solve_steps(question: str, modulus: int = 10, slip: str | None = None) -> li
     numbers, ops = parse_question(question)
     steps, acc = [], numbers[0]
     for op, right in zip(ops, numbers[1:], strict=True):
-        raw = _raw(acc, op, right, slip)
+        raw = operate(acc, op, right, slip)
         steps.append(Step(acc, op, right, raw, raw % modulus))
         acc = raw % modulus
     return steps
@@ -127,14 +127,14 @@ def shortcut_floor(n_ops: int, modulus: int = 10) -> float:
         after = [0] * modulus
         for acc, ways in enumerate(before):
             for op, d in itertools.product(OPS, range(modulus)):
-                after[_raw(acc, op, d) % modulus] += ways
+                after[operate(acc, op, d) % modulus] += ways
         before = after
     best = total = 0
     for tail in itertools.product(OPS, range(modulus), repeat=seen):
         answers: Counter = Counter()
         for acc, ways in enumerate(before):
             for op, d in zip(tail[0::2], tail[1::2], strict=True):
-                acc = _raw(acc, op, d) % modulus
+                acc = operate(acc, op, d) % modulus
             answers[acc] += ways
         best, total = best + max(answers.values()), total + sum(answers.values())
     return best / total
@@ -169,10 +169,16 @@ def _pick(rng: random.Random | None, slot: str, **values: object) -> str:
     return (pool[0] if rng is None else rng.choice(pool)).format(**values)
 
 
+def canonical_step(step: Step, keep_raw: bool = False) -> str:
+    """One step in canonical form, ``7+5=2``; ``keep_raw`` writes a wrapped raw value too, ``7+5=12=2``."""
+    raw = f"={step.raw}" if keep_raw and step.raw != step.value else ""
+    return f"{step.left}{step.op}{step.right}{raw}={step.value}"
+
+
 def write_steps(steps: list[Step], style: str = CANONICAL, rng: random.Random | None = None) -> str:
     """Steps (right or not) written in ``style``, phrasing drawn by ``rng`` (None: the first phrases)."""
     if style == CANONICAL:
-        return ";".join(f"{s.left}{s.op}{s.right}={s.value}" for s in steps)
+        return ";".join(canonical_step(s) for s in steps)
     parts: list[str] = []
     if style == "narrator":
         parts.append(_pick(rng, "start", a=steps[0].left))
@@ -223,22 +229,23 @@ _STEP_PATTERNS = (
 )
 
 
+def _before_answer(attempt: str) -> str:
+    """A completion's text before its first ``Answer:`` line."""
+    return re.split(r"^\s*Answer:", attempt, maxsplit=1, flags=re.IGNORECASE | re.MULTILINE)[0]
+
+
 def attempt_values(attempt: str) -> list[int]:
     """The step results a student's attempt wrote, in order (any style), before its ``Answer:`` line."""
-    reasoning = re.split(r"^\s*Answer:", attempt, maxsplit=1, flags=re.IGNORECASE | re.MULTILINE)[0]
+    reasoning = _before_answer(attempt)
     canonical = _STEP_PATTERNS[0].findall(reasoning)
     if canonical:
         return [int(kept or raw) % 10 for _, _, raw, kept in canonical]
-    values = []
-    for raw, mod, keep in _STEP_PATTERNS[1].findall(reasoning):
-        values.append(int(mod or keep or raw) % 10)
-    return values
+    return [int(mod or keep or raw) % 10 for raw, mod, keep in _STEP_PATTERNS[1].findall(reasoning)]
 
 
 def attempt_steps(attempt: str) -> list[str]:
     """A canonical attempt's steps: the text before its first ``Answer:`` line, split on ``;``."""
-    reasoning = re.split(r"^\s*Answer:", attempt, maxsplit=1, flags=re.IGNORECASE | re.MULTILINE)[0]
-    return [part.strip() for part in reasoning.strip().split(";") if part.strip()]
+    return [part.strip() for part in _before_answer(attempt).strip().split(";") if part.strip()]
 
 
 def rewrite_for_student(question: str, attempt: str, modulus: int = 10) -> str:
@@ -250,12 +257,8 @@ def rewrite_for_student(question: str, attempt: str, modulus: int = 10) -> str:
     """
     steps = solve_steps(question, modulus)
     wrote = attempt_values(attempt) if attempt.strip() else [s.value for s in steps]
-    out = []
-    for i, s in enumerate(steps):
-        right = i < len(wrote) and wrote[i] == s.value
-        raw = "" if right or s.raw == s.value else f"={s.raw}"
-        out.append(f"{s.left}{s.op}{s.right}{raw}={s.value}")
-    return ";".join(out)
+    right = [i < len(wrote) and wrote[i] == s.value for i, s in enumerate(steps)]
+    return ";".join(canonical_step(s, keep_raw=not ok) for s, ok in zip(steps, right, strict=True))
 
 
 def random_question(rng: random.Random, spec: TaskSpec = TaskSpec(), n_ops: int | None = None) -> str:

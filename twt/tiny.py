@@ -38,6 +38,7 @@ from twt.embedded_task import (
     TaskSpec,
     completion,
     make_questions,
+    operate,
     random_question,
     reasoning_of,
     rewrite_for_student,
@@ -169,9 +170,10 @@ def build_tokenizer(out_dir: Path, vocab_size: int = 480, seed: int = 0):
 def wrong_steps(question: str, rng: random.Random, step_noise: float, first: bool = False) -> list[Step]:
     """The chain's steps with each result wrong with probability ``step_noise`` (errors propagate); ``first``:
     the first step is always wrong."""
-    out, acc = [], solve_steps(question)[0].left
-    for i, s in enumerate(solve_steps(question)):
-        raw = acc + s.right if s.op == "+" else acc - s.right if s.op == "-" else acc * s.right
+    steps = solve_steps(question)
+    out, acc = [], steps[0].left
+    for i, s in enumerate(steps):
+        raw = operate(acc, s.op, s.right)
         value = raw % 10
         if (first and i == 0) or rng.random() < step_noise:
             value = (value + rng.randrange(1, 10)) % 10
