@@ -122,12 +122,12 @@ def evaluate(eval_path: Path, name: str, model: str, instruction: str, out: Path
     target = EvalTarget(name, model, instruction)
     result = evaluate_model(target, questions, max_new_tokens=128, batch_size=64, answers_path=answers)
     right = {row["id"]: bool(row["correct"]) for row in map(json.loads, answers.open())}
-    by_ops: dict[int, list[bool]] = {}
-    for q in questions:
-        by_ops.setdefault(len(parse_question(q.question)[1]), []).append(right[q.id])
-    result["accuracy_by_ops"] = {str(n): sum(c) / len(c) for n, c in sorted(by_ops.items())}
     result["correct"] = [int(right[q.id]) for q in questions]
     result["ops"] = [len(parse_question(q.question)[1]) for q in questions]
+    by_ops: dict[int, list[int]] = {}
+    for correct, n in zip(result["correct"], result["ops"], strict=True):
+        by_ops.setdefault(n, []).append(correct)
+    result["accuracy_by_ops"] = {str(n): sum(c) / len(c) for n, c in sorted(by_ops.items())}
     done.parent.mkdir(parents=True, exist_ok=True)
     done.write_text(json.dumps(result) + "\n")
     return result
@@ -525,9 +525,8 @@ def write_results(rows: list[dict], meta: dict) -> None:
     results = ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
     extra = {k: meta[k] for k in ("comparisons", "token_goals", "dcrs", "guided_ratio") if k in meta}
-    slim = [{k: v for k, v in r.items()} for r in rows]
     (results / "quality.json").write_text(
-        json.dumps({"rows": slim, **extra}, indent=2, ensure_ascii=False) + "\n"
+        json.dumps({"rows": rows, **extra}, indent=2, ensure_ascii=False) + "\n"
     )
     plot(rows, results / "quality.png")
     path = ROOT / "benchmarks" / "RESULTS.md"

@@ -423,11 +423,16 @@ def _counts(quality_reason: np.ndarray, diversity_reason: np.ndarray) -> dict:
     }
 
 
+def _against_gold(table: CandidateTable, rows: np.ndarray) -> tuple[int, int]:
+    """Of the candidates in ``rows`` (a mask) whose question has gold: how many, and how many answer it."""
+    graded = rows & (table.gold[table.question] >= 0)
+    return int(graded.sum()), int((table.answer[graded] == table.gold[table.question[graded]]).sum())
+
+
 def _teacher_accuracy(table: CandidateTable, mine: np.ndarray) -> dict:
     """One teacher's candidates against gold, where gold exists: how often its own answer is right."""
-    graded = mine & (table.gold[table.question] >= 0)
-    right = int((table.answer[graded] == table.gold[table.question[graded]]).sum())
-    return {"answers_graded": int(graded.sum()), "answers_right": right}
+    graded, right = _against_gold(table, mine)
+    return {"answers_graded": graded, "answers_right": right}
 
 
 def summarize(table: CandidateTable, selection: Selection) -> dict:
@@ -440,8 +445,7 @@ def summarize(table: CandidateTable, selection: Selection) -> dict:
     has_gold, has_vote = table.gold >= 0, checked.vote.label >= 0
     evaluated = has_gold & has_vote
     correct = int((checked.vote.label[evaluated] == table.gold[evaluated]).sum())
-    kept_graded = selection.keep & has_gold[table.question]
-    kept_right = int((table.answer[kept_graded] == table.gold[table.question[kept_graded]]).sum())
+    kept_graded, kept_right = _against_gold(table, selection.keep)
     return {
         "candidates": _counts(qr, dr),
         "teachers": {
@@ -470,9 +474,9 @@ def summarize(table: CandidateTable, selection: Selection) -> dict:
             "correct": correct,
             "accuracy": round(correct / int(evaluated.sum()), 6) if evaluated.any() else None,
             # the kept rows (whatever labelled them) against gold: how clean the distillation data is
-            "kept_with_gold": int(kept_graded.sum()),
+            "kept_with_gold": kept_graded,
             "kept_right": kept_right,
-            "kept_accuracy": round(kept_right / int(kept_graded.sum()), 6) if kept_graded.any() else None,
+            "kept_accuracy": round(kept_right / kept_graded, 6) if kept_graded else None,
         },
     }
 
