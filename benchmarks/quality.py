@@ -246,20 +246,16 @@ def seed_step(scale: str, seed: int, work: Path, main_only: bool = False) -> dic
 
     stage1 = train("stage1", 1, dcrs, base)
     score(STAGE1, stage1)
-    if main_only:
-        score(BASE, Path(base))
-        guided = compress("teacher", stage1, "teacher")
-        stage2 = train("stage2-teacher", 2, guided, stage1)
-        score(STAGE2, stage2)
-        score(FINAL, train("stage3", 3, guided, stage2))
-        return results
-    score(ANSWER_ONLY, train("answer-only", 3, dcrs, base, mix=False, updates=config.stage(1).updates))
-    later = config.stage(2).updates + config.stage(3).updates
-    score(DELETION, train("deletion", 3, dcrs, stage1, mix=False, updates=later))
     guided = compress("teacher", stage1, "teacher")
     stage2 = train("stage2-teacher", 2, guided, stage1)
     score(STAGE2, stage2)
     score(FINAL, train("stage3", 3, guided, stage2))
+    if main_only:
+        score(BASE, Path(base))
+        return results
+    score(ANSWER_ONLY, train("answer-only", 3, dcrs, base, mix=False, updates=config.stage(1).updates))
+    later = config.stage(2).updates + config.stage(3).updates
+    score(DELETION, train("deletion", 3, dcrs, stage1, mix=False, updates=later))
     # truncation keeps as many reasoning tokens as the teacher's rewrites have, in the student's tokenizer
     tokenizer = AutoTokenizer.from_pretrained(stage1)
     rows = list(read_rows(guided, DistillRow))
