@@ -38,11 +38,11 @@ def main() -> None:
     parser.add_argument("--eval", type=int, default=500, help="held-out questions evaluated (a prefix)")
     args = parser.parse_args()
 
-    from twt.config import load_config
-    from twt.evaluate import EvalTarget, evaluate_model
-    from twt.records import Question, read_rows
-    from twt.stages import run_stage
-    from twt.train import SFTConfig
+    from twt.core.load import load_config
+    from twt.core.records import Question, read_rows
+    from twt.method.evaluate import EvalTarget, evaluate_model
+    from twt.training.sft import SFTConfig
+    from twt.training.stages import run_stage
 
     config = load_config(args.config)
     rows = args.workdir / ("dcrs/distill.jsonl" if args.stage == 1 else "compress/rows.jsonl")

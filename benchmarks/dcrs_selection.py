@@ -3,7 +3,7 @@
     python benchmarks/dcrs_selection.py                    # 10k, 100k, 1M candidates; 300 texts embedded
     python benchmarks/dcrs_selection.py --sizes 10000 --embed-texts 0   # quick check
 
-Selection = ``twt.dcrs.select`` (the vote, quality scores and reasons, the greedy per-question diversity
+Selection = ``twt.method.dcrs.select`` (the vote, quality scores and reasons, the greedy per-question diversity
 pass with its Gram matrices), timed alone on one thread (BLAS/OpenMP threads are pinned to 1 below, before
 numpy is imported). The synthetic set: 8 candidates per question (4 teachers × 2 samples), answers right
 with probability 0.7 (else one of 10 at random), 3% without an answer, 2% with empty reasoning, confidence
@@ -11,7 +11,7 @@ uniform in [0.3, 1], gold for half the questions, 10% exact-duplicate reasonings
 (another candidate's embedding plus noise, cosine ≈ 0.96), random unit embeddings of dimension 384.
 Each size is timed ``--repeats`` times (best kept); growth = time(10× size) / time(size), 10 is linear.
 
-Embedding: ``twt.dcrs.embed_texts`` with the bundled all-MiniLM-L6-v2 on ``--embed-texts`` reasoning strings
+Embedding: ``twt.method.dcrs.embed_texts`` with the bundled all-MiniLM-L6-v2 on ``--embed-texts`` reasoning strings
 of the embedded task (model load timed apart, ``--embed-threads`` torch threads). The last line is JSON.
 """
 
@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from twt.dcrs import DIVERSITY_REASONS, QUALITY_REASONS, CandidateTable, DCRSConfig, select  # noqa: E402
+from twt.method.dcrs import DIVERSITY_REASONS, QUALITY_REASONS, CandidateTable, DCRSConfig, select  # noqa: E402
 
 PER_QUESTION, TEACHERS, DIM, ANSWERS = 8, 4, 384, 10
 
@@ -110,8 +110,8 @@ def time_selection(size: int, repeats: int, config: DCRSConfig, all_pass: bool) 
 def time_embedding(n_texts: int, threads: int, batch_size: int) -> dict:
     import torch
 
-    from twt.dcrs import _load_encoder, default_embedding_model, embed_texts
-    from twt.embedded_task import STYLES, make_questions, reasoning_of
+    from twt.embedded.task import STYLES, make_questions, reasoning_of
+    from twt.method.dcrs import _load_encoder, default_embedding_model, embed_texts
 
     torch.set_num_threads(threads)
     rng = random.Random(0)

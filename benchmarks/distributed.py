@@ -31,7 +31,7 @@ def worker(spec_path: str) -> None:
     """One training process (what torchrun starts): train, the first process writes the summary."""
     import torch
 
-    from twt.train import SFTConfig, train_sft
+    from twt.training.sft import SFTConfig, train_sft
 
     spec = json.loads(Path(spec_path).read_text())
     torch.set_num_threads(spec["threads"])
@@ -44,7 +44,7 @@ def worker(spec_path: str) -> None:
 def run(processes: int, spec: dict, tmp: Path) -> dict:
     spec = {**spec, "out": str(tmp / f"p{processes}")}
     (tmp / f"spec{processes}.json").write_text(json.dumps(spec))
-    from twt.distributed import torchrun_command
+    from twt.training.distributed import torchrun_command
 
     command = torchrun_command([__file__, "--worker", str(tmp / f"spec{processes}.json")], processes)
     started = time.perf_counter()

@@ -4,7 +4,7 @@
 
 Shared with ``benchmarks/quality.py`` (same work directory, same scale): the questions, the teachers'
 candidates and DCRS. Per student size (``--hidden`` × ``--layers``; the 2 × 64 size is the packaged student
-base, other sizes are built by ``twt.tiny.build_student``): stage 1 on the full reasoning with the scale's
+base, other sizes are built by ``twt.embedded.tiny.build_student``): stage 1 on the full reasoning with the scale's
 stage-1 updates, then each schedule of ``--schedules`` from that stage-1 student (``left:<tokens per
 phase>`` or ``cts``, the ratios 0.75/0.5/0.25/0), every phase evaluated on the held-out questions, and the
 control at the same total updates: stage 1 → stage 3 outright (``--control``). Every phase's accuracy and
@@ -27,7 +27,7 @@ from benchmarks.quality import SCALES, evaluate, make_config, shared_step  # noq
 
 
 def parse_schedule(text: str, updates_per_phase: int, smoothing: float | None, reset: bool, seed: int):
-    from twt.internalize import Schedule
+    from twt.training.internalize import Schedule
 
     name, _, arg = text.partition(":")
     kwargs: dict = {"updates_per_phase": updates_per_phase, "smoothing": smoothing, "reset_optimizer": reset}
@@ -56,17 +56,17 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from twt import run as steps
-    from twt.internalize import run_internalize
-    from twt.stages import run_stage
-    from twt.tiny import build_student
-    from twt.train import SFTConfig
+    from twt.embedded.tiny import build_student
+    from twt.steps import workdir
+    from twt.training.internalize import run_internalize
+    from twt.training.sft import SFTConfig
+    from twt.training.stages import run_stage
 
     started = time.perf_counter()
     work = args.workdir / args.scale
     shared_step(args.scale, work)
     config = make_config(args.scale, args.seed)
-    run = steps.RunDir(config, work / "shared")
+    run = workdir.RunDir(config, work / "shared")
     size = f"{args.hidden}x{args.layers}"
     out = work / f"internalize-{size}-seed{args.seed}"
     base = config.student.model

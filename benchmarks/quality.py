@@ -89,7 +89,7 @@ MARK_START, MARK_END = "<!-- quality:start -->", "<!-- quality:end -->"
 def make_config(scale: str, seed: int):
     import yaml
 
-    from twt.config import default_config_path, parse_config
+    from twt.core.load import default_config_path, parse_config
 
     s = SCALES[scale]
     data = yaml.safe_load(default_config_path().read_text())
@@ -109,9 +109,9 @@ def make_config(scale: str, seed: int):
 def evaluate(eval_path: Path, name: str, model: str, instruction: str, out: Path) -> dict:
     """Greedy evaluation on the held-out questions: metrics, accuracy by chain length (``accuracy_by_ops``)
     and every question's right/wrong in the file's order (``correct``, for the paired tests)."""
-    from twt.embedded_task import parse_question
-    from twt.evaluate import EvalTarget, evaluate_model
-    from twt.records import Question, read_rows
+    from twt.core.records import Question, read_rows
+    from twt.embedded.task import parse_question
+    from twt.method.evaluate import EvalTarget, evaluate_model
 
     slug = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in name)
     done = out / "eval" / f"{slug}.json"
@@ -135,10 +135,10 @@ def evaluate(eval_path: Path, name: str, model: str, instruction: str, out: Path
 
 def fixed_step(scale: str, work: Path) -> dict:
     """The seed-independent rows: each teacher solving, the student base answering and solving."""
-    from twt import run as steps
+    from twt.steps import workdir
 
-    run = steps.RunDir(make_config(scale, 0), work / "shared")
-    steps.questions_step(run)
+    run = workdir.RunDir(make_config(scale, 0), work / "shared")
+    workdir.questions_step(run)
     fixed = [("student base (direct)", run.config.student.model, "direct")]
     fixed += [(BASE, run.config.student.model, "solve")]
     fixed += [(f"{t.name} (teacher)", t.model, "solve") for t in run.config.teachers]
@@ -158,21 +158,21 @@ def seed_step(scale: str, seed: int, work: Path, main_only: bool = False) -> dic
     torch.set_num_threads(1)
     from transformers import AutoTokenizer
 
-    from twt import run as steps
-    from twt import tasks
-    from twt.compress import run_compress
-    from twt.dcrs import DCRSConfig, run_dcrs
-    from twt.records import Candidate, DistillRow, read_rows, write_rows
-    from twt.stages import run_stage
-    from twt.teachers import TeacherSpec
-    from twt.train import SFTConfig
+    from twt.core.records import Candidate, DistillRow, read_rows, write_rows
+    from twt.method.compress import run_compress
+    from twt.method.dcrs import DCRSConfig, run_dcrs
+    from twt.method.teachers import TeacherSpec
+    from twt.steps import steps
+    from twt.steps import workdir
+    from twt.training.sft import SFTConfig
+    from twt.training.stages import run_stage
 
     config = make_config(scale, seed)
     out = work / f"seed-{seed}"
-    run = steps.RunDir(config, out)
-    steps.questions_step(run)
-    files = steps.sample_step(run, progress=False)
-    steps.dcrs_step(run)
+    run = workdir.RunDir(config, out)
+    workdir.questions_step(run)
+    files = workdir.sample_step(run, progress=False)
+    workdir.dcrs_step(run)
     dcrs = run.distill_rows
     one = out / "dcrs-one" / "distill.jsonl"  # teacher-large's candidates alone
     if not one.is_file() and not main_only:
@@ -230,7 +230,7 @@ def seed_step(scale: str, seed: int, work: Path, main_only: bool = False) -> dic
         kwargs: dict = {"method": method, "progress": False}
         if method == "teacher":
             teacher = TeacherSpec.from_mapping(config.compression_teacher())
-            attempts = tasks.student_attempts(
+            attempts = steps.student_attempts(
                 stage1, list(read_rows(dcrs, DistillRow)), teacher.max_new_tokens
             )
             kwargs |= {"teacher": teacher, "attempts": attempts}
@@ -396,7 +396,7 @@ def _row(name: str, results: list[dict], seeds: list[int]) -> dict:
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
-    from twt.embedded_task import shortcut_floor
+    from twt.embedded.task import shortcut_floor
 
     lengths = ("1", "2", "3", "4")
     floor = " / ".join(f"{100 * shortcut_floor(int(n)):.0f}" for n in lengths)

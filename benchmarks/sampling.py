@@ -30,8 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from twt.teachers import TeacherSpec
-from twt.teachers.transformers_backend import TransformersTeacher
+from twt.method.teachers import TeacherSpec
+from twt.method.teachers.transformers_backend import TransformersTeacher
 
 CPU_SHAPE = {
     "family": "llama",

@@ -1,4 +1,4 @@
-"""Training throughput of ``twt.train``: packed rows against padded batches, on the same data, in one run.
+"""Training throughput of ``twt.training.sft``: packed rows against padded batches, on the same data, in one run.
 
     python benchmarks/train_packing.py                    # CPU: the student-base shape, stage-1-like data
     python benchmarks/train_packing.py --gpu              # GPU: a Qwen2.5-0.5B-shaped model, bf16, MFU
@@ -29,7 +29,8 @@ H100_BF16_FLOPS = 989e12
 
 
 def make_pairs(n: int, seed: int, repeat_reasoning: int = 1) -> list[tuple[str, str]]:
-    from twt.embedded_task import STYLES, PromptTemplates, TaskSpec, completion, make_questions, reasoning_of
+    from twt.core.prompts import PromptTemplates, completion
+    from twt.embedded.task import STYLES, TaskSpec, make_questions, reasoning_of
 
     rng, templates = random.Random(seed), PromptTemplates()
     spec = TaskSpec(weights=(0.1, 0.15, 0.2, 0.2, 0.2, 0.15))
@@ -43,7 +44,7 @@ def make_pairs(n: int, seed: int, repeat_reasoning: int = 1) -> list[tuple[str, 
 def build_model(out: Path, gpu: bool) -> Path:
     from transformers import AutoTokenizer
 
-    from twt.tiny import DEFAULT_DIR, TOKENIZER_DIR, TinyModelSpec, new_model
+    from twt.embedded.tiny import DEFAULT_DIR, TOKENIZER_DIR, TinyModelSpec, new_model
 
     tokenizer = AutoTokenizer.from_pretrained(DEFAULT_DIR / TOKENIZER_DIR)
     if gpu:
@@ -64,7 +65,7 @@ def build_model(out: Path, gpu: bool) -> Path:
 
 
 def run(pairs, model_dir: Path, pack: bool, batch: int, max_length: int, updates: int, device: str) -> dict:
-    from twt.train import SFTConfig, train_sft
+    from twt.training.sft import SFTConfig, train_sft
 
     config = SFTConfig(
         epochs=100, batch_size=batch, max_length=max_length, pack=pack, max_updates=updates, device=device,
@@ -102,7 +103,7 @@ def main() -> None:
         model_dir = build_model(Path(tmp) / "model", args.gpu)
         from transformers import AutoTokenizer
 
-        from twt.train import tokenize_pairs
+        from twt.training.sft import tokenize_pairs
 
         ids, _, _ = tokenize_pairs(AutoTokenizer.from_pretrained(model_dir), pairs, max_length)
         per_row = max(1, max_length // (sum(map(len, ids)) / len(ids)))

@@ -2,23 +2,23 @@
 
 | module | component | calls | image |
 | --- | --- | --- | --- |
-| `resolve_settings` | `resolve_settings` | `twt.tasks.resolve` | CPU |
-| `teacher_settings` | `teacher_settings` | `twt.tasks.teacher_settings` | CPU |
-| `prepare_questions` | `prepare_questions` | `twt.tasks.prepare_questions` | CPU |
-| `sample_teacher` | `sample_teacher` | `twt.tasks.sample` | GPU |
-| `select_candidates` | `select_candidates` (DCRS) | `twt.tasks.select` | CPU |
-| `distill_stage` | `distill_stage` (stages 1, 2, 3) | `twt.tasks.distill_stage` | GPU |
-| `compress_reasoning` | `compress_reasoning` | `twt.tasks.compress` | GPU |
-| `evaluate_students` | `evaluate_students` | `twt.tasks.evaluate` | GPU |
-| `gate` | `gate` | `twt.tasks.gate` | CPU |
-| `promote_student` | `promote_student` | `twt.tasks.promote` | CPU |
-| `explain_rejection` | `explain_rejection` | `twt.tasks.explain_rejection` | CPU |
+| `resolve_settings` | `resolve_settings` | `twt.steps.steps.resolve` | CPU |
+| `teacher_settings` | `teacher_settings` | `twt.steps.steps.teacher_settings` | CPU |
+| `prepare_questions` | `prepare_questions` | `twt.steps.steps.prepare_questions` | CPU |
+| `sample_teacher` | `sample_teacher` | `twt.steps.steps.sample` | GPU |
+| `select_candidates` | `select_candidates` (DCRS) | `twt.steps.steps.select` | CPU |
+| `distill_stage` | `distill_stage` (stages 1, 2, 3) | `twt.steps.steps.distill_stage` | GPU |
+| `compress_reasoning` | `compress_reasoning` | `twt.steps.steps.compress` | GPU |
+| `evaluate_students` | `evaluate_students` | `twt.steps.steps.evaluate` | GPU |
+| `gate` | `gate` | `twt.steps.steps.gate` | CPU |
+| `promote_student` | `promote_student` | `twt.steps.steps.promote` | CPU |
+| `explain_rejection` | `explain_rejection` | `twt.steps.steps.explain_rejection` | CPU |
 
 Each is a lightweight component on the project's versioned image (`components.images`), with
 `install_kfp_package=False` (the images carry the pinned kfp). Module level imports only `kfp` (and
-`typing` for named outputs, and the image names); the body imports `twt.tasks` and calls one function,
+`typing` for named outputs, and the image names); the body imports `twt.steps.steps` and calls one function,
 mapping KFP's artifact paths onto its arguments. `resolve_settings` (first in the DAG) validates the
-pipeline's typed parameters and cuts the configuration into per-step slices (`twt.slices`); every other
+pipeline's typed parameters and cuts the configuration into per-step slices (`twt.steps.settings`); every other
 component takes only its slice (`settings`, JSON text), so KFP's cache reruns exactly the steps whose
 settings changed.
 """

@@ -1,4 +1,4 @@
-"""Component: the stage-2 data, every kept reasoning compressed (``twt.tasks.compress``)."""
+"""Component: the stage-2 data, every kept reasoning compressed (``twt.steps.steps.compress``)."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
@@ -20,7 +20,7 @@ def compress_reasoning(
     """Compress each reasoning: teacher-guided rewrite, CTS or unconditional token selection.
 
     Args:
-        settings: This step's slice of the run configuration (twt.slices), from resolve-settings.
+        settings: This step's slice of the run configuration (twt.steps.settings), from resolve-settings.
         s3_endpoint: Object store for s3:// URIs in the settings (TWT_S3_ENDPOINT); '' = from the environment.
         rows: Distillation rows from DCRS (JSONL).
         stage1_model: The stage-1 student (its attempts guide the teacher; CTS scores with it).
@@ -29,9 +29,9 @@ def compress_reasoning(
         metrics: Rows in and out, lengths in and out, achieved ratio.
         summary: The compression in and out, the ratio and rejections (Markdown, shown in the KFP UI).
     """
-    from twt import tasks
+    from twt.steps import steps
 
-    tasks.compress(
+    steps.compress(
         settings,
         rows.path,
         stage1_model.path,

@@ -1,5 +1,5 @@
 """Component: one supervised fine-tuning stage of habitual reasoning distillation
-(``twt.tasks.distill_stage``)."""
+(``twt.steps.steps.distill_stage``)."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
@@ -22,7 +22,7 @@ def distill_stage(
     """Train stage 1 (full reasoning), 2 (compressed reasoning) or 3 (answer only).
 
     Args:
-        settings: This step's slice of the run configuration (twt.slices), from resolve-settings.
+        settings: This step's slice of the run configuration (twt.steps.settings), from resolve-settings.
         stage: 1, 2 or 3.
         s3_endpoint: Object store for s3:// URIs in the settings (TWT_S3_ENDPOINT); '' = from the environment.
         rows: Distillation rows (stage 1: DCRS output; stages 2, 3: compressed rows).
@@ -33,11 +33,11 @@ def distill_stage(
         run_id: Names the checkpoint location and training job with the run name and stage, so a retry of
             this step resumes there; empty = the KFP_RUN_ID variable (the pipeline sets it from the pod's
             pipeline/runid label: an input would enter the cache key), else "local". The config's
-            ``training`` section may send the training to a Kubeflow TrainJob/PyTorchJob (twt.stage_launch).
+            ``training`` section may send the training to a Kubeflow TrainJob/PyTorchJob (twt.training.launch).
     """
-    from twt import tasks
+    from twt.steps import steps
 
-    tasks.distill_stage(
+    steps.distill_stage(
         settings,
         stage,
         rows.path,

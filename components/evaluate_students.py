@@ -1,4 +1,4 @@
-"""Component: every stage's student and the baselines on the held-out questions (``twt.tasks.evaluate``)."""
+"""Component: every stage's student and the baselines on the held-out questions (``twt.steps.steps.evaluate``)."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
@@ -21,7 +21,7 @@ def evaluate_students(
     """Greedy answers of the students and baselines: accuracy, output tokens, tokens per correct answer.
 
     Args:
-        settings: This step's slice of the run configuration (twt.slices), from resolve-settings.
+        settings: This step's slice of the run configuration (twt.steps.settings), from resolve-settings.
         s3_endpoint: Object store for s3:// URIs in the settings (TWT_S3_ENDPOINT); '' = from the environment.
         eval_questions: Held-out question rows with gold answers (JSONL).
         stage1: The stage-1 student.
@@ -31,9 +31,9 @@ def evaluate_students(
         metrics: <model>_accuracy, <model>_mean_output_tokens, <model>_tokens_per_correct.
         report: The evaluation table and the accuracy-versus-tokens picture.
     """
-    from twt import tasks
+    from twt.steps import steps
 
-    tasks.evaluate(
+    steps.evaluate(
         settings,
         eval_questions.path,
         {"stage1": stage1.path, "stage2": stage2.path, "stage3": stage3.path},

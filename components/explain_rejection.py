@@ -1,4 +1,4 @@
-"""Component: why the gate refused promotion, as a Markdown report (``twt.tasks.explain_rejection``)."""
+"""Component: why the gate refused promotion, as a Markdown report (``twt.steps.steps.explain_rejection``)."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Markdown, Output
@@ -16,11 +16,11 @@ def explain_rejection(
     """Report the gate's reasons, the policy, each student's checks and the evaluation table.
 
     Args:
-        settings: This step's slice of the run configuration (twt.slices), from resolve-settings.
+        settings: This step's slice of the run configuration (twt.steps.settings), from resolve-settings.
         verdict: The gate's verdict.
         evaluation: The evaluation directory (metrics.json).
         report: Why nothing was promoted.
     """
-    from twt import tasks
+    from twt.steps import steps
 
-    tasks.explain_rejection(settings, verdict.path, evaluation.path, report.path)
+    steps.explain_rejection(settings, verdict.path, evaluation.path, report.path)

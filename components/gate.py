@@ -1,4 +1,4 @@
-"""Component: the promotion gate's verdict (``twt.tasks.gate``); its boolean drives the pipeline's dsl.If."""
+"""Component: the promotion gate's verdict (``twt.steps.steps.gate``); its boolean drives the pipeline's dsl.If."""
 
 from typing import NamedTuple
 
@@ -18,7 +18,7 @@ def gate(
     """Apply the configured gate policy to the evaluated students.
 
     Args:
-        settings: This step's slice of the run configuration (twt.slices), from resolve-settings.
+        settings: This step's slice of the run configuration (twt.steps.settings), from resolve-settings.
         evaluation: The evaluation directory (metrics.json).
         verdict: The verdict (JSON): passed, student, reasons, per-student checks.
         report: The evaluation report with the verdict.
@@ -27,7 +27,7 @@ def gate(
         passed: Whether a student may be promoted.
         student: The chosen student (stage1, stage2 or stage3), or '' when none qualifies.
     """
-    from twt import tasks
+    from twt.steps import steps
 
-    passed, student = tasks.gate(settings, evaluation.path, verdict.path, report.path, embed_plot=True)
+    passed, student = steps.gate(settings, evaluation.path, verdict.path, report.path, embed_plot=True)
     return (passed, student)

@@ -1,4 +1,4 @@
-"""Component: the run's checks before any GPU work, one line per failure (``twt.tasks.preflight``)."""
+"""Component: the run's checks before any GPU work, one line per failure (``twt.steps.steps.preflight``)."""
 
 from kfp import dsl
 from kfp.dsl import Markdown, Output
@@ -20,16 +20,16 @@ def preflight(
     GPU step starts.
 
     Args:
-        settings: This step's slice of the run configuration (twt.slices), from resolve-settings.
+        settings: This step's slice of the run configuration (twt.steps.settings), from resolve-settings.
         s3_endpoint: Object store of the run's s3:// URIs (TWT_S3_ENDPOINT).
         model_cache_pvc: The model cache PersistentVolumeClaim that must be bound.
         minio_secret: Name of the MinIO Secret (named in the failure line when its keys are missing).
         teacher_keys_secret: Name of the teacher API keys Secret (likewise).
         report: The checks and their outcome.
     """
-    from twt import tasks
+    from twt.steps import steps
 
-    tasks.preflight(
+    steps.preflight(
         settings,
         report.path,
         s3_endpoint=s3_endpoint,

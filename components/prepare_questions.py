@@ -1,4 +1,4 @@
-"""Component: the training and held-out questions of a run (``twt.tasks.prepare_questions``)."""
+"""Component: the training and held-out questions of a run (``twt.steps.steps.prepare_questions``)."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Metrics, Output
@@ -17,15 +17,15 @@ def prepare_questions(
     """Draw (embedded task) or copy (question files, local or s3://) the questions of the run.
 
     Args:
-        settings: This step's slice of the run configuration (twt.slices), from resolve-settings.
+        settings: This step's slice of the run configuration (twt.steps.settings), from resolve-settings.
         s3_endpoint: Object store for s3:// question files (TWT_S3_ENDPOINT); '' = none.
         train_questions: Question rows the teachers solve (JSONL).
         eval_questions: Held-out question rows with gold answers (JSONL).
         metrics: How many questions of each kind.
     """
-    from twt import tasks
+    from twt.steps import steps
 
-    tasks.prepare_questions(
+    steps.prepare_questions(
         settings,
         train_questions.path,
         eval_questions.path,

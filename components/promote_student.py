@@ -1,4 +1,4 @@
-"""Component: publish the gate's student to the registry and pull it back verified (``twt.tasks.promote``)."""
+"""Component: publish the gate's student to the registry and pull it back verified (``twt.steps.steps.promote``)."""
 
 from typing import NamedTuple
 
@@ -25,7 +25,7 @@ def promote_student(
     """Publish an immutable, versioned student with checksums, metrics, verdict, lineage and model card.
 
     Args:
-        settings: This step's slice of the run configuration (twt.slices), from resolve-settings.
+        settings: This step's slice of the run configuration (twt.steps.settings), from resolve-settings.
         s3_endpoint: Object store for s3:// registries (TWT_S3_ENDPOINT); '' = from the environment.
         verdict: The gate's verdict (names the student).
         evaluation: The evaluation directory (metrics.json).
@@ -43,9 +43,9 @@ def promote_student(
         ref: The published version, <model>@<version>.
         uri: Where it lives in the registry.
     """
-    from twt import tasks
+    from twt.steps import steps
 
-    record = tasks.promote(
+    record = steps.promote(
         settings,
         verdict.path,
         evaluation.path,

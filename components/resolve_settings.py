@@ -1,5 +1,5 @@
 """Component: the run's configuration, validated once, cut into each step's settings
-(``twt.tasks.resolve``)."""
+(``twt.steps.steps.resolve``)."""
 
 from typing import NamedTuple
 
@@ -81,7 +81,7 @@ def resolve_settings(
         questions_uri: Training question file ('' = the configuration's task).
         eval_uri: Held-out question file ('' = the configuration's task).
 
-    Returns (each JSON text of a twt.slices model):
+    Returns (each JSON text of a twt.steps.settings model):
         questions: prepare-questions' settings (task).
         sample: One settings object per teacher, for the sampling loop.
         select: DCRS settings and the teachers' names.
@@ -95,7 +95,7 @@ def resolve_settings(
         explain: The gate policy and run name, for the rejection report.
         preflight: The s3:// URIs, HTTP teachers and training launch the preflight checks.
     """
-    from twt import tasks
+    from twt.steps import steps
 
-    arguments = {name: value for name, value in locals().items() if name != "tasks"}
-    return tasks.resolve(arguments)
+    arguments = {name: value for name, value in locals().items() if name != "steps"}
+    return steps.resolve(arguments)

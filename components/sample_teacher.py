@@ -1,4 +1,4 @@
-"""Component: k candidate reasoning paths per question from one teacher (``twt.tasks.sample``)."""
+"""Component: k candidate reasoning paths per question from one teacher (``twt.steps.steps.sample``)."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
@@ -17,15 +17,15 @@ def sample_teacher(
     """Sample one teacher on the training questions.
 
     Args:
-        settings: One teacher's slice ({"teacher": {...}}, twt.slices.SampleSettings), from resolve-settings.
+        settings: One teacher's slice ({"teacher": {...}}, twt.steps.settings.SampleSettings), from resolve-settings.
         s3_endpoint: Object store for s3:// URIs in the settings (TWT_S3_ENDPOINT); '' = from the environment.
         questions: Training question rows (JSONL).
         candidates: Directory <teacher>/ with the sampling shards, DONE.json and candidates.jsonl.
         metrics: Candidates, answers found, mean tokens and confidence.
     """
-    from twt import tasks
+    from twt.steps import steps
 
-    tasks.sample(
+    steps.sample(
         settings,
         None,
         questions.path,

@@ -1,4 +1,4 @@
-"""Component: dual-criteria rejection sampling over every teacher's candidates (``twt.tasks.select``)."""
+"""Component: dual-criteria rejection sampling over every teacher's candidates (``twt.steps.steps.select``)."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Output
@@ -20,7 +20,7 @@ def select_candidates(
     """DCRS: keep candidates that are right and confident, drop near-duplicate reasonings.
 
     Args:
-        settings: This step's slice of the run configuration (twt.slices), from resolve-settings.
+        settings: This step's slice of the run configuration (twt.steps.settings), from resolve-settings.
         s3_endpoint: Object store for s3:// URIs in the settings (TWT_S3_ENDPOINT); '' = from the environment.
         questions: Training question rows (JSONL).
         candidates: The sampling tasks' candidate directories, one per teacher.
@@ -29,9 +29,9 @@ def select_candidates(
         metrics: Candidate counts in, rejected by quality, rejected by diversity, kept.
         summary: The report's counts per teacher and reason (Markdown, shown in the KFP UI).
     """
-    from twt import tasks
+    from twt.steps import steps
 
-    tasks.select(
+    steps.select(
         settings,
         questions.path,
         [c.path for c in candidates],

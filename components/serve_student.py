@@ -1,4 +1,4 @@
-"""Component: the promoted student served by a KServe InferenceService on vLLM (``twt.tasks.serve``)."""
+"""Component: the promoted student served by a KServe InferenceService on vLLM (``twt.steps.steps.serve``)."""
 
 from typing import NamedTuple
 
@@ -33,9 +33,9 @@ def serve_student(
     Returns:
         url: The InferenceService's URL.
     """
-    from twt import tasks
+    from twt.steps import steps
 
-    record = tasks.serve(
+    record = steps.serve(
         promoted.path,
         served.path,
         runtime=runtime,

@@ -1,4 +1,4 @@
-"""Component: the teachers' settings as a list, one item per sampling task (``twt.tasks.teacher_settings``).
+"""Component: the teachers' settings as a list, one item per sampling task (``twt.steps.steps.teacher_settings``).
 
 kfp 2.17's local runner loops only over a task's single output (``Output``), not over a named output of
 ``resolve-settings``; this step turns that output into one.
@@ -19,6 +19,6 @@ def teacher_settings(sample: str) -> list:
     Returns:
         The teachers' settings, one JSON text each.
     """
-    from twt import tasks
+    from twt.steps import steps
 
-    return tasks.teacher_settings(sample)
+    return steps.teacher_settings(sample)

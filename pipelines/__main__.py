@@ -48,7 +48,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from kfp_server_api.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
-    from twt.store import StoreError
+    from twt.core.store import StoreError
 
     return (ValueError, OSError, ApiException, HTTPError, StoreError)
 

@@ -72,8 +72,9 @@ from pipelines.layout import (
     component_name,
     pipeline_tasks,
 )
-from twt.config import RunConfig, default_config_path
-from twt.slices import pipeline_defaults
+from twt.core.load import default_config_path
+from twt.core.schema import RunConfig
+from twt.steps.parameters import pipeline_defaults
 
 PIPELINE_NAME = "twt-distillation"
 DEMO_CONFIG = default_config_path().read_text(encoding="utf-8")
@@ -88,7 +89,7 @@ SECRET_KEYS = {
     "minio": {"accesskey": "TWT_S3_ACCESS_KEY", "secretkey": "TWT_S3_SECRET_KEY"},
     "hf_token": {"token": "HF_TOKEN"},
     "teacher_keys": {name: name for name in TEACHER_KEY_ENVS},
-    # Kubeflow Model Registry (twt.kubeflow_model_registry.SECRET_KEYS)
+    # Kubeflow Model Registry (twt.registry.models.kubeflow.SECRET_KEYS)
     "model_registry": {"address": "TWT_MODEL_REGISTRY_ADDRESS", "token": "TWT_MODEL_REGISTRY_TOKEN"},
 }
 RUN_AS = 10001  # the images' user (images/README.md)
@@ -105,14 +106,16 @@ S3_TASKS = {
     "evaluate-students",
     "promote-student",
 }
-# The KFP run id, for the training stages (twt.tasks.distill_stage reads KFP_RUN_ID). KFP 2.17's API server
+# The KFP run id, for the training stages (twt.steps.steps.distill_stage reads KFP_RUN_ID). KFP 2.17's API server
 # labels every pod of a run with it (backend/src/apiserver/template/v2_template.go: SetPodMetadataLabels(
 # "pipeline/runid", RunID)), the same id dsl.PIPELINE_JOB_ID_PLACEHOLDER resolves to. Passed as an input
 # parameter it would enter the cache key (backend/src/v2/cacheutils/cache.go, GenerateCacheKey: input
 # parameter and artifact names, output specs, image, command, args, PVC names; no environment), and every
 # run would retrain from scratch.
 RUN_ID_ENV = ("KFP_RUN_ID", "metadata.labels['pipeline/runid']")
-IMAGE_ENV = "TWT_IMAGE"  # the training steps' own image, for the training jobs they submit (twt.stage_launch)
+IMAGE_ENV = (
+    "TWT_IMAGE"  # the training steps' own image, for the training jobs they submit (twt.training.launch)
+)
 # The launcher keeps local copies of s3:// and minio:// artifacts under /s3 and /minio; a non-root user
 # cannot create those at the file system root, so each task gets them as emptyDir volumes.
 SCRATCH_MOUNTS = {"kfp-s3": "/s3", "kfp-minio": "/minio"}
@@ -269,7 +272,7 @@ def twt_distillation(
             "answer"?} rows; '' = the embedded task. Give eval_uri with it.
         eval_uri: Held-out questions with gold answers, an s3:// URI (or path) of a JSONL file of {"id",
             "question", "answer"} rows; '' = the embedded task.
-        config_override: Optional whole configuration (twt.config): YAML text on one line (flow style, e.g.
+        config_override: Optional whole configuration (twt.core.schema): YAML text on one line (flow style, e.g.
             {name: run1, teachers: [...], student: {model: org/m}}), or an s3:// URI (or path) of a YAML
             file, fetched by the first step; it supplies every setting without a parameter (evaluation,
             training, ...). A parameter changed from its default overrides the file's value; one left at its

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TextIO
 
 from pipelines.release import run_arguments
-from twt.records import read_json
+from twt.core.records import read_json
 
 PROMOTE_TASK, REJECT_TASK = "promote-student", "explain-rejection"
 STAGE_TASKS = {1: "distill-stage", 2: "distill-stage-2", 3: "distill-stage-3"}
@@ -182,7 +182,7 @@ def run_local(
     from kfp import local
 
     from pipelines.distillation import twt_distillation
-    from twt.config import load_config
+    from twt.core.load import load_config
 
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -237,7 +237,7 @@ def run_outcome(root: Path, started: float, **extra) -> dict:
 def run_demo_pipeline(
     config_path: str | os.PathLike, workdir: str | os.PathLike, verbose: bool = False
 ) -> dict:
-    """``twt demo``'s pipeline runner (``twt.demo.PipelineRunner``): the pipeline through kfp.local under
+    """``twt demo``'s pipeline runner (``twt.app.demo.PipelineRunner``): the pipeline through kfp.local under
     ``<workdir>/kfp`` with a short line per task on the console and kfp's own lines in ``tasks.log``;
     returns where the DCRS report, the evaluation metrics and the verdict are (this module knows the
     pipeline's task and output names, the library does not)."""

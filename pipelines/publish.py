@@ -8,7 +8,7 @@
 
 ``publish_release`` compiles (or takes ``--package``), checks the image tags against the package version,
 refuses a dirty work tree (the recorded git sha would not say what was compiled), and publishes
-``<root>/pipelines/twt-distillation/<version>/`` with ``twt.pipeline_registry`` (immutable, sha256
+``<root>/pipelines/twt-distillation/<version>/`` with ``twt.registry.models.pipelines`` (immutable, sha256
 manifest recording package version, git sha and kfp version; tags moved atomically).
 
 KFP template registry (optional, ``--kfp-registry-host`` or ``TWT_KFP_REGISTRY_HOST``): the same file goes
@@ -43,7 +43,8 @@ from typing import Any
 from components.images import VERSION
 from pipelines import release
 from pipelines.release import ReleaseError
-from twt import pipeline_registry, store
+from twt.core import store
+from twt.registry import pipelines as pipeline_registry
 
 ENV_ROOT = "TWT_PIPELINE_REGISTRY"  # registry root for publish and upload --from
 ENV_TAGS = "TWT_PIPELINE_TAGS"  # tags for publish when no --tag is given: "latest stable" or "latest,stable"

@@ -338,8 +338,10 @@ def run_arguments(
     """
     from pipelines.distillation import DEMO_CONFIG, TEACHER_KEY_ENVS, twt_distillation
     from pipelines.layout import accelerator_arguments
-    from twt.config import ConfigError, load_config
-    from twt.slices import PARAMETERS, resolve
+    from twt.core.load import load_config
+    from twt.core.schema import ConfigError
+    from twt.steps.parameters import resolve
+    from twt.steps.parameters import PARAMETERS
 
     config = load_config(config_path)
     for teacher in config.teachers:
@@ -386,7 +388,7 @@ def submit_run(
     ``package`` instead submits a compiled file as a one-off run, outside any pipeline version.
     """
     from pipelines.distillation import PIPELINE_NAME
-    from twt.config import load_config
+    from twt.core.load import load_config
 
     arguments = run_arguments(config_path, overrides=overrides)
     name = load_config(config_path).name

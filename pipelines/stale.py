@@ -29,7 +29,7 @@ def check_stale(
 ) -> str:
     """One line saying what was compared; ``ReleaseError`` naming what is stale."""
     from pipelines.distillation import PIPELINE_NAME
-    from twt import pipeline_registry
+    from twt.registry import pipelines as pipeline_registry
 
     with tempfile.TemporaryDirectory(prefix="twt-stale-") as scratch:
         fresh = release.compile_pipeline(Path(scratch) / "spec.yaml", images=images).read_bytes()

@@ -12,8 +12,8 @@ import yaml
 from minio import Minio
 from s3_server import FAST, KEY, S3, Root, start_server
 
-from twt.config import default_config_path
-from twt.store import S3Settings
+from twt.core.load import default_config_path
+from twt.core.store import S3Settings
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """``KubeApiDouble``: a tiny Kubernetes API server for TrainJob/PyTorchJob submit-and-wait tests.
 
 It speaks the real API's HTTP paths and bodies to the real ``kubernetes`` Python client, for exactly what
-``twt.trainjob`` uses: create/get/delete of ``trainjobs`` (trainer.kubeflow.org/v1alpha1) and
+``twt.training.jobs`` uses: create/get/delete of ``trainjobs`` (trainer.kubeflow.org/v1alpha1) and
 ``pytorchjobs`` (kubeflow.org/v1) in a namespace, get a pod, list pods by label selector, read a pod's
 log. It follows the real server independently of the code under test (each rule names its upstream
 source; kubernetes/apiserver at 24a394e, kubernetes/apiextensions-apiserver at 1aa2717):
@@ -17,7 +17,7 @@ source; kubernetes/apiserver at 24a394e, kubernetes/apiextensions-apiserver at 1
   pkg/apiserver/customresource_handler.go, pruning in pkg/apiserver/schema/pruning/algorithm.go).
 - **Schema**: the pruned object is validated against the vendored CRD's ``openAPIV3Schema`` itself
   (twt/data/crds, read here as a file) with ``jsonschema``'s Draft 4 validator, the dialect OpenAPI v3.0
-  schemas follow; not with twt's own ``twt.kube_schemas``. List maps (``x-kubernetes-list-type: map``) must
+  schemas follow; not with twt's own ``twt.core.kube_schemas``. List maps (``x-kubernetes-list-type: map``) must
   not repeat a key (apiextensions-apiserver pkg/apiserver/schema/listtype/validation.go). Failures are 422
   ``Invalid``.
 - **Names**: a DNS-1123 subdomain of at most 253 characters (apiextensions-apiserver

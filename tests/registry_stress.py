@@ -25,7 +25,8 @@ import time
 import uuid
 from pathlib import Path
 
-from twt import registry, store
+from twt.core import store
+from twt.registry import models as registry
 
 MODEL = "stress"
 SLOT_S = 1.0

@@ -14,7 +14,7 @@ from minio import Minio
 from moto.s3.responses import S3Response
 from moto.server import ThreadedMotoServer
 
-from twt.store import S3Settings
+from twt.core.store import S3Settings
 
 KEY = "testing"  # moto accepts any credentials
 FAST = {"attempts": 3, "backoff_s": 0.05, "connect_timeout_s": 1.0, "read_timeout_s": 5.0}

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from test_train import base_model, pairs  # noqa: F401  (fixtures)
 
-from twt.attention import collate_flat, resolve_attn_implementation, uses_varlen
-from twt.train import IGNORE, SFTConfig, _batches, tokenize_pairs
+from twt.training.attention import collate_flat, resolve_attn_implementation, uses_varlen
+from twt.training.sft import IGNORE, SFTConfig, _batches, tokenize_pairs
 
 
 @pytest.mark.parametrize(

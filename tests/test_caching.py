@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from twt.config import default_config_path
+from twt.core.load import default_config_path
 
 UPSTREAM = {
     "prepare-questions",

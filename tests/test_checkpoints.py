@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from test_train import base_model, pairs  # noqa: F401  (fixtures)
 
-from twt import store
-from twt.checkpoints import CheckpointStore, checkpoint_uri
-from twt.train import SFTConfig, train_sft
+from twt.core import store
+from twt.training.checkpoints import CheckpointStore, checkpoint_uri
+from twt.training.sft import SFTConfig, train_sft
 
 TESTS = Path(__file__).parent
 
@@ -132,9 +132,9 @@ def test_twt_run_keeps_its_checkpoints_in_its_work_directory(tmp_path: Path, mon
     and the run writes nothing outside X."""
     import yaml
 
-    from twt import run as steps
-    from twt.config import default_config_path, parse_config
-    from twt.records import DistillRow, write_rows
+    from twt.core.load import default_config_path, parse_config
+    from twt.core.records import DistillRow, write_rows
+    from twt.steps import workdir
 
     data = yaml.safe_load(default_config_path().read_text())
     data["workdir"] = "runs/from-the-config"  # relative: would land in the working directory
@@ -142,13 +142,13 @@ def test_twt_run_keeps_its_checkpoints_in_its_work_directory(tmp_path: Path, mon
     data["training"] = {"keep_last_checkpoint": True}
     config = parse_config(yaml.safe_dump(data), base_dir=default_config_path().parent)
     monkeypatch.chdir(tmp_path)
-    run = steps.RunDir(config, tmp_path / "X")
+    run = workdir.RunDir(config, tmp_path / "X")
     rows = [
         DistillRow(id=f"q{i}", question=f"{i} + 1 =", reasoning=f"{i} + 1", answer=str(i + 1), source="t")
         for i in range(8)
     ]
     write_rows(run.distill_rows, rows)
-    steps.stage_step(run, 1, progress=False)
+    workdir.stage_step(run, 1, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["X"]
     kept = CheckpointStore(str(tmp_path / "X" / "checkpoints" / "demo" / "local" / "stage1"), "")
     assert len(kept.published_steps()) == 1  # the last one, kept (keep_last_checkpoint)

@@ -18,7 +18,7 @@ from pipelines.__main__ import main as pipelines_main
 from pipelines.distillation import twt_distillation
 from pipelines.images import ImageError, check_image, check_registry, choose_images, executor_images_of
 from pipelines.layout import HF_HOME, IMAGE_PULL_SECRET, MODEL_CACHE_PVC, SHM_SIZE, accelerator_arguments
-from twt.config import parse_config
+from twt.core.load import parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_EXECUTORS = {
@@ -223,7 +223,7 @@ def test_gpu_steps_get_a_memory_backed_shm_and_the_model_cache(spec: dict) -> No
 
 def test_promotion_gets_the_model_registry_secret_and_the_run_id(spec: dict) -> None:
     from pipelines.distillation import SECRET_KEYS
-    from twt.kubeflow_model_registry import SECRET_KEYS as REGISTRY_KEYS
+    from twt.registry.kubeflow import SECRET_KEYS as REGISTRY_KEYS
 
     assert SECRET_KEYS["model_registry"] == REGISTRY_KEYS
     (secret,) = [
@@ -247,7 +247,7 @@ def test_promotion_gets_the_model_registry_secret_and_the_run_id(spec: dict) -> 
 
 def test_a_committed_or_published_spec_that_differs_is_stale(tmp_path: Path) -> None:
     from pipelines.stale import check_stale
-    from twt import pipeline_registry
+    from twt.registry import pipelines as pipeline_registry
 
     current = release.compile_pipeline(tmp_path / "current.yaml")
     assert "is current" in check_stale(committed=current)

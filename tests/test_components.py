@@ -1,4 +1,4 @@
-"""The KFP components (components/) and the boxes they call (twt/tasks.py), without running a pipeline.
+"""The KFP components (components/) and the boxes they call (twt/steps/steps.py), without running a pipeline.
 
     python -m pytest tests/test_components.py -q
 
@@ -20,13 +20,14 @@ import yaml
 
 import twt
 from components.images import CPU_IMAGE, GPU_IMAGE, VERSION
-from twt import tasks
-from twt.config import ConfigError, default_config_path
-from twt.records import Question, read_rows
+from twt.core.load import default_config_path
+from twt.core.records import Question, read_rows
+from twt.core.schema import ConfigError
+from twt.steps import steps
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPONENTS_DIR = ROOT / "components"
-# module -> (component function, the twt.tasks function it calls, image)
+# module -> (component function, the twt.steps.steps function it calls, image)
 COMPONENTS = {
     "prepare_questions": ("prepare_questions", "prepare_questions", "cpu"),
     "resolve_settings": ("resolve_settings", "resolve", "cpu"),
@@ -60,7 +61,7 @@ def module_level_imports(source: str) -> set[str]:
 
 
 def body_imports_and_task_calls(source: str, function: str) -> tuple[set[str], list[str]]:
-    """Inside ``function``: the modules imported, and the ``tasks.<name>`` functions called."""
+    """Inside ``function``: the modules imported, and the ``steps.<name>`` functions called."""
     tree = ast.parse(source)
     node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function)
     imports, calls = set(), []
@@ -73,7 +74,7 @@ def body_imports_and_task_calls(source: str, function: str) -> tuple[set[str], l
             isinstance(child, ast.Call)
             and isinstance(child.func, ast.Attribute)
             and isinstance(child.func.value, ast.Name)
-            and child.func.value.id == "tasks"
+            and child.func.value.id == "steps"
         ):
             calls.append(child.func.attr)
     return imports, calls
@@ -101,21 +102,21 @@ def test_images_module_uses_only_the_standard_library() -> None:
 
 
 def test_the_import_check_catches_a_heavy_import() -> None:
-    bad = "import torch\nfrom kfp import dsl\nfrom twt import tasks\n"
+    bad = "import torch\nfrom kfp import dsl\nfrom twt.steps import steps\n"
     assert not module_level_imports(bad) <= ALLOWED_MODULE_IMPORTS
 
 
 @pytest.mark.parametrize("module", sorted(COMPONENTS))
-def test_body_imports_twt_tasks_and_calls_one_function(module: str) -> None:
+def test_body_imports_twt_steps_and_calls_one_function(module: str) -> None:
     function, task, _ = COMPONENTS[module]
     imports, calls = body_imports_and_task_calls((COMPONENTS_DIR / f"{module}.py").read_text(), function)
-    assert imports == {"twt.tasks"}
+    assert imports == {"twt.steps.steps"}
     assert calls == [task]
-    assert callable(getattr(tasks, task))
+    assert callable(getattr(steps, task))
 
 
 def test_the_body_check_catches_two_calls() -> None:
-    source = "def f(x):\n    from twt import tasks\n    tasks.gate(x)\n    tasks.promote(x)\n"
+    source = "def f(x):\n    from twt.steps import steps\n    steps.gate(x)\n    steps.promote(x)\n"
     assert body_imports_and_task_calls(source, "f")[1] == ["gate", "promote"]
 
 
@@ -181,7 +182,7 @@ def test_inputs_and_outputs_are_typed() -> None:
     assert _types("explain_rejection", "outputs") == {"report": "system.Markdown"}
 
 
-# --- twt.tasks without models ------------------------------------------------------------------------------
+# --- twt.steps.steps without models ------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -198,12 +199,12 @@ def test_load_validates_text_and_resolves_against_the_working_directory(
     monkeypatch.chdir(tmp_path)
     data = yaml.safe_load(config_yaml)
     data["student"]["model"] = "./student"
-    assert tasks.load(yaml.safe_dump(data)).student.model == str(tmp_path / "student")
-    loaded = tasks.load(config_yaml)
-    assert tasks.load(loaded) is loaded
+    assert steps.load(yaml.safe_dump(data)).student.model == str(tmp_path / "student")
+    loaded = steps.load(config_yaml)
+    assert steps.load(loaded) is loaded
     data["teachers"][0]["temperature"] = -1
     with pytest.raises(ConfigError, match=r"config_yaml: teachers\[0\]\.temperature"):
-        tasks.load(yaml.safe_dump(data))
+        steps.load(yaml.safe_dump(data))
 
 
 def test_prepare_questions_draws_disjoint_sets_and_keeps_identical_files(
@@ -211,14 +212,14 @@ def test_prepare_questions_draws_disjoint_sets_and_keeps_identical_files(
 ) -> None:
     train, evalq = tmp_path / "q" / "train.jsonl", tmp_path / "q" / "eval.jsonl"
     seen = {}
-    assert tasks.prepare_questions(config_yaml, train, evalq, log_metric=seen.__setitem__) == (30, 12)
+    assert steps.prepare_questions(config_yaml, train, evalq, log_metric=seen.__setitem__) == (30, 12)
     assert seen == {"train_questions": 30.0, "eval_questions": 12.0}
     train_rows, eval_rows = list(read_rows(train, Question)), list(read_rows(evalq, Question))
     assert not {q.question for q in train_rows} & {q.question for q in eval_rows}
     stamps = (train.stat().st_mtime_ns, evalq.stat().st_mtime_ns)
-    tasks.prepare_questions(config_yaml, train, evalq)
+    steps.prepare_questions(config_yaml, train, evalq)
     assert (train.stat().st_mtime_ns, evalq.stat().st_mtime_ns) == stamps
-    assert tasks.prepare_questions(config_yaml, train, evalq, eval_questions=5) == (30, 5)
+    assert steps.prepare_questions(config_yaml, train, evalq, eval_questions=5) == (30, 5)
 
 
 def test_prepare_questions_copies_question_files(tmp_path: Path) -> None:
@@ -231,7 +232,7 @@ def test_prepare_questions_copies_question_files(tmp_path: Path) -> None:
         "eval": "file://" + str(tmp_path / "eval.jsonl"),
     }
     out = tmp_path / "out"
-    assert tasks.prepare_questions(yaml.safe_dump(data), out / "t.jsonl", out / "e.jsonl") == (1, 1)
+    assert steps.prepare_questions(yaml.safe_dump(data), out / "t.jsonl", out / "e.jsonl") == (1, 1)
     assert [q.answer for q in read_rows(out / "e.jsonl", Question)] == ["7"]
 
 
@@ -248,14 +249,14 @@ def test_candidate_files_in_configuration_order_across_task_directories(
     noisy = _candidates(tmp_path / "task-a", "teacher-noisy")
     large = _candidates(tmp_path / "task-b", "teacher-large")
     dirs = [tmp_path / "task-a", tmp_path / "task-b"]
-    assert tasks.candidate_files(config_yaml, dirs, ["teacher-noisy", "teacher-large"]) == [large, noisy]
+    assert steps.candidate_files(config_yaml, dirs, ["teacher-noisy", "teacher-large"]) == [large, noisy]
     with pytest.raises(FileNotFoundError, match="teacher-verbose"):
-        tasks.candidate_files(config_yaml, dirs)  # default: every configured teacher
+        steps.candidate_files(config_yaml, dirs)  # default: every configured teacher
     with pytest.raises(ValueError, match="not in the configuration"):
-        tasks.candidate_files(config_yaml, dirs, ["teacher-huge"])
+        steps.candidate_files(config_yaml, dirs, ["teacher-huge"])
     _candidates(tmp_path / "task-c", "teacher-large")
     with pytest.raises(ValueError, match="more than once"):
-        tasks.candidate_files(config_yaml, [*dirs, tmp_path / "task-c"], ["teacher-large"])
+        steps.candidate_files(config_yaml, [*dirs, tmp_path / "task-c"], ["teacher-large"])
 
 
 def _metrics(tmp_path: Path) -> Path:
@@ -294,19 +295,19 @@ def _with_gate(config_yaml: str, **gate) -> str:
 def test_gate_returns_the_boolean_and_student_and_writes_the_report(config_yaml: str, tmp_path: Path) -> None:
     metrics = _metrics(tmp_path)
     permissive = _with_gate(config_yaml, min_accuracy=0.5, max_accuracy_drop=0.35, min_token_reduction=0.5)
-    passed, student = tasks.gate(
+    passed, student = steps.gate(
         permissive, metrics.parent, tmp_path / "v.json", tmp_path / "r.md", embed_plot=True
     )
     assert (passed, student) == (True, "stage3")
     assert json.loads((tmp_path / "v.json").read_text())["student"] == "stage3"
     report = (tmp_path / "r.md").read_text()
     assert "## Gate: PASSED — student stage3" in report and "](data:image/png;base64," in report
-    tasks.gate(permissive, metrics, tmp_path / "v.json", tmp_path / "linked.md")
+    steps.gate(permissive, metrics, tmp_path / "v.json", tmp_path / "linked.md")
     assert "](accuracy_vs_tokens.png)" in (tmp_path / "linked.md").read_text()
 
     strict = _with_gate(config_yaml, min_accuracy=0.95)
-    assert tasks.gate(strict, metrics, tmp_path / "v2.json") == (False, "")
-    text = tasks.explain_rejection(strict, tmp_path / "v2.json", metrics, tmp_path / "why.md")
+    assert steps.gate(strict, metrics, tmp_path / "v2.json") == (False, "")
+    text = steps.explain_rejection(strict, tmp_path / "v2.json", metrics, tmp_path / "why.md")
     assert text == (tmp_path / "why.md").read_text()
     assert text.startswith("# Not promoted: the gate did not pass")
     assert "no student passes the accuracy policy" in text and "`min_accuracy`: 0.95" in text
@@ -316,19 +317,19 @@ def test_gate_returns_the_boolean_and_student_and_writes_the_report(config_yaml:
 def test_promote_refuses_a_failed_verdict_and_needs_a_registry(config_yaml: str, tmp_path: Path) -> None:
     metrics = _metrics(tmp_path)
     strict = _with_gate(config_yaml, min_accuracy=0.95)
-    tasks.gate(strict, metrics, tmp_path / "v.json")
+    steps.gate(strict, metrics, tmp_path / "v.json")
     with pytest.raises(ValueError, match="did not pass"):
-        tasks.promote(strict, tmp_path / "v.json", metrics, {}, tmp_path / "dcrs.json", str(tmp_path / "reg"))
-    assert tasks.registry_root(config_yaml, "s3://twt-registry") == "s3://twt-registry"
+        steps.promote(strict, tmp_path / "v.json", metrics, {}, tmp_path / "dcrs.json", str(tmp_path / "reg"))
+    assert steps.registry_root(config_yaml, "s3://twt-registry") == "s3://twt-registry"
     with pytest.raises(ValueError, match="no registry"):
-        tasks.registry_root(config_yaml, "")
+        steps.registry_root(config_yaml, "")
     data = yaml.safe_load(config_yaml)
     data["registry"]["uri"] = "s3://from-config"
-    assert tasks.registry_root(yaml.safe_dump(data), "") == "s3://from-config"
+    assert steps.registry_root(yaml.safe_dump(data), "") == "s3://from-config"
 
 
 def test_metrics_are_logged_as_numbers_only() -> None:
     seen: dict = {}
-    tasks._log(seen.__setitem__, {"a": 1, "b": 0.5, "c": None, "d": True, "e": "x"})
+    steps._log(seen.__setitem__, {"a": 1, "b": 0.5, "c": None, "d": True, "e": "x"})
     assert seen == {"a": 1.0, "b": 0.5}
-    tasks._log(None, {"a": 1})  # the local runner passes no logger
+    steps._log(None, {"a": 1})  # the local runner passes no logger

@@ -12,23 +12,26 @@ import numpy as np
 import pytest
 import torch
 
-from twt.compress import (
+from twt.core.prompts import PromptTemplates
+from twt.core.records import Candidate, DistillRow, RecordError, read_rows, write_rows
+from twt.embedded.task import STYLES, make_questions, reasoning_of, solve_steps
+from twt.method.compress import (
     REJECT_REASONS,
     attempt_with_verdict,
     compress_by_teacher,
     compress_by_tokens,
-    condition_text,
-    kept_count,
     load_attempts,
     run_compress,
+)
+from twt.method.cts import (
+    condition_text,
+    kept_count,
     select_top_ratio,
     select_windowed,
     token_scores,
     window_plan,
 )
-from twt.embedded_task import STYLES, PromptTemplates, make_questions, reasoning_of, solve_steps
-from twt.records import Candidate, DistillRow, RecordError, read_rows, write_rows
-from twt.teachers import Generation
+from twt.method.teachers import Generation
 
 WORDS = ["Solve", "step", "by", ":", "Answer", "mod", "a", "b", "c", "d", "x", "+", "-", "*", "=", ";"]
 
@@ -511,8 +514,8 @@ def test_attempt_aware_rewrite_by_a_served_teacher() -> None:
     example-cluster prompt literally: it keeps, with their operands, the steps the attempt got wrong."""
     from fake_openai_server import FakeOpenAIServer
 
-    from twt.config import load_config
-    from twt.teachers import TeacherSpec, load_teacher
+    from twt.core.load import load_config
+    from twt.method.teachers import TeacherSpec, load_teacher
 
     def follows_the_instruction(prompt: str, index: int) -> str:
         reasoning = prompt.split("Reasoning: ")[1].split("\n")[0]
@@ -548,11 +551,11 @@ def test_the_compress_command_goes_through_the_step_with_the_config_settings(
     """`twt compress` is the pipeline's compress step: another method than the configuration's keeps only
     the settings it uses (the demo's compression.teacher is dropped for cts), and a missing scoring model is
     one line before anything is written."""
-    from twt.cli import main
+    from twt.app.cli import main
 
     write_rows(tmp_path / "distill.jsonl", task_rows(12, seed=6))
     config = tmp_path / "run.yaml"  # the demo configuration (method teacher) with CTS selection settings
-    from twt.config import default_config_path
+    from twt.core.load import default_config_path
 
     config.write_text(default_config_path().read_text())
     base = ["compress", "--config", str(config), "--data", str(tmp_path / "distill.jsonl"), "--quiet"]

@@ -1,4 +1,4 @@
-"""twt.config: packaged configs load, malformed ones name file, field and line, stages merge, paths resolve,
+"""twt.core.schema: packaged configs load, malformed ones name file, field and line, stages merge, paths resolve,
 dumps round-trip."""
 
 from __future__ import annotations
@@ -9,19 +9,13 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from twt import config as config_module
-from twt.config import (
-    ConfigError,
-    RunConfig,
-    StageConfig,
-    StagesConfig,
-    data_dir,
-    default_config_path,
-    load_config,
-    parse_config,
-)
-from twt.embedded_task import PromptTemplates, TaskSpec
-from twt.train import SFTConfig
+from twt.core import load as load_module
+from twt.core import schema as config_module
+from twt.core.load import data_dir, default_config_path, load_config, parse_config
+from twt.core.prompts import PromptTemplates
+from twt.core.schema import ConfigError, RunConfig, StageConfig, StagesConfig
+from twt.embedded.task import TaskSpec
+from twt.training.sft import SFTConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo.yaml"
@@ -52,7 +46,7 @@ def test_demo_config_loads_with_the_tiny_models(monkeypatch):
     assert config.name == "demo"
     assert config.workdir == "runs/demo"  # an output: stays relative to the current directory
     assert config.teacher_names == ["teacher-large", "teacher-verbose", "teacher-noisy"]
-    tiny = (Path(config_module.__file__).parent / "data" / "tiny").resolve()
+    tiny = (Path(config_module.__file__).parents[1] / "data" / "tiny").resolve()
     assert [t.model for t in config.teachers] == [str(tiny / n) for n in config.teacher_names]
     assert config.student.model == str(tiny / "student-base")
     assert all(t.backend == "transformers" and t.templates() == PromptTemplates() for t in config.teachers)
@@ -184,7 +178,7 @@ def test_every_field_is_documented():
             return seen
         seen.add(model)
         for field in model.model_fields.values():
-            inner = config_module._model_in(field.annotation)
+            inner = load_module._model_in(field.annotation)
             if inner is not None:
                 models(inner, seen)
         return seen
@@ -393,7 +387,7 @@ def test_parse_config_text_names_its_source():
     ("field", "value"), [("model_name", "Student"), ("version", "beta"), ("version", "01")]
 )
 def test_registry_names_follow_the_registry_rules(field: str, value: str) -> None:
-    from twt.config import RegistryConfig
+    from twt.core.schema import RegistryConfig
 
     with pytest.raises(ValueError, match="String should match pattern"):
         RegistryConfig(**{field: value})

@@ -153,15 +153,15 @@ def test_the_error_line_is_the_steps_own() -> None:
     tail = [
         "Traceback (most recent call last):",
         '  File "x.py"',
-        "twt.store.NotFoundError: no such object s3://b/k",
+        "twt.core.store.NotFoundError: no such object s3://b/k",
     ]
-    assert error_line({"tail": tail}) == "twt.store.NotFoundError: no such object s3://b/k"
+    assert error_line({"tail": tail}) == "twt.core.store.NotFoundError: no such object s3://b/k"
     assert error_line({"tail": ["done", "killed"]}) == "killed"
     assert error_line({"tail": []}) == "(no output)"
 
 
 def test_missing_s3_credentials_name_the_secret_and_key() -> None:
-    from twt.store import S3Settings, StoreError
+    from twt.core.store import S3Settings, StoreError
 
     with pytest.raises(
         StoreError, match=r"TWT_S3_SECRET_KEY .* key 'secretkey' of the Secret named by the minio_secret"

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from twt.dcrs import (
+from twt.core.records import Candidate, DistillRow, Question, RecordError, read_rows, write_rows
+from twt.method.dcrs import (
     BATCHED_GROUP_MAX,
     DIVERSITY_REASONS,
     EXACT_DUPLICATE,
@@ -31,7 +32,6 @@ from twt.dcrs import (
     summarize,
     vote,
 )
-from twt.records import Candidate, DistillRow, Question, RecordError, read_rows, write_rows
 
 
 def cand(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from twt.cli import main
-from twt.records import Candidate, DistillRow, read_rows
+from twt.app.cli import main
+from twt.core.records import Candidate, DistillRow, read_rows
 
 
 def demo_args(config: Path, work: Path) -> list[str]:

@@ -15,15 +15,15 @@ from safetensors.torch import load_file
 from test_stages import _rows
 from test_train import base_model  # noqa: F401  (fixture)
 
-from twt.config import default_config_path
-from twt.distributed import (
+from twt.core.load import default_config_path
+from twt.core.records import write_rows
+from twt.training.distributed import (
     DistributedError,
     check_global_batch,
     check_layout,
     rank_micro_batches,
     torchrun_command,
 )
-from twt.records import write_rows
 
 
 def test_the_global_batch_is_split_by_rows_whatever_the_process_count() -> None:
@@ -46,7 +46,7 @@ def test_a_process_count_that_does_not_divide_the_global_batch_is_one_line() -> 
 
 
 def test_torchrun_command_for_one_and_several_nodes(monkeypatch) -> None:
-    one = torchrun_command(["-m", "twt.cli", "x"], 2, python="py")
+    one = torchrun_command(["-m", "twt.app.cli", "x"], 2, python="py")
     assert one == [
         "py",
         "-m",
@@ -54,7 +54,7 @@ def test_torchrun_command_for_one_and_several_nodes(monkeypatch) -> None:
         "--nproc-per-node=2",
         "--standalone",
         "-m",
-        "twt.cli",
+        "twt.app.cli",
         "x",
     ]
     monkeypatch.setenv("PET_NODE_RANK", "1")
@@ -79,7 +79,7 @@ def distill_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 
 
 def _distill(rows: Path, config: Path, base: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "twt.cli", "distill", "--stage", "1", "--data", str(rows)]
+    command = [sys.executable, "-m", "twt.app.cli", "distill", "--stage", "1", "--data", str(rows)]
     command += ["--base", str(base), "--out", str(out), "--config", str(config), "--device", "cpu", "--quiet"]
     return subprocess.run([*command, *extra], capture_output=True, text=True, timeout=300)
 
@@ -131,9 +131,9 @@ def test_two_processes_resume_from_their_checkpoint_to_the_same_weights(
     """Both processes save their part (random states per process), the first publishes; a rerun fetches it."""
     from dataclasses import asdict
 
-    from twt.checkpoints import CheckpointStore
-    from twt.stage_launch import StageJob, launch_local
-    from twt.train import SFTConfig
+    from twt.training.checkpoints import CheckpointStore
+    from twt.training.launch import StageJob, launch_local
+    from twt.training.sft import SFTConfig
 
     rows, _ = distill_inputs
     sft = SFTConfig(

@@ -8,18 +8,15 @@ from collections import Counter
 
 import pytest
 
-from twt.embedded_task import (
+from twt.core.prompts import PromptTemplates, completion, extract_answer, normalize_answer
+from twt.embedded.task import (
     STYLES,
     VERBOSE_STYLES,
-    PromptTemplates,
     TaskSpec,
     answer_of,
     attempt_values,
-    completion,
-    extract_answer,
     in_slip_slice,
     make_questions,
-    normalize_answer,
     parse_question,
     random_question,
     reasoning_of,
@@ -149,7 +146,7 @@ def test_normalize_answer() -> None:
 
 
 def test_the_rewrite_fits_the_students_attempt() -> None:
-    from twt.embedded_task import attempt_steps, rewrite_for_student
+    from twt.embedded.task import attempt_steps, rewrite_for_student
 
     right = "7+5=2;2*3=6;6-4=2\nAnswer: 2\n(the student's answer is right)"
     first_wrong = "7+5=3;3*3=9;9-4=5\nAnswer: 5"
@@ -168,7 +165,7 @@ def test_the_rewrite_fits_the_students_attempt() -> None:
 
 
 def test_the_shortcut_floor_is_the_best_guess_from_the_last_two_operations() -> None:
-    from twt.embedded_task import OPS, shortcut_floor
+    from twt.embedded.task import OPS, shortcut_floor
 
     # brute force for 3 operations: group every chain by its last two (operator, operand) pairs
     groups: dict[tuple, Counter] = {}

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from twt.embedded_task import in_slip_slice, make_questions
-from twt.evaluate import EvalTarget, answer_accuracy, evaluate_model, evaluate_models, render_report
-from twt.records import Question
-from twt.teachers import Generation, TeacherBackendError
-from twt.tiny import DEFAULT_DIR
+from twt.core.records import Question
+from twt.embedded.task import in_slip_slice, make_questions
+from twt.embedded.tiny import DEFAULT_DIR
+from twt.method.evaluate import EvalTarget, answer_accuracy, evaluate_model, evaluate_models, render_report
+from twt.method.teachers import Generation, TeacherBackendError
 
 
 class ScriptedBackend:
@@ -112,7 +112,7 @@ def test_a_stage_retrained_in_the_same_directory_is_evaluated_afresh(tmp_path: P
     files copied over the first's) gets fresh numbers in metrics.json, which the gate reads."""
     import shutil
 
-    from twt.records import read_json
+    from twt.core.records import read_json
 
     questions = make_questions(40, seed=0, split="eval")
     stage = tmp_path / "stage1"
@@ -148,7 +148,7 @@ class CountingEvaluation:
 def test_reuse_needs_the_same_content_and_settings(tmp_path: Path, monkeypatch) -> None:
     import shutil
 
-    from twt import evaluate
+    from twt.method import evaluate
 
     counting = CountingEvaluation()
     monkeypatch.setattr(evaluate, "evaluate_model", counting)
@@ -208,7 +208,7 @@ def test_one_metrics_table_for_runs_and_cards():
     """The run report's table and the model card's are one renderer: columns follow the numbers given,
     the chosen model comes first and is marked, a missing number reads as told, tokens per correct is
     derived where it was not recorded."""
-    from twt.evaluate import metrics_table
+    from twt.method.evaluate import metrics_table
 
     full = {
         "t": {"name": "teacher-large", "role": "teacher", "accuracy": 1.0, "mean_output_tokens": 20.0,
@@ -236,7 +236,7 @@ def test_one_metrics_table_for_runs_and_cards():
 
 
 def test_a_model_card_table_of_full_evaluation_rows_keeps_its_three_columns():
-    from twt import model_card
+    from twt.registry import card as model_card
 
     numbers = {
         "role": "student",

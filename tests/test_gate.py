@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from twt.config import GateConfig
-from twt.gate import TOLERANCE, decide
+from twt.core.schema import GateConfig
+from twt.method.gate import TOLERANCE, decide
 
 
 def m(accuracy: float, tokens: float) -> dict:
@@ -122,7 +122,7 @@ def test_a_passing_final_stage_gives_way_only_to_a_shorter_student_and_says_so()
 
 
 def test_the_verdict_reads_as_a_decision() -> None:
-    from twt.gate import describe
+    from twt.method.gate import describe
 
     metrics = {**BASE, "stage3": m(0.2, 2), "stage2": m(0.88, 27), "stage1": m(0.9, 27)}
     verdict = decide(metrics, GateConfig(min_accuracy=0.5, max_accuracy_drop=0.05, min_token_reduction=0.5))

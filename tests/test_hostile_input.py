@@ -19,9 +19,12 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from test_registry import make_model
 
-from twt import cli, names, registry, store
-from twt.config import ConfigError, default_config_path, load_config, parse_config
-from twt.records import Question
+from twt.app import cli
+from twt.core import names, store
+from twt.core.load import default_config_path, load_config, parse_config
+from twt.core.records import Question
+from twt.core.schema import ConfigError
+from twt.registry import models as registry
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 DEMO = yaml.safe_load(default_config_path().read_text())
@@ -494,7 +497,7 @@ def run_cli_unprivileged(*argv: str) -> tuple[int, str, str]:
     import subprocess
     import sys
 
-    code = "import sys; from twt import cli; sys.exit(cli.main(sys.argv[1:]))"
+    code = "import sys; from twt.app import cli; sys.exit(cli.main(sys.argv[1:]))"
     result = subprocess.run(
         [sys.executable, "-c", code, *argv],
         capture_output=True,
@@ -558,14 +561,14 @@ def test_publish_json_options_name_the_file_and_line(tmp_path, flag, text, where
 
 
 def test_task_inputs_name_file_and_line(tmp_path):
-    from twt import tasks
-    from twt.records import RecordError
+    from twt.core.records import RecordError
+    from twt.steps import steps
 
     (tmp_path / "report.json").write_text('{\n  "a": 1,\n  "b": nope\n}')
     with pytest.raises(RecordError, match=rf"{tmp_path / 'report.json'}:3: task input: not valid JSON"):
-        tasks._read_json(tmp_path / "report.json")
+        steps._read_json(tmp_path / "report.json")
     with pytest.raises(RecordError, match="is a directory"):
-        tasks._read_json(tmp_path)
+        steps._read_json(tmp_path)
 
 
 # ---- teacher backends ---------------------------------------------------------------------------------
@@ -625,7 +628,7 @@ def test_http_401_is_one_line_without_the_key(tmp_path, monkeypatch):
         assert server.requests and server.requests[0]["headers"]["authorization"] == f"Bearer {SECRET}"
         assert SECRET not in err and "***" in err
         monkeypatch.setenv("TWT_DEBUG", "1")  # the traceback is shown, the key still is not
-        from twt.teachers import TeacherRequestError
+        from twt.method.teachers import TeacherRequestError
 
         with pytest.raises(TeacherRequestError) as raised:
             _sample(tmp_path, teacher)

@@ -10,8 +10,9 @@ import pytest
 import torch
 from test_train import base_model  # noqa: F401  (fixture)
 
-from twt.embedded_task import TaskSpec, make_questions, reasoning_of
-from twt.internalize import (
+from twt.core.records import DistillRow, write_rows
+from twt.embedded.task import TaskSpec, make_questions, reasoning_of
+from twt.training.internalize import (
     PHASES_LOG,
     InternalizeError,
     Schedule,
@@ -23,8 +24,7 @@ from twt.internalize import (
     run_internalize,
     smoothing_offset,
 )
-from twt.records import DistillRow, write_rows
-from twt.train import SFTConfig
+from twt.training.sft import SFTConfig
 
 
 def test_left_schedule_removes_a_fixed_number_per_phase_from_the_left() -> None:
@@ -50,7 +50,7 @@ def test_cts_schedule_decays_the_ratio_and_drops_the_least_important_first() -> 
     assert kept[2] == [0, 6]
     # every phase keeps a subset of the previous one: the least important tokens go first, for good
     assert all(set(b) <= set(a) for a, b in itertools.pairwise(kept))
-    # ties remove the later token first, so a phase keeps what twt.compress.select_top_ratio keeps
+    # ties remove the later token first, so a phase keeps what twt.method.cts.select_top_ratio keeps
     assert removal_order(4, "cts", [1.0, 1.0, 1.0, 1.0]) == [3, 2, 1, 0]
     assert [removed_count(5, p, config) for p in (1, 2, 3, 4)] == [1, 3, 4, 5]  # kept 4, 2 (2.5 → 2), 1, 0
 
@@ -132,7 +132,7 @@ def test_run_trains_every_phase_logs_it_and_resumes(tmp_path: Path, base_model: 
 
 
 def test_optimizer_state_hook_carries_adam_moments(tmp_path: Path, base_model: Path) -> None:  # noqa: F811
-    from twt.train import train_sft
+    from twt.training.sft import train_sft
 
     pairs = [("Solve step by step: 1+2\n", "1+2=3\nAnswer: 3")] * 8
     state = tmp_path / "opt.pt"
@@ -149,8 +149,9 @@ def test_optimizer_state_hook_carries_adam_moments(tmp_path: Path, base_model: P
 def test_stage_2_runs_the_configured_schedule(tmp_path: Path, base_model: Path) -> None:  # noqa: F811
     import yaml
 
-    from twt import tasks
-    from twt.config import ConfigError, default_config_path, parse_config
+    from twt.core.load import default_config_path, parse_config
+    from twt.core.schema import ConfigError
+    from twt.steps import steps
 
     data = yaml.safe_load(default_config_path().read_text())
     data["internalize"] = {"schedule": "left", "tokens_per_phase": 8, "updates_per_phase": 1}
@@ -159,7 +160,7 @@ def test_stage_2_runs_the_configured_schedule(tmp_path: Path, base_model: Path) 
     rows = tmp_path / "rows.jsonl"
     write_rows(rows, _rows(8))
     logged: dict[str, float] = {}
-    result = tasks.distill_stage(
+    result = steps.distill_stage(
         config, 2, rows, base_model, tmp_path / "stage2", progress=False, log_metric=logged.__setitem__
     )
     assert [p["kept_tokens_mean"] for p in result["phases"]] == [3.0, 0.0]  # 11 tokens: 8 removed, then all

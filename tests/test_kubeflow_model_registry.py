@@ -14,9 +14,9 @@ import pytest
 from model_registry_server import ModelRegistryServer
 from test_registry import GATE, LINEAGE, METRICS, make_model
 
-from twt import registry
-from twt.cli import main as twt_main
-from twt.kubeflow_model_registry import (
+from twt.app.cli import main as twt_main
+from twt.registry import models as registry
+from twt.registry.kubeflow import (
     ENV_ADDRESS,
     ENV_STORAGE_KEY,
     ENV_TOKEN,

@@ -10,9 +10,9 @@ from safetensors.torch import load_file
 from test_stages import _rows
 from test_train import base_model  # noqa: F401  (fixture)
 
-from twt.records import write_rows
-from twt.stages import run_stage
-from twt.train import SFTConfig
+from twt.core.records import write_rows
+from twt.training.sft import SFTConfig
+from twt.training.stages import run_stage
 
 
 def test_three_lora_stages_train_merge_and_hand_on(tmp_path: Path, base_model: Path) -> None:  # noqa: F811

@@ -397,9 +397,9 @@ def test_crd_documents_by_hand(document: str) -> None:
 
 
 def check_training_runtime(runtime: dict) -> None:
-    """Against Kubeflow Trainer's vendored CRD schema; the name and container that twt.trainjob uses."""
-    from twt.kube_schemas import schema_errors
-    from twt.trainjob import CONTAINER, JobSpec
+    """Against Kubeflow Trainer's vendored CRD schema; the name and container that twt.training.jobs uses."""
+    from twt.core.kube_schemas import schema_errors
+    from twt.training.jobs import CONTAINER, JobSpec
 
     assert schema_errors(runtime) == []
     assert runtime["metadata"]["name"] == JobSpec.runtime and JobSpec.runtime_kind == "TrainingRuntime"

@@ -1,4 +1,4 @@
-"""Students, bases and teachers given as s3:// URIs load through twt.store (real S3 server, tiny model)."""
+"""Students, bases and teachers given as s3:// URIs load through twt.core.store (real S3 server, tiny model)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from twt import store
-from twt.compress import load_reference
-from twt.config import data_dir, parse_config
-from twt.models import DONE, local_model
+from twt.core import store
+from twt.core.load import data_dir, parse_config
+from twt.core.model_cache import DONE, local_model
+from twt.method.cts import load_reference
 
 STUDENT = data_dir() / "tiny" / "student-base"
 

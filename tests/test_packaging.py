@@ -88,7 +88,7 @@ def test_cli_from_the_installed_wheel_uses_packaged_defaults(wheel: Path, tmp_pa
     where = run(
         bin_dir / "python",
         "-c",
-        "import twt, twt.config as c; print(c.default_config_path())",
+        "import twt, twt.core.load as c; print(c.default_config_path())",
         cwd=tmp_path,
         env=env,
     )

@@ -25,7 +25,7 @@ from components.images import VERSION
 from pipelines import release
 from pipelines.__main__ import main as pipelines_main
 from pipelines.distillation import SECRET_KEYS, TEACHER_KEY_ENVS
-from twt.config import default_config_path
+from twt.core.load import default_config_path
 
 ROOT = Path(__file__).resolve().parents[1]
 # Credentials present in the compiling environment: none may reach the spec.
@@ -196,7 +196,7 @@ def test_gpu_node_selector_and_tolerations_are_parameters(spec: dict) -> None:
 
 
 def _demo_with(**sections):
-    from twt.config import parse_config
+    from twt.core.load import parse_config
 
     data = yaml.safe_load(default_config_path().read_text())
     data.update(sections)
@@ -500,7 +500,7 @@ def local_run(small_config: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     import contextlib
     import io
 
-    from twt.cli import main
+    from twt.app.cli import main
 
     work = tmp_path_factory.mktemp("kfp-local") / "demo"
     print_before, printed = builtins.print, io.StringIO()
@@ -526,7 +526,7 @@ def local_run(small_config: Path, tmp_path_factory: pytest.TempPathFactory) -> d
 
 def test_the_installed_twt_command_finds_the_pipeline_outside_the_source_tree(tmp_path: Path) -> None:
     """``make demo`` runs the console script from anywhere: pipelines/ and components/ are installed too."""
-    code = "import components.gate, pipelines.local, twt.demo; print(pipelines.local.__name__)"
+    code = "import components.gate, pipelines.local, twt.app.demo; print(pipelines.local.__name__)"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
@@ -550,7 +550,7 @@ def test_the_demo_runs_the_pipeline_by_default(local_run: dict) -> None:
 
 
 def test_local_run_promotes_and_the_model_pulls_back_verified(local_run: dict, tmp_path: Path) -> None:
-    from twt import registry
+    from twt.registry import models as registry
 
     promoted = local_run["promoted"]
     assert promoted["verified"] and promoted["ref"] == "twt-student@1"
@@ -587,18 +587,18 @@ def test_local_run_writes_what_twt_run_writes(local_run: dict, small_config: Pat
     """The CLI and the pipeline call the same functions, so they write the same files."""
     import torch
 
-    from twt import run as steps
-    from twt.config import load_config
+    from twt.core.load import load_config
+    from twt.steps import workdir
 
-    run = steps.RunDir(load_config(small_config), tmp_path / "work")
-    steps.questions_step(run)
+    run = workdir.RunDir(load_config(small_config), tmp_path / "work")
+    workdir.questions_step(run)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the pipeline's tasks ran: the thread count changes float sums, so samples
     try:
-        steps.sample_step(run, progress=False)
+        workdir.sample_step(run, progress=False)
     finally:
         torch.set_num_threads(threads)
-    steps.dcrs_step(run)
+    workdir.dcrs_step(run)
     run_dir = Path(local_run["run_dir"])
     kfp_questions = run_dir / "prepare-questions"
     assert run.train_questions.read_bytes() == (kfp_questions / "train_questions").read_bytes()

@@ -1,4 +1,4 @@
-"""Published pipeline templates (twt.pipeline_registry, pipelines/publish.py, ``twt pipeline``) against a
+"""Published pipeline templates (twt.registry.models.pipelines, pipelines/publish.py, ``twt pipeline``) against a
 local directory and a real S3 HTTP server (moto, in-process, on 127.0.0.1); the KFP template registry
 through a faked HTTP transport (no server).
 
@@ -31,11 +31,11 @@ from components.images import VERSION
 from pipelines import publish as release_publish
 from pipelines import release
 from pipelines.release import ReleaseError
-from twt import pipeline_registry as preg
-from twt import store
-from twt.cli import main as twt_main
-from twt.registry import RegistryNameError, VersionExistsError, VersionNotFoundError
-from twt.store import ChecksumError
+from twt.app.cli import main as twt_main
+from twt.core import store
+from twt.core.store import ChecksumError
+from twt.registry import pipelines as preg
+from twt.registry.claims import RegistryNameError, VersionExistsError, VersionNotFoundError
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "twt-distillation"

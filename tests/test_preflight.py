@@ -1,4 +1,4 @@
-"""The preflight checks (twt.preflight): a run that cannot succeed is refused before any GPU time, one line
+"""The preflight checks (twt.steps.preflight): a run that cannot succeed is refused before any GPU time, one line
 per problem naming it. Against moto's S3 server, a local HTTP teacher, and the real ``kubernetes`` client
 talking to a local server that answers the API paths the checks read.
 
@@ -14,8 +14,11 @@ import pytest
 import yaml
 from json_http import LocalHTTPServer, send_json
 
-from twt import preflight, slices, tasks
-from twt.config import TeacherConfig, TrainingConfig, default_config_path, parse_config
+from twt.core.load import default_config_path, parse_config
+from twt.core.schema import TeacherConfig, TrainingConfig
+from twt.steps import preflight
+from twt.steps import settings as slices
+from twt.steps import steps
 
 NS, PVC = "twt", "twt-model-cache"
 PVC_PATH = f"/api/v1/namespaces/{NS}/persistentvolumeclaims/{PVC}"
@@ -186,7 +189,7 @@ def test_the_step_reads_its_slice_and_skips_kubernetes_outside_a_cluster(tmp_pat
     """The demo (kfp.local) runs the same step: local teachers, no s3://, no cluster: it passes."""
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     config = parse_config(default_config_path().read_text(), base_dir=default_config_path().parent)
-    assert tasks.preflight(config, tmp_path / "report.md") == []
+    assert steps.preflight(config, tmp_path / "report.md") == []
     assert "skipped, not in a cluster" in (tmp_path / "report.md").read_text()
     data = yaml.safe_load(default_config_path().read_text())
     data["workdir"] = "s3://runs/demo"  # checkpoints default under it
@@ -213,12 +216,12 @@ def test_a_step_refuses_a_mounted_model_cache_it_cannot_write(tmp_path, monkeypa
     """The GPU steps and DCRS mount the claim at HF_HOME: one that uid 10001 cannot write is refused in one
     line before any download; outside a pod (HF_HOME not a mount point) nothing is checked."""
     cache = tmp_path / "hf"
-    tasks._check_model_cache({"HF_HOME": str(cache)})  # not a mount point: not checked
+    steps._check_model_cache({"HF_HOME": str(cache)})  # not a mount point: not checked
     monkeypatch.setattr(os.path, "ismount", lambda path: path == str(cache))
     with pytest.raises(preflight.PreflightError) as err:
-        tasks._check_model_cache({"HF_HOME": str(cache)})  # missing here; a root-owned root in a pod
+        steps._check_model_cache({"HF_HOME": str(cache)})  # missing here; a root-owned root in a pod
     assert str(err.value).startswith(f"model cache {cache}: not writable by uid {os.getuid()}")
     assert str(err.value).endswith("(model_cache_pvc)") and "\n" not in str(err.value)
     cache.mkdir()
-    tasks._check_model_cache({"HF_HOME": str(cache)})
+    steps._check_model_cache({"HF_HOME": str(cache)})
     assert list(cache.iterdir()) == []  # the probe file is gone

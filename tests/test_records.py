@@ -1,4 +1,4 @@
-"""twt.records: schema'd JSONL rows — round trips, malformed lines, atomic writes, streaming."""
+"""twt.core.records: schema'd JSONL rows — round trips, malformed lines, atomic writes, streaming."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from itertools import islice
 
 import pytest
 
-from twt.records import Candidate, DistillRow, Question, RecordError, read_rows, write_rows
+from twt.core.records import Candidate, DistillRow, Question, RecordError, read_rows, write_rows
 
 QUESTIONS = [
     Question(id="q1", question="7+5*3-4", answer="2"),
@@ -220,7 +220,7 @@ def test_rows_arrive_before_the_writer_has_finished(tmp_path):
 
 
 def test_write_json_is_atomic_and_keeps_the_old_file_on_failure(tmp_path):
-    from twt.records import write_json
+    from twt.core.records import write_json
 
     path = tmp_path / "out" / "report.json"
     assert write_json(path, {"kept": 3, "where": tmp_path, "name": "Zoë"}) == path

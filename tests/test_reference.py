@@ -7,10 +7,10 @@ from pathlib import Path
 
 from test_train import base_model  # noqa: F401  (fixture)
 
-from twt.compress import run_compress
-from twt.embedded_task import make_questions, reasoning_of
-from twt.records import DistillRow, read_rows, write_rows
-from twt.reference import ReferenceSettings, reference_pairs, train_reference
+from twt.core.records import DistillRow, read_rows, write_rows
+from twt.embedded.task import make_questions, reasoning_of
+from twt.method.compress import run_compress
+from twt.training.reference import ReferenceSettings, reference_pairs, train_reference
 
 
 def _rows(n: int) -> list[DistillRow]:
@@ -62,8 +62,9 @@ def test_trained_once_cached_by_data_and_settings_then_used_by_cts(
 def test_settings_reach_the_reference_trainer(tmp_path: Path, base_model: Path) -> None:  # noqa: F811
     import yaml
 
-    from twt import tasks
-    from twt.config import ConfigError, default_config_path, parse_config
+    from twt.core.load import default_config_path, parse_config
+    from twt.core.schema import ConfigError
+    from twt.steps import steps
 
     data = yaml.safe_load(default_config_path().read_text())
     data["compression"] = {"method": "cts", "selection": "windowed", "segment": 8}
@@ -72,7 +73,7 @@ def test_settings_reach_the_reference_trainer(tmp_path: Path, base_model: Path) 
     assert config.compression.selection == "windowed" and config.reference.train
     rows = tmp_path / "distill.jsonl"
     write_rows(rows, _rows(6))
-    out = tasks.train_reference_model(config, rows, tmp_path / "ref", progress=False)
+    out = steps.train_reference_model(config, rows, tmp_path / "ref", progress=False)
     assert json.loads((out / "twt.json").read_text())["reference"]["base_model"] == str(base_model)
     data["compression"]["selection"] = "lingua"
     try:

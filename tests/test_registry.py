@@ -1,4 +1,4 @@
-"""twt.registry against a local directory and a real S3 HTTP server (moto, in-process, on 127.0.0.1).
+"""twt.registry.models against a local directory and a real S3 HTTP server (moto, in-process, on 127.0.0.1).
 
 .venv/bin/python -m pytest tests/test_registry.py -q
 """
@@ -16,14 +16,12 @@ from pathlib import Path
 import pytest
 from s3_server import start_server
 
-from twt import model_card, registry, store
-from twt.registry import (
-    RegistryError,
-    RegistryNameError,
-    VersionExistsError,
-    VersionNotFoundError,
-)
-from twt.store import ChecksumError, StoreError
+from twt.core import store
+from twt.core.store import ChecksumError, StoreError
+from twt.registry import card as model_card
+from twt.registry import claims
+from twt.registry import models as registry
+from twt.registry.claims import RegistryError, RegistryNameError, VersionExistsError, VersionNotFoundError
 
 METRICS = {
     "student-base": {"accuracy": 0.25, "mean_output_tokens": 4.0},
@@ -267,7 +265,7 @@ def test_server_gone_mid_publish_leaves_an_invisible_version_and_a_named_claim(s
 def _race(tmp_path, monkeypatch, publish_args: list[tuple]) -> list[object]:
     """Run the publishes in threads that all pass the existence check before any of them claims."""
     barrier = threading.Barrier(len(publish_args), timeout=10)
-    real_claim, waited = registry._claim, set()
+    real_claim, waited = claims._claim, set()
 
     def claim_together(*args):
         if threading.get_ident() not in waited:  # the first claim of each thread; auto retries go on alone
@@ -275,7 +273,7 @@ def _race(tmp_path, monkeypatch, publish_args: list[tuple]) -> list[object]:
             barrier.wait()
         return real_claim(*args)
 
-    monkeypatch.setattr(registry, "_claim", claim_together)
+    monkeypatch.setattr(claims, "_claim", claim_together)
     results: list[object] = [None] * len(publish_args)
 
     def run(i: int) -> None:
@@ -338,10 +336,10 @@ def test_invalid_versions_are_rejected(version, tmp_path):
 
 
 def test_versions_and_refs():
-    assert registry.check_model_name("twt-student_2.0") == "twt-student_2.0"
+    assert claims.check_model_name("twt-student_2.0") == "twt-student_2.0"
     good = ["0", "7", "1.2", "1.2.3", "10.0.1", "999999999"]
-    assert [registry.check_version(v) for v in good] == good
-    assert sorted(["2", "1.10", "1.9", "10", "1", "1.0"], key=registry.version_key) == [
+    assert [claims.check_version(v) for v in good] == good
+    assert sorted(["2", "1.10", "1.9", "10", "1", "1.0"], key=claims.version_key) == [
         "1",
         "1.0",
         "1.9",
@@ -432,7 +430,7 @@ def test_the_model_card_says_not_recorded_for_missing_parts():
 
 
 def test_a_gate_verdict_object_is_recorded_as_its_dict(tmp_path):
-    from twt.gate import decide
+    from twt.method.gate import decide
 
     make_model(tmp_path / "model")
     verdict = decide(METRICS)
@@ -471,7 +469,7 @@ def test_a_retried_run_gets_the_version_it_already_published(where, tmp_path, re
         registry.publish(tmp_path / "other", root, "student", run_id="run-1", settings=settings).version
         == "4"
     )
-    with pytest.raises(registry.VersionExistsError):  # a version named by hand stays immutable
+    with pytest.raises(claims.VersionExistsError):  # a version named by hand stays immutable
         registry.publish(tmp_path / "other", root, "student", "1", run_id="run-1", settings=settings)
     assert [v.version for v in registry.list_versions(root, "student", settings=settings)] == [
         "1",

@@ -23,7 +23,9 @@ from pathlib import Path
 import pytest
 from test_registry import make_model
 
-from twt import registry, store
+from twt.core import store
+from twt.registry import claims
+from twt.registry import models as registry
 
 HERE = Path(__file__).parent
 WORKER = HERE / "registry_stress.py"
@@ -214,13 +216,13 @@ def test_kill_9_then_gc_and_retry_ends_in_one_verified_version(backend, request,
             assert gc.returncode == 0 and "Traceback" not in gc.stderr, gc.stderr
             assert gc.stdout.strip().splitlines()[-1].endswith(f"removed under {root}"), gc.stdout
         elif attempt % 2:
-            registry.gc(root, settings=settings)
+            claims.gc(root, settings=settings)
         # else: no gc first; the publish reclaims what the dead process left
         try:
             registry.publish(work / "model-killme-0", root, "stress", "1", settings=settings)
-        except registry.VersionExistsError as err:
+        except claims.VersionExistsError as err:
             assert "already exists" in str(err)  # the killed publish had finished
-        registry.gc(root, settings=settings)  # a claim of a publish killed after its manifest goes here
+        claims.gc(root, settings=settings)  # a claim of a publish killed after its manifest goes here
         versions = registry.list_versions(root, "stress", settings=settings)
         assert [v.version for v in versions] == ["1"]
         registry.pull("stress@1", root, work / f"out{attempt}", settings=settings)  # verifies every file
@@ -231,12 +233,12 @@ def test_a_live_claim_is_never_reclaimed_and_is_named(tmp_path):
     model = tmp_path / "model"
     make_model(model)
     root = tmp_path / "reg"
-    claim = registry._claim(root, "m", "1", None)  # held by this (live) process
-    with pytest.raises(registry.VersionExistsError, match=r"claim .*\.publishing/1, held by process"):
+    claim = claims._claim(root, "m", "1", None)  # held by this (live) process
+    with pytest.raises(claims.VersionExistsError, match=r"claim .*\.publishing/1, held by process"):
         registry.publish(model, root, "m", "1")
-    assert registry.gc(root) == []  # a live claim stays
-    assert registry.gc(root, older_than_s=0.0, dry_run=True)[0].uri == claim  # too old: would go
-    removed = registry.gc(root, older_than_s=0.0)
+    assert claims.gc(root) == []  # a live claim stays
+    assert claims.gc(root, older_than_s=0.0, dry_run=True)[0].uri == claim  # too old: would go
+    removed = claims.gc(root, older_than_s=0.0)
     assert [(r.kind, r.uri) for r in removed] == [("claim", claim)]
     assert registry.publish(model, root, "m", "1").version == "1"
 
@@ -254,7 +256,7 @@ def test_stale_staging_of_a_dead_process_is_swept_by_the_next_publish(tmp_path):
     (left / "config.json").write_text("{}")
     mine = root / "m" / f".3.{store.owner_tag()}.abcd1234.tmp"  # a live process's (ours): kept
     mine.mkdir()
-    assert [r.uri for r in registry.gc(root, dry_run=True)] == [str(left)]
+    assert [r.uri for r in claims.gc(root, dry_run=True)] == [str(left)]
     registry.publish(model, root, "m", "2")
     assert not left.exists() and mine.exists()
 
@@ -265,17 +267,17 @@ def test_one_reclaimer_at_a_time_and_an_interrupted_release_is_tidied(tmp_path):
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    claim_uri = registry._claim_uri(root, "m", "1")
+    claim_uri = claims._claim_uri(root, "m", "1")
     meta = {"publisher": {"host": store.this_host(), "pid": int(dead.stdout), "id": "abc123"}}
-    registry._publish_empty(claim_uri, meta, None)  # a claim whose owner is gone
-    claim = registry.Claim.read(claim_uri, None)
+    claims._publish_empty(claim_uri, meta, None)  # a claim whose owner is gone
+    claim = claims.Claim.read(claim_uri, None)
     assert claim is not None and "is gone" in claim.stale(3600.0)
-    registry._publish_empty(f"{claim_uri}.reclaim-abc123", {"publisher": registry._publisher()}, None)
-    with pytest.raises(registry.VersionExistsError, match="another process is removing the abandoned claim"):
+    claims._publish_empty(f"{claim_uri}.reclaim-abc123", {"publisher": claims._publisher()}, None)
+    with pytest.raises(claims.VersionExistsError, match="another process is removing the abandoned claim"):
         registry.publish(model, root, "m", "1")  # someone (live: us) is reclaiming it right now
     store.delete(f"{claim_uri}.reclaim-abc123")
     assert registry.publish(model, root, "m", "1").version == "1"  # reclaimed, then published
     (root / "m" / ".publishing" / "2").mkdir(parents=True)  # a release cut short after the manifest went
-    removed = registry.gc(root)
+    removed = claims.gc(root)
     assert [(r.kind, Path(r.uri).name) for r in removed] == [("claim", "2")]
     assert not (root / "m" / ".publishing").exists()

@@ -1,9 +1,9 @@
-"""The DCRS and compression summaries that the KFP UI renders (twt.reports), from made-up reports shaped
-like twt.dcrs's and twt.compress's."""
+"""The DCRS and compression summaries that the KFP UI renders (twt.steps.reports), from made-up reports shaped
+like twt.method.dcrs's and twt.method.compress's."""
 
 from __future__ import annotations
 
-from twt.reports import compression_markdown, dcrs_markdown
+from twt.steps.reports import compression_markdown, dcrs_markdown
 
 
 def _counts(n_in: int, quality: int, diversity: int) -> dict:

@@ -10,9 +10,10 @@ import torch
 from fake_openai_server import TOKEN_LOGPROB, FakeOpenAIServer
 from test_teachers import build_tiny_llama
 
-from twt.embedded_task import PromptTemplates, make_questions
-from twt.records import Candidate, Question, read_rows, write_rows
-from twt.sampling import (
+from twt.core.prompts import PromptTemplates
+from twt.core.records import Candidate, Question, read_rows, write_rows
+from twt.embedded.task import make_questions
+from twt.method.sampling import (
     DONE_FILE,
     SamplingError,
     answer_questions,
@@ -21,7 +22,7 @@ from twt.sampling import (
     sample_teacher,
     shard_path,
 )
-from twt.teachers import Generation, TeacherSpec, load_teacher
+from twt.method.teachers import Generation, TeacherSpec, load_teacher
 
 
 class Crash(RuntimeError):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import yaml
 
-from twt.config import default_config_path, parse_config
-from twt.slices import stage_settings
+from twt.core.load import default_config_path, parse_config
+from twt.steps.settings import stage_settings
 
 
 def _config(condition: str):

@@ -1,4 +1,4 @@
-"""Serving the promoted student (twt.serving): the KServe InferenceService, checked against KServe
+"""Serving the promoted student (twt.registry.serving): the KServe InferenceService, checked against KServe
 v0.20.0's CRD schema (vendored), and its create/update and wait through the real ``kubernetes`` client
 against a local server answering the InferenceService API paths.
 
@@ -13,8 +13,9 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 from json_http import LocalHTTPServer, send_json
 
-from twt import serving, tasks
-from twt.kube_schemas import crd_record, schema_errors
+from twt.core.kube_schemas import crd_record, schema_errors
+from twt.registry import serving
+from twt.steps import steps
 
 POOL = {
     "node_selector": {"nvidia.com/gpu.present": "true"},
@@ -128,9 +129,9 @@ def test_the_serve_step_creates_then_updates_and_waits_until_ready(tmp_path, mon
     }
     promoted.write_text(json.dumps(record))
     with InferenceServiceApi() as api:
-        first = tasks.serve(promoted, tmp_path / "served.json", api_client=api.client(), **POOL)
+        first = steps.serve(promoted, tmp_path / "served.json", api_client=api.client(), **POOL)
         promoted.write_text(json.dumps({**record, "version": "4", "uri": "s3://twt-registry/twt-student/4"}))
-        second = tasks.serve(promoted, api_client=api.client(), **POOL)
+        second = steps.serve(promoted, api_client=api.client(), **POOL)
     assert (first["action"], second["action"]) == ("created", "updated")
     assert first["url"] == "http://twt-student.team-a.svc"
     assert (

@@ -1,4 +1,4 @@
-"""Each step gets only its settings: the compiled spec's components take their slice (``twt.slices``) and
+"""Each step gets only its settings: the compiled spec's components take their slice (``twt.steps.settings``) and
 plumbing, never the run's parameters; a changed setting changes the slices of exactly the steps that use
 it; a bad pipeline parameter is one line naming it."""
 
@@ -11,8 +11,10 @@ import pytest
 import yaml
 
 from pipelines import release
-from twt import slices
-from twt.config import ConfigError, RunConfig, default_config_path
+from twt.core.load import default_config_path
+from twt.core.schema import ConfigError, RunConfig
+from twt.steps import parameters as kfp_parameters
+from twt.steps import settings as slices
 
 # the steps (resolve-settings outputs) each component's settings come from
 STEP_OF_TASK = {
@@ -83,7 +85,7 @@ def test_every_component_takes_its_own_settings_and_nothing_else(spec: dict) -> 
 
 def test_typed_parameters_carry_their_descriptions(spec: dict) -> None:
     parameters = spec["root"]["inputDefinitions"]["parameters"]
-    for name in slices.PARAMETERS:
+    for name in kfp_parameters.PARAMETERS:
         assert len(parameters[name].get("description", "")) >= 20, name
     assert parameters["stage2_learning_rate"]["parameterType"] == "NUMBER_DOUBLE"
     assert parameters["stage3_updates"]["parameterType"] == "NUMBER_INTEGER"
@@ -135,13 +137,13 @@ def test_a_setting_changes_only_the_steps_that_use_it(change, steps: set[str]) -
 )
 def test_a_bad_parameter_is_one_line_naming_it(parameters: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as err:
-        slices.resolve(default_config_path().read_text(), "", parameters)
+        kfp_parameters.resolve(default_config_path().read_text(), "", parameters)
     assert "\n" not in str(err.value)
 
 
 def test_parameters_apply_and_an_override_keeps_what_they_leave_at_default(tmp_path) -> None:
     base = default_config_path().read_text()
-    applied = slices.resolve(base, "", {"gate_min_accuracy": 0.8, "gate_min_token_reduction": -1})
+    applied = kfp_parameters.resolve(base, "", {"gate_min_accuracy": 0.8, "gate_min_token_reduction": -1})
     assert applied["gate"]["gate"]["min_accuracy"] == 0.8
     assert applied["gate"]["gate"]["min_token_reduction"] is None  # negative = not checked
     override = _demo()
@@ -149,15 +151,15 @@ def test_parameters_apply_and_an_override_keeps_what_they_leave_at_default(tmp_p
     override["dcrs"]["quality_threshold"] = 0.6
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(override))
-    defaults = slices.parameter_values(RunConfig.model_validate(_demo()))
-    resolved = slices.resolve(base, str(path), {**defaults, "dcrs_quality_threshold": 0.8})
+    defaults = kfp_parameters.parameter_values(RunConfig.model_validate(_demo()))
+    resolved = kfp_parameters.resolve(base, str(path), {**defaults, "dcrs_quality_threshold": 0.8})
     assert resolved["gate"]["gate"]["min_accuracy"] == 0.25  # parameter at its default: the file's value
     assert resolved["select"]["dcrs"]["quality_threshold"] == 0.8  # parameter changed: it applies
 
 
 def test_parameter_values_reproduce_the_configuration() -> None:
     config = RunConfig.model_validate(_demo())
-    again = slices.apply_parameters(_demo(), slices.parameter_values(config))
+    again = kfp_parameters.apply_parameters(_demo(), kfp_parameters.parameter_values(config))
     assert slices.step_settings(RunConfig.model_validate(again)) == slices.step_settings(config)
 
 
@@ -173,7 +175,7 @@ def test_pipeline_defaults_are_the_packaged_configuration() -> None:
     from pipelines.distillation import DEFAULTS, twt_distillation
 
     inputs = twt_distillation.component_spec.inputs
-    for name in slices.PARAMETERS:
+    for name in kfp_parameters.PARAMETERS:
         assert inputs[name].default == DEFAULTS[name], name
 
 
@@ -182,7 +184,7 @@ def test_student_and_question_files_are_typed_parameters(spec: dict) -> None:
     for name in ("student_model", "questions_uri", "eval_uri"):
         assert parameters[name]["parameterType"] == "STRING", name
     given = {"student_model": "Qwen/Qwen2.5-0.5B-Instruct", "questions_uri": "s3://data/q.jsonl"}
-    resolved = slices.resolve(
+    resolved = kfp_parameters.resolve(
         default_config_path().read_text(), "", {**given, "eval_uri": "s3://data/e.jsonl"}
     )
     assert resolved["stage1"]["student"]["model"] == "Qwen/Qwen2.5-0.5B-Instruct"
@@ -193,7 +195,7 @@ def test_student_and_question_files_are_typed_parameters(spec: dict) -> None:
         "s3://data/e.jsonl",
     )
     with pytest.raises(ConfigError, match="eval") as err:  # files go in pairs
-        slices.resolve(default_config_path().read_text(), "", given)
+        kfp_parameters.resolve(default_config_path().read_text(), "", given)
     assert "\n" not in str(err.value)
 
 
@@ -202,13 +204,13 @@ def test_promotion_has_a_registry_by_default_and_an_override_keeps_its_own() -> 
 
     base = default_config_path().read_text()
     assert DEFAULTS["registry_uri"] == "s3://twt-registry"  # the bucket manifests/base/minio creates
-    assert slices.resolve(base, "", DEFAULTS)["promote"]["registry"]["uri"] == "s3://twt-registry"
+    assert kfp_parameters.resolve(base, "", DEFAULTS)["promote"]["registry"]["uri"] == "s3://twt-registry"
     override = _demo()
     override["registry"]["uri"] = "s3://elsewhere/models"
-    resolved = slices.resolve(base, yaml.safe_dump(override), DEFAULTS)
+    resolved = kfp_parameters.resolve(base, yaml.safe_dump(override), DEFAULTS)
     assert resolved["promote"]["registry"]["uri"] == "s3://elsewhere/models"
     override["registry"]["uri"] = None  # the file names none: the pipeline's default applies
-    assert slices.resolve(base, yaml.safe_dump(override), DEFAULTS)["promote"]["registry"]["uri"] == (
+    assert kfp_parameters.resolve(base, yaml.safe_dump(override), DEFAULTS)["promote"]["registry"]["uri"] == (
         "s3://twt-registry"
     )
 
@@ -221,18 +223,18 @@ def test_an_override_can_be_one_line_or_an_s3_uri(s3) -> None:
     one_line = yaml.safe_dump(override, default_flow_style=True, width=10**6).strip()
     assert "\n" not in one_line
     base = default_config_path().read_text()
-    assert slices.resolve(base, one_line)["gate"]["gate"]["min_accuracy"] == 0.33
+    assert kfp_parameters.resolve(base, one_line)["gate"]["gate"]["min_accuracy"] == 0.33
     s3.client.put_object(s3.bucket, "runs/one.yaml", io.BytesIO(yaml.safe_dump(override).encode()), -1,
                          part_size=5 * 2**20)  # fmt: skip
-    assert slices.resolve(base, s3.uri("runs/one.yaml"))["gate"]["gate"]["min_accuracy"] == 0.33
+    assert kfp_parameters.resolve(base, s3.uri("runs/one.yaml"))["gate"]["gate"]["min_accuracy"] == 0.33
     with pytest.raises(ConfigError, match=r"^config_override: cannot read s3://.*/runs/missing\.yaml"):
-        slices.resolve(base, s3.uri("runs/missing.yaml"))
+        kfp_parameters.resolve(base, s3.uri("runs/missing.yaml"))
 
 
 def test_numbers_kfp_turned_into_floats_come_back_whole() -> None:
     teachers = [{"name": "t", "model": "org/m", "k": 2.0, "temperature": 1.0, "max_new_tokens": 64.0}]
     compression = {"method": "teacher", "teacher": "t"}
-    resolved = slices.resolve(
+    resolved = kfp_parameters.resolve(
         default_config_path().read_text(), "", {"teachers": teachers, "compression": compression}
     )
     teacher = resolved["sample"][0]["teacher"]

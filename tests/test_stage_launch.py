@@ -17,11 +17,12 @@ from kubernetes import client
 from test_stages import _rows
 from test_train import base_model  # noqa: F401  (fixture)
 
-from twt.config import TrainingConfig, default_config_path, parse_config
-from twt.records import write_rows
-from twt.slices import stage_settings
-from twt.stage_launch import LaunchError, choose_engine, launch_job, launch_stage, stage_sft
-from twt.trainjob import TrainJobError, kube_clients
+from twt.core.load import default_config_path, parse_config
+from twt.core.records import write_rows
+from twt.core.schema import TrainingConfig
+from twt.steps.settings import stage_settings
+from twt.training.jobs import TrainJobError, kube_clients
+from twt.training.launch import LaunchError, choose_engine, launch_job, launch_stage, stage_sft
 
 
 @pytest.mark.parametrize(
@@ -283,13 +284,13 @@ def _in_step_pod(monkeypatch, tmp: Path) -> None:
     namespace.write_text("twt")
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
     monkeypatch.setenv("HOSTNAME", STEP_POD)
-    monkeypatch.setattr("twt.trainjob.SA_NAMESPACE", str(namespace))
+    monkeypatch.setattr("twt.training.jobs.SA_NAMESPACE", str(namespace))
 
 
 def _stage_job(tmp: Path, base: Path, run, rows: int):
     from dataclasses import asdict
 
-    from twt.stage_launch import StageJob
+    from twt.training.launch import StageJob
 
     write_rows(tmp / "rows.jsonl", _rows(rows))
     sft = asdict(stage_sft(stage_settings(run, 1), "run-7"))
@@ -381,7 +382,7 @@ def test_a_failing_trainjob_fails_the_stage_with_its_error(tmp_path: Path, base_
     run = _run(tmp_path, base_model, processes=2, checkpoints=s3.uri("ck"), image="twt:test", namespace="twt")
     from dataclasses import asdict
 
-    from twt.stage_launch import StageJob
+    from twt.training.launch import StageJob
 
     job = StageJob(
         1,

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from test_train import base_model  # noqa: F401  (fixture)
 
-from twt.embedded_task import make_questions, reasoning_of, solve_steps
-from twt.records import DistillRow, write_rows
-from twt.stages import StageError, mixed_pairs, run_stage, stage_pairs
-from twt.train import SFTConfig
+from twt.core.records import DistillRow, write_rows
+from twt.embedded.task import make_questions, reasoning_of, solve_steps
+from twt.training.sft import SFTConfig
+from twt.training.stages import StageError, mixed_pairs, run_stage, stage_pairs
 
 
 def _rows(n: int = 48) -> list[DistillRow]:

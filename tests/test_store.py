@@ -1,4 +1,4 @@
-"""twt.store against local directories and a real S3 HTTP server (moto, in-process, on 127.0.0.1).
+"""twt.core.store against local directories and a real S3 HTTP server (moto, in-process, on 127.0.0.1).
 
 .venv/bin/python -m pytest tests/test_store.py -q
 """
@@ -20,8 +20,8 @@ from minio import Minio
 from minio.error import ServerError
 from s3_server import start_server
 
-from twt import store
-from twt.store import (
+from twt.core import store
+from twt.core.store import (
     AlreadyPublishedError,
     ChecksumError,
     NotFoundError,

@@ -1,5 +1,5 @@
 """Structure rules checked on the source: the library imports no KFP and no pipeline layer, each settings
-default is written once (in ``twt.config``), and no two library classes share a name."""
+default is written once (in ``twt.core.schema``), and no two library classes share a name."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from twt import config as schema
+from twt.core import schema
 
 TWT = Path(__file__).resolve().parents[1] / "twt"
 FORBIDDEN = ("kfp", "pipelines", "components")
 # the console entry point is an adapter: ``twt demo`` hands the kfp.local runner (pipelines.local) in
-ADAPTER_IMPORTS = {"cli.py": {"pipelines.local"}}
+ADAPTER_IMPORTS = {"app/cli.py": {"pipelines.local"}}
 
 
 def _modules() -> list[Path]:
@@ -48,7 +48,7 @@ def test_the_import_check_catches_a_lazy_import(tmp_path: Path) -> None:
 
 
 def _settings_fields() -> dict[str, set[type]]:
-    """Field name → the settings sections (``twt.config``) that define it with a default."""
+    """Field name → the settings sections (``twt.core.schema``) that define it with a default."""
     fields: dict[str, set[type]] = defaultdict(set)
     for value in vars(schema).values():
         if isinstance(value, type) and issubclass(value, schema._Section) and value is not schema._Section:
@@ -83,18 +83,18 @@ MIRRORS = {
 }
 # library functions whose keywords mirror settings sections: (module, function) → sections
 FUNCTION_MIRRORS = {
-    ("compress.py", "run_compress"): (schema.CompressionConfig,),
-    ("compress.py", "compress_by_tokens"): (schema.CompressionConfig,),
-    ("compress.py", "compress_by_teacher"): (schema.CompressionConfig,),
-    ("dcrs.py", "embed_texts"): (schema.DCRSConfig,),
-    ("evaluate.py", "evaluate_model"): (schema.EvaluationConfig,),
-    ("evaluate.py", "evaluate_models"): (schema.EvaluationConfig,),
-    ("distributed.py", "make_accelerator"): (schema.TrainingConfig,),
-    ("distributed.py", "torchrun_command"): (schema.TrainingConfig,),
-    ("trainjob.py", "submit_and_wait"): (schema.TrainingConfig,),
-    ("stages.py", "run_stage"): (schema.StageConfig,),
-    ("registry.py", "publish"): (schema.RegistryConfig,),
-    ("internalize.py", "run_internalize"): (schema.InternalizeConfig,),
+    ("method/compress.py", "run_compress"): (schema.CompressionConfig,),
+    ("method/compress.py", "compress_by_tokens"): (schema.CompressionConfig,),
+    ("method/compress.py", "compress_by_teacher"): (schema.CompressionConfig,),
+    ("method/dcrs.py", "embed_texts"): (schema.DCRSConfig,),
+    ("method/evaluate.py", "evaluate_model"): (schema.EvaluationConfig,),
+    ("method/evaluate.py", "evaluate_models"): (schema.EvaluationConfig,),
+    ("training/distributed.py", "make_accelerator"): (schema.TrainingConfig,),
+    ("training/distributed.py", "torchrun_command"): (schema.TrainingConfig,),
+    ("training/jobs.py", "submit_and_wait"): (schema.TrainingConfig,),
+    ("training/stages.py", "run_stage"): (schema.StageConfig,),
+    ("registry/models.py", "publish"): (schema.RegistryConfig,),
+    ("training/internalize.py", "run_internalize"): (schema.InternalizeConfig,),
 }
 # a keyword that shares a field's name but not its meaning, and why
 NOT_MIRRORED = {
@@ -130,10 +130,10 @@ def _literal_keywords(path: Path, function: str) -> list[tuple[str, int]]:
 
 def test_each_settings_default_is_written_once() -> None:
     """A library class mirroring a settings section writes no literal default for a field the section
-    has: it takes ``schema_default(...)``, so the value lives only in twt/config.py."""
+    has: it takes ``schema_default(...)``, so the value lives only in twt/core/schema.py."""
     duplicates = []
     for path in _modules():
-        if path.name == "config.py":
+        if path.relative_to(TWT).as_posix() == "core/schema.py":
             continue
         for cls, field, line in _literal_defaults(path):
             if _repeats(cls, field, MIRRORS.get(cls, ())):
@@ -159,10 +159,10 @@ def test_the_keyword_check_catches_a_repeated_default(tmp_path: Path) -> None:
 
 
 def test_mirrored_defaults_equal_the_schema() -> None:
-    from twt.internalize import Schedule
-    from twt.reference import ReferenceSettings
-    from twt.teachers import TeacherSpec
-    from twt.train import SFTConfig
+    from twt.method.teachers import TeacherSpec
+    from twt.training.internalize import Schedule
+    from twt.training.reference import ReferenceSettings
+    from twt.training.sft import SFTConfig
 
     mirrors = (
         (TeacherSpec, schema.TeacherConfig),
@@ -191,25 +191,25 @@ def test_no_two_library_classes_share_a_name() -> None:
 
 def test_settings_sections_are_pydantic_models() -> None:
     assert issubclass(schema.DCRSConfig, BaseModel)
-    import twt.dcrs
-    import twt.gate
+    import twt.method.dcrs
+    import twt.method.gate
 
-    assert twt.dcrs.DCRSConfig is schema.DCRSConfig and twt.gate.GateConfig is schema.GateConfig
+    assert twt.method.dcrs.DCRSConfig is schema.DCRSConfig and twt.method.gate.GateConfig is schema.GateConfig
     assert _settings_fields()["max_per_question"] == {schema.DCRSConfig}
 
 
 def test_the_readme_settings_section_is_generated_from_the_schema() -> None:
-    from twt.settings_reference import README, readme_section, reference_markdown
+    from twt.app.settings_docs import README, readme_section, reference_markdown
 
     assert readme_section(README.read_text(encoding="utf-8")) == reference_markdown(), (
-        "README.md's settings section is stale: run `python -m twt.settings_reference --write`"
+        "README.md's settings section is stale: run `python -m twt.app.settings_docs --write`"
     )
     for name, info in schema.GateConfig.model_fields.items():
         assert f"`gate.{name}`" in reference_markdown() and info.description in reference_markdown()
 
 
 def test_cli_setting_flags_take_their_help_from_the_schema() -> None:
-    from twt.cli import build_parser
+    from twt.app.cli import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices
@@ -221,12 +221,12 @@ def test_cli_setting_flags_take_their_help_from_the_schema() -> None:
 
 
 def test_twt_distill_writes_the_lineage_the_pipeline_step_writes(tmp_path) -> None:
-    """``twt distill`` goes through ``twt.tasks.distill_stage``: the model records the run and teachers."""
+    """``twt distill`` goes through ``twt.steps.steps.distill_stage``: the model records the run and teachers."""
     import json
 
-    from twt.cli import main
-    from twt.config import data_dir, default_config_path, load_config
-    from twt.records import DistillRow, write_rows
+    from twt.app.cli import main
+    from twt.core.load import data_dir, default_config_path, load_config
+    from twt.core.records import DistillRow, write_rows
 
     rows = tmp_path / "rows.jsonl"
     write_rows(

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from twt import tasks
-from twt.config import ConfigError, default_config_path, parse_config
-from twt.embedded_task import make_questions, reasoning_of
-from twt.records import DistillRow, write_rows
+from twt.core.load import default_config_path, parse_config
+from twt.core.records import DistillRow, write_rows
+from twt.core.schema import ConfigError
+from twt.embedded.task import make_questions, reasoning_of
+from twt.steps import steps
 
 
 def _config(**student):
@@ -35,7 +36,7 @@ def test_stage_1_builds_and_trains_a_student_of_the_configured_size(tmp_path: Pa
             for q in questions
         ],
     )
-    tasks.distill_stage(_config(hidden=32, layers=3), 1, rows, None, tmp_path / "stage1", progress=False)
+    steps.distill_stage(_config(hidden=32, layers=3), 1, rows, None, tmp_path / "stage1", progress=False)
     built = json.loads((tmp_path / "student-base-32x3" / "twt.json").read_text())
     assert (built["spec"]["hidden"], built["spec"]["layers"]) == (32, 3)
     trained = json.loads((tmp_path / "stage1" / "config.json").read_text())

@@ -12,8 +12,8 @@ import pytest
 import torch
 from fake_openai_server import TOKEN_LOGPROB, FakeOpenAIServer
 
-from twt.embedded_task import PromptTemplates
-from twt.teachers import (
+from twt.core.prompts import PromptTemplates
+from twt.method.teachers import (
     Generation,
     TeacherBackend,
     TeacherBackendError,
@@ -22,7 +22,7 @@ from twt.teachers import (
     TeacherSpecError,
     load_teacher,
 )
-from twt.teachers.transformers_backend import keyed_gumbel
+from twt.method.teachers.transformers_backend import keyed_gumbel
 
 PROMPTS = [
     "Solve step by step : 7 + 5 * 3",
@@ -343,7 +343,7 @@ def test_openai_missing_key_variable(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_spec_from_the_run_configuration() -> None:
-    from twt.config import TeacherConfig
+    from twt.core.schema import TeacherConfig
 
     config = TeacherConfig(
         name="t", model="/models/t", k=3, temperature=0.2, prompts={"direct": "Just answer: {question}\n"}

@@ -7,9 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from twt.embedded_task import TaskSpec, make_questions, solve_steps
-from twt.records import Question
-from twt.tiny import DEFAULT_DIR, STUDENT, TEACHERS, BuildPlan, TinyModelSpec, build_all, greedy_accuracy
+from twt.core.records import Question
+from twt.embedded.task import TaskSpec, make_questions, solve_steps
+from twt.embedded.tiny import (
+    DEFAULT_DIR,
+    STUDENT,
+    TEACHERS,
+    BuildPlan,
+    TinyModelSpec,
+    build_all,
+    greedy_accuracy,
+)
 
 MICRO = TinyModelSpec("micro", hidden=32, layers=1, heads=2, steps=40, batch_size=8, lr=3e-3, seed=7)
 HELD_OUT = 500
@@ -41,8 +49,8 @@ def held_out() -> list[Question]:
 
 
 def _solve(model: Path, questions: list[Question], **options) -> list[str]:
-    from twt.sampling import answer_questions
-    from twt.teachers import TeacherSpec, load_teacher
+    from twt.method.sampling import answer_questions
+    from twt.method.teachers import TeacherSpec, load_teacher
 
     spec = TeacherSpec(name=model.name, model=str(model), max_new_tokens=128, batch_size=100, **options)
     return [a.text for a in answer_questions(load_teacher(spec), questions, instruction="solve")]
@@ -54,7 +62,8 @@ def test_each_teacher_writes_its_style_and_slips_on_its_own_slice(
 ) -> None:
     """Each teacher writes its own verbose style (its step values read back), varies its phrasing between
     samples, is right off its slip slice and commits its own slip on it."""
-    from twt.embedded_task import answer_of, attempt_values, extract_answer, in_slip_slice, solve_steps
+    from twt.core.prompts import extract_answer
+    from twt.embedded.task import answer_of, attempt_values, in_slip_slice, solve_steps
 
     model = DEFAULT_DIR / spec.name
     if not (model / "model.safetensors").exists():
@@ -76,8 +85,8 @@ def test_each_teacher_writes_its_style_and_slips_on_its_own_slice(
     assert right_off >= 0.9 * len(off_slice)
     assert slipped_on >= 0.6 * len(in_slice)  # its own error, not another teacher's, nor the right answer
     assert styled >= 0.85 * len(off_slice)  # verbose, in its style: no canonical "a+b=c" steps
-    from twt.embedded_task import PromptTemplates
-    from twt.teachers import TeacherSpec, load_teacher
+    from twt.core.prompts import PromptTemplates
+    from twt.method.teachers import TeacherSpec, load_teacher
 
     backend = load_teacher(TeacherSpec(name=spec.name, model=str(model), max_new_tokens=128))
     prompt = PromptTemplates().render("solve", question=off_slice[-1].question)
@@ -86,7 +95,7 @@ def test_each_teacher_writes_its_style_and_slips_on_its_own_slice(
 
 
 def test_the_student_base_knows_single_operation_facts_but_not_chains(held_out: list[Question]) -> None:
-    from twt.embedded_task import OPS, answer_of
+    from twt.embedded.task import OPS, answer_of
 
     facts = [
         Question(id=f"f{i}", question=f"{a}{op}{b}", answer=answer_of(f"{a}{op}{b}"))
@@ -111,11 +120,12 @@ def test_the_committed_compression_teacher_writes_for_the_student(held_out: list
     later, propagated errors are kept less reliably)."""
     import random
 
-    from twt.compress import compress_by_teacher
-    from twt.embedded_task import VERBOSE_STYLES, completion, reasoning_of, rewrite_for_student, write_steps
-    from twt.records import DistillRow
-    from twt.teachers import TeacherSpec, load_teacher
-    from twt.tiny import wrong_steps
+    from twt.core.prompts import completion
+    from twt.core.records import DistillRow
+    from twt.embedded.task import VERBOSE_STYLES, reasoning_of, rewrite_for_student, write_steps
+    from twt.embedded.tiny import wrong_steps
+    from twt.method.compress import compress_by_teacher
+    from twt.method.teachers import TeacherSpec, load_teacher
 
     rng = random.Random(0)
     questions = [

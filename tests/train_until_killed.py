@@ -2,7 +2,7 @@
 
     python tests/train_until_killed.py SPEC_JSON MARKER_FILE HANG_AT
 
-SPEC_JSON holds ``pairs``, ``base``, ``out`` and ``config`` (``twt.train.SFTConfig`` fields). After update
+SPEC_JSON holds ``pairs``, ``base``, ``out`` and ``config`` (``twt.training.sft.SFTConfig`` fields). After update
 ``HANG_AT`` (and its checkpoint) the process writes MARKER_FILE and sleeps: the test then SIGKILLs it, as a
 node's preemption would.
 """
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from twt.train import SFTConfig, train_sft
+from twt.training.sft import SFTConfig, train_sft
 
 
 def main(spec_path: str, marker: str, hang_at: int) -> None:

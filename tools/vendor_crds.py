@@ -4,7 +4,7 @@
 
 Each CRD's ``openAPIV3Schema`` (every served version) is written as compact JSON with ``description``
 fields dropped (they are 80% of the bytes and no validator reads them), under a header that records where
-the CRD came from (``SOURCE_LABEL``: repository, tag or commit, path). ``twt.kube_schemas`` loads them.
+the CRD came from (``SOURCE_LABEL``: repository, tag or commit, path). ``twt.core.kube_schemas`` loads them.
 """
 
 from __future__ import annotations

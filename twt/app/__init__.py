@@ -1,0 +1,1 @@
+"""The top floor: the ``twt`` command line and the demo."""

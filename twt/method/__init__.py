@@ -1,0 +1,1 @@
+"""The method: teachers and sampling, DCRS, CTS and compression, evaluation and the gate. On ``twt.core``."""

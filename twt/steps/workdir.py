@@ -1,0 +1,223 @@
+"""One run of the whole method, step by step, in a local work directory: what ``twt run`` and the demo call.
+
+    config = load_config("configs/demo.yaml")
+    run = RunDir(config, "runs/demo")
+    sample_step(run); dcrs_step(run); stage_step(run, 1); compress_step(run); stage_step(run, 2); ...
+
+Each step reads what earlier steps wrote under the work directory and writes its own outputs there; a step
+whose outputs exist is skipped (sampling and evaluation also resume inside a step), so a crashed run goes on
+where it stopped. Every step calls one function of ``twt.steps.steps``, the functions the Kubeflow components
+call on their artifacts, so ``twt run`` and a pipeline run write the same files.
+
+    questions/train.jsonl, eval.jsonl     the task (embedded: drawn here; files: copied)
+    candidates/<teacher>/                  sampling shards, DONE.json, candidates.jsonl
+    dcrs/distill.jsonl, report.json        DCRS
+    stage1/, stage2/, stage3/              the students (HF directories with twt.json lineage)
+    checkpoints/<run>/local/stage<n>/      training checkpoints (unless training.checkpoints names a root)
+    compress/rows.jsonl, report.json       stage-2 data (+ attempts.json for teacher-guided compression)
+    eval/metrics.json, report.md, *.png    evaluation of the students and baselines
+    gate.json                              the verdict
+    promoted.json                          registry version and the verified pull (pulled/<model>-<version>/)
+    rejected.md                            why the gate refused promotion (when it did)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from twt.core.records import read_json
+from twt.core.schema import RunConfig
+from twt.method.teachers import TeacherSpec
+from twt.steps import steps
+
+
+@dataclass
+class RunDir:
+    """A run configuration and the local directory its artifacts go to."""
+
+    config: RunConfig
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        if str(self.root).startswith("s3://"):
+            raise ValueError("the local runner needs a local workdir; on a cluster the pipeline uses s3://")
+        self.root.mkdir(parents=True, exist_ok=True)
+        # this directory is the run's work directory: what defaults under the configuration's workdir
+        # (the stages' checkpoints) goes here, so `twt run --workdir X` writes nothing outside X
+        self.config = self.config.model_copy(update={"workdir": str(self.root)})
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    # the layout (the module docstring): the one place that names the run's files
+    train_questions = property(lambda self: self.path("questions", "train.jsonl"))
+    eval_questions = property(lambda self: self.path("questions", "eval.jsonl"))
+    candidates = property(lambda self: self.path("candidates"))
+    distill_rows = property(lambda self: self.path("dcrs", "distill.jsonl"))
+    dcrs_report = property(lambda self: self.path("dcrs", "report.json"))
+    embeddings = property(lambda self: self.path("dcrs", "embeddings"))
+    compressed_rows = property(lambda self: self.path("compress", "rows.jsonl"))
+    compress_report = property(lambda self: self.path("compress", "report.json"))
+    attempts = property(lambda self: self.path("compress", "attempts.json"))
+    eval_dir = property(lambda self: self.path("eval"))
+    metrics = property(lambda self: self.path("eval", "metrics.json"))
+    eval_report = property(lambda self: self.path("eval", "report.md"))
+    verdict = property(lambda self: self.path("gate.json"))
+    promoted = property(lambda self: self.path("promoted.json"))
+    pulled = property(lambda self: self.path("pulled"))
+    rejected = property(lambda self: self.path("rejected.md"))
+    registry = property(lambda self: self.path("registry"))
+
+    def stage_dir(self, stage: int) -> Path:
+        return self.path(f"stage{stage}")
+
+    def teacher_specs(self) -> list[TeacherSpec]:
+        return [TeacherSpec.from_mapping(t) for t in self.config.teachers]
+
+
+def _done(model_dir: Path) -> bool:
+    return (model_dir / "twt.json").is_file() and (model_dir / "model.safetensors").is_file()
+
+
+# --- steps -------------------------------------------------------------------------------------------------
+# Each step maps the work directory's paths onto one function of twt.steps.steps (what the KFP components call)
+# and skips itself when its outputs are already there.
+
+
+def questions_step(run: RunDir, eval_questions: int | None = None) -> tuple[Path, Path]:
+    """The training questions (what the teachers solve) and the held-out evaluation questions."""
+    steps.prepare_questions(run.config, run.train_questions, run.eval_questions, eval_questions)
+    return run.train_questions, run.eval_questions
+
+
+def sample_step(run: RunDir, progress: bool = True) -> list[Path]:
+    """k candidates per question from every teacher (resumable shards); the merged candidate files."""
+    return [
+        steps.sample(run.config, name, run.train_questions, run.candidates, progress)
+        for name in run.config.teacher_names
+    ]
+
+
+def dcrs_step(run: RunDir) -> dict:
+    """DCRS over every teacher's candidates: ``dcrs/distill.jsonl`` and ``dcrs/report.json``."""
+    report_path = run.dcrs_report
+    if report_path.is_file() and run.distill_rows.is_file():
+        return read_json(report_path)
+    return steps.select(
+        run.config,
+        run.train_questions,
+        [run.candidates],
+        run.distill_rows,
+        report_path,
+        cache_dir=run.embeddings,
+    )
+
+
+def stage_step(run: RunDir, stage: int, progress: bool = True) -> dict:
+    """Train stage ``stage`` from the base student (stage 1) or the previous stage's model."""
+    out = run.stage_dir(stage)
+    if _done(out):
+        return read_json(out / "twt.json")
+    if stage == 1:
+        return steps.distill_stage(run.config, 1, run.distill_rows, None, out, None, progress)
+    return steps.distill_stage(
+        run.config,
+        stage,
+        run.compressed_rows,
+        run.stage_dir(stage - 1),
+        out,
+        run.compress_report,
+        progress,
+    )
+
+
+def compress_step(run: RunDir, progress: bool = True) -> dict:
+    """Stage-2 data: every kept reasoning compressed by the configured method."""
+    report_path, out = run.compress_report, run.compressed_rows
+    if report_path.is_file() and out.is_file():
+        return read_json(report_path)
+    return steps.compress(
+        run.config,
+        run.distill_rows,
+        run.stage_dir(1),
+        out,
+        report_path,
+        attempts_path=run.attempts,
+        progress=progress,
+    )
+
+
+def stage_models(run: RunDir) -> dict[str, Path]:
+    """The students of the three stages: name → model directory."""
+    return {f"stage{s}": run.stage_dir(s) for s in (1, 2, 3)}
+
+
+def evaluate_step(run: RunDir, progress: bool = True) -> dict:
+    """Every stage's student and the baselines on the held-out questions: ``eval/``."""
+    return steps.evaluate(run.config, run.eval_questions, stage_models(run), run.eval_dir, progress=progress)
+
+
+def gate_step(run: RunDir) -> dict:
+    """The gate's verdict on the evaluated students (``gate.json``); the report gains the verdict."""
+    steps.gate(run.config, run.metrics, run.verdict, run.eval_report)
+    return read_json(run.verdict)
+
+
+def promote_step(run: RunDir) -> dict:
+    """Publish the gate's student to the registry, then pull it back verified (``promoted.json``)."""
+    verdict = read_json(run.verdict)
+    if not verdict["passed"]:
+        raise ValueError(f"the gate did not pass; nothing to promote ({'; '.join(verdict['reasons'])})")
+    if run.promoted.is_file():
+        return read_json(run.promoted)
+    return steps.promote(
+        run.config,
+        run.verdict,
+        run.metrics,
+        stage_models(run),
+        run.dcrs_report,
+        registry_uri=run.config.registry.uri or str(run.registry),
+        promoted_out=run.promoted,
+        pulled_dir=run.pulled,
+    )
+
+
+def reject_step(run: RunDir) -> str:
+    """Why the gate refused promotion, as Markdown (``rejected.md``)."""
+    return steps.explain_rejection(run.config, run.verdict, run.metrics, run.rejected)
+
+
+def run_all(run: RunDir, eval_questions: int | None = None, progress: bool = True) -> dict:
+    """Every step in order; returns the timings and the main results."""
+    timings, started = {}, time.perf_counter()
+
+    def timed(name, fn, *args, **kwargs):
+        tick = time.perf_counter()
+        out = fn(*args, **kwargs)
+        timings[name] = round(time.perf_counter() - tick, 1)
+        return out
+
+    timed("questions", questions_step, run, eval_questions)
+    timed("sample", sample_step, run, progress)
+    dcrs = timed("dcrs", dcrs_step, run)
+    timed("stage1", stage_step, run, 1, progress)
+    compression = timed("compress", compress_step, run, progress)
+    timed("stage2", stage_step, run, 2, progress)
+    timed("stage3", stage_step, run, 3, progress)
+    metrics = timed("evaluate", evaluate_step, run, progress)
+    verdict = timed("gate", gate_step, run)
+    promoted = timed("promote", promote_step, run) if verdict["passed"] else None
+    if not verdict["passed"]:
+        timed("reject", reject_step, run)
+    timings["total"] = round(time.perf_counter() - started, 1)
+    return {
+        "dcrs": dcrs,
+        "compression": compression,
+        "metrics": metrics,
+        "gate": verdict,
+        "promoted": promoted,
+        "timings": timings,
+    }
