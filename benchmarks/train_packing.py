@@ -30,12 +30,12 @@ H100_BF16_FLOPS = 989e12
 
 def make_pairs(n: int, seed: int, repeat_reasoning: int = 1) -> list[tuple[str, str]]:
     from twt.core.prompts import PromptTemplates, completion
-    from twt.embedded.task import STYLES, TaskSpec, make_questions, reasoning_of
+    from twt.embedded.task import STYLES, make_questions, reasoning_of
 
     rng, templates = random.Random(seed), PromptTemplates()
-    spec = TaskSpec(weights=(0.1, 0.15, 0.2, 0.2, 0.2, 0.15))
+    weights = (0.1, 0.15, 0.2, 0.2, 0.2, 0.15)
     pairs = []
-    for q in make_questions(n, seed, "bench", spec):
+    for q in make_questions(n, seed, "bench", weights):
         reasoning = ";".join([reasoning_of(q.question, rng.choice(STYLES))] * repeat_reasoning)
         pairs.append((templates.render("solve", question=q.question), completion(reasoning, q.answer)))
     return pairs

@@ -3,6 +3,7 @@ dumps round-trip."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from twt.core import schema as config_module
 from twt.core.load import data_dir, default_config_path, load_config, parse_config
 from twt.core.prompts import PromptTemplates
 from twt.core.schema import ConfigError, RunConfig, StageConfig, StagesConfig
-from twt.embedded.task import TaskSpec
+from twt.embedded.task import WEIGHTS
 from twt.training.sft import SFTConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +51,7 @@ def test_demo_config_loads_with_the_tiny_models(monkeypatch):
     assert [t.model for t in config.teachers] == [str(tiny / n) for n in config.teacher_names]
     assert config.student.model == str(tiny / "student-base")
     assert all(t.backend == "transformers" and t.templates() == PromptTemplates() for t in config.teachers)
-    assert config.task.kind == "embedded" and config.task.spec() == TaskSpec()
+    assert config.task.kind == "embedded" and tuple(config.task.weights) == WEIGHTS
     assert config.compression_teacher().name == "teacher-large"
     # budgets from the measured curves; nothing of a previous stage mixed back in (RESULTS.md)
     assert [config.stage(n).updates for n in (1, 2, 3)] == [1500, 400, 600]
@@ -310,17 +311,28 @@ MALFORMED = {
         "not evaluated",
     ),
     "unset environment variable": ({"workdir": "s3://${TWT_TEST_UNSET_VAR}/x"}, "workdir", "is not set"),
-    "fewer eval items than strata": (
-        {"task": {"kind": "embedded", "eval_questions": 3}},
-        "task.eval_questions",
-        "3 items cannot fill 4 strata",
-    ),
+}
+
+
+UNFILLABLE_STRATA = {
+    "fewer eval items than strata": ({"eval_questions": 3}, "3 items cannot fill 4 strata"),
     "a stratum larger than its chains": (
-        {"task": {"kind": "embedded", "eval_questions": 1000, "weights": [1.0, 1.0]}},
-        "task.eval_questions",
+        {"eval_questions": 1000, "weights": [1.0, 1.0]},
         "500 chains of 1 operation(s) asked, but only 300 exist",
     ),
 }
+
+
+@pytest.mark.parametrize("case", UNFILLABLE_STRATA)
+def test_a_held_out_set_that_cannot_fill_its_strata_is_refused_naming_the_field(tmp_path, case):
+    """The schema does not know the embedded task; the questions step's settings, which every run builds
+    before any step runs, check that the stratified held-out set can be drawn."""
+    from twt.steps.settings import questions_settings
+
+    change, problem = UNFILLABLE_STRATA[case]
+    config = load_config(write(tmp_path, minimal(task={"kind": "embedded", **change})))
+    with pytest.raises(ConfigError, match=r"^task\.eval_questions: .*" + re.escape(problem)):
+        questions_settings(config)
 
 
 @pytest.mark.parametrize("case", MALFORMED)

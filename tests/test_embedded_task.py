@@ -12,7 +12,7 @@ from twt.core.prompts import PromptTemplates, completion, extract_answer, normal
 from twt.embedded.task import (
     STYLES,
     VERBOSE_STYLES,
-    TaskSpec,
+    WEIGHTS,
     answer_of,
     attempt_values,
     in_slip_slice,
@@ -72,15 +72,14 @@ def test_each_teacher_slips_on_its_own_slice_of_about_8_percent() -> None:
 
 
 def test_a_stratified_draw_fills_every_chain_length_and_grows_by_subsets() -> None:
-    spec = TaskSpec()
-    small, large = (make_questions(n, 0, "eval", spec, stratified=True) for n in (500, 1200))
+    small, large = (make_questions(n, 0, "eval", WEIGHTS, stratified=True) for n in (500, 1200))
     lengths = Counter(len(parse_question(q.question)[1]) for q in large)
-    assert lengths == strata(1200, spec) == {1: 180, 2: 300, 3: 360, 4: 360}
+    assert lengths == strata(1200, WEIGHTS) == {1: 180, 2: 300, 3: 360, 4: 360}
     assert {q.question for q in small} <= {q.question for q in large}
     with pytest.raises(ValueError, match="3 items cannot fill 4 strata"):
-        make_questions(3, 0, "eval", spec, stratified=True)
+        make_questions(3, 0, "eval", WEIGHTS, stratified=True)
     with pytest.raises(ValueError, match="only 300 exist"):
-        make_questions(1200, 0, "eval", TaskSpec(weights=(1.0, 1.0)), stratified=True)
+        make_questions(1200, 0, "eval", (1.0, 1.0), stratified=True)
 
 
 @pytest.mark.parametrize("bad", ["", "7", "7+", "12+3", "7/2", "7+5 ", "a+b"])
@@ -105,10 +104,9 @@ def test_questions_are_reproducible_distinct_and_splits_do_not_overlap() -> None
 
 def test_the_difficulty_mix_follows_the_weights() -> None:
     rng = random.Random(0)
-    spec = TaskSpec(weights=(0.0, 1.0))
-    assert {len(parse_question(random_question(rng, spec))[1]) for _ in range(50)} == {2}
+    assert {len(parse_question(random_question(rng, (0.0, 1.0)))[1]) for _ in range(50)} == {2}
     with pytest.raises(ValueError, match="cannot draw"):
-        make_questions(1000, seed=0, spec=TaskSpec(weights=(1.0,)))  # only 300 one-op chains exist
+        make_questions(1000, seed=0, weights=(1.0,))  # only 300 one-op chains exist
 
 
 def test_templates_render_the_three_instructions() -> None:

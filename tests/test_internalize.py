@@ -11,7 +11,7 @@ import torch
 from test_train import base_model  # noqa: F401  (fixture)
 
 from twt.core.records import DistillRow, write_rows
-from twt.embedded.task import TaskSpec, make_questions, reasoning_of
+from twt.embedded.task import make_questions, reasoning_of
 from twt.training.internalize import (
     PHASES_LOG,
     InternalizeError,
@@ -91,7 +91,7 @@ def test_bad_schedules_are_refused(kwargs: dict, match: str) -> None:
 
 
 def _rows(n: int) -> list[DistillRow]:
-    questions = make_questions(n, seed=5, split="train", spec=TaskSpec(weights=(0, 1)))
+    questions = make_questions(n, seed=5, split="train", weights=(0, 1))
     return [
         DistillRow(
             id=q.id, question=q.question, reasoning=reasoning_of(q.question), answer=q.answer, source="t"

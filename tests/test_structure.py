@@ -250,3 +250,112 @@ def test_twt_distill_writes_the_lineage_the_pipeline_step_writes(tmp_path) -> No
     config = load_config(default_config_path())
     assert lineage["run"] == config.name
     assert [t["name"] for t in lineage["teachers"]] == config.teacher_names
+
+
+# --- floors: imports point down only, and no circle ---------------------------------------------------------
+
+# a floor imports its own package and the floors of lower rank; equal ranks do not import each other
+FLOOR_RANKS = {"core": 0, "method": 1, "training": 2, "embedded": 3, "registry": 3, "steps": 4, "app": 5}
+
+
+def _module_name(root: Path, path: Path) -> str:
+    parts = path.relative_to(root.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph(root: Path) -> dict[str, set[str]]:
+    """Module → the modules of the same tree it imports, lazy imports inside functions included."""
+    paths = sorted(root.rglob("*.py"))
+    modules = {_module_name(root, p) for p in paths}
+    graph = {}
+    for path in paths:
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        name = _module_name(root, path)
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def _floor(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def _upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """``a -> b`` for every import that does not point down (or within a's own floor)."""
+    bad = []
+    for module, imported in sorted(graph.items()):
+        for target in sorted(imported):
+            here, there = _floor(module), _floor(target)
+            if there is None or here == there:
+                continue  # the package itself (its version) or the same floor
+            if here not in FLOOR_RANKS or FLOOR_RANKS[there] >= FLOOR_RANKS[here]:
+                bad.append(f"{module} -> {target}")
+    return bad
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_every_library_module_lives_on_a_floor() -> None:
+    strays = [m for m in _import_graph(TWT) if m != "twt" and _floor(m) not in FLOOR_RANKS]
+    assert strays == []
+
+
+def test_imports_point_down_the_floors() -> None:
+    assert _upward_imports(_import_graph(TWT)) == []
+
+
+def test_no_import_circle() -> None:
+    assert _circles(_import_graph(TWT)) == []
+
+
+def test_the_floor_checks_catch_an_upward_import_and_a_circle(tmp_path: Path) -> None:
+    root = tmp_path / "twt"
+    for package in ("core", "method", "steps"):
+        (root / package).mkdir(parents=True)
+        (root / package / "__init__.py").write_text("")
+    (root / "__init__.py").write_text("")
+    (root / "core" / "schema.py").write_text("def f():\n    from twt.steps import run\n")  # lazy, upward
+    (root / "steps" / "run.py").write_text("from twt.core import schema\n")
+    (root / "method" / "a.py").write_text("from twt.method.b import x\n")
+    (root / "method" / "b.py").write_text("import twt.method.a\nx = 1\n")
+    graph = _import_graph(root)
+    assert _upward_imports(graph) == ["twt.core.schema -> twt.steps", "twt.core.schema -> twt.steps.run"]
+    assert _circles(graph) == [["twt.core.schema", "twt.steps.run"], ["twt.method.a", "twt.method.b"]]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from twt.core.records import Question
-from twt.embedded.task import TaskSpec, make_questions, solve_steps
+from twt.embedded.task import make_questions, solve_steps
 from twt.embedded.tiny import (
     DEFAULT_DIR,
     STUDENT,
@@ -45,7 +45,7 @@ def test_the_build_is_bit_for_bit_reproducible_and_learns(tmp_path: Path) -> Non
 @pytest.fixture(scope="module")
 def held_out() -> list[Question]:
     """The largest held-out draw (stratified, seed 0: the benchmark's), never in a teacher's training."""
-    return make_questions(BuildPlan().eval_questions, seed=0, split="eval", spec=TaskSpec(), stratified=True)
+    return make_questions(BuildPlan().eval_questions, seed=0, split="eval", stratified=True)
 
 
 def _solve(model: Path, questions: list[Question], **options) -> list[str]:

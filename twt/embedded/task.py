@@ -35,34 +35,19 @@ from collections import Counter
 from dataclasses import dataclass
 
 from twt.core.records import Question
+from twt.core.schema import TaskConfig, schema_default
 
 OPS = "+-*"
 CANONICAL = "standard"
 VERBOSE_STYLES = ("narrator", "checker", "restater")
 STYLES = (CANONICAL, *VERBOSE_STYLES)
 # Each verbose style's systematic error (``operate`` applies it), in words.
+WEIGHTS = tuple(schema_default(TaskConfig, "weights"))  # share of chains of 1, 2, ... operations
 SLIPS = {
     "narrator": "x-9 with x<9 written 9-x",
     "checker": "x*8 computed as x+8",
     "restater": "x+6 computed as x+5",
 }
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """How questions are drawn.
-
-    Attributes:
-        modulus: results are taken modulo this (default 10, so every value is one digit).
-        weights: probability of a chain of 1, 2, ... operations (default leans towards 3–4 steps).
-    """
-
-    modulus: int = 10
-    weights: tuple[float, ...] = (0.15, 0.25, 0.3, 0.3)
-
-    @property
-    def max_ops(self) -> int:
-        return len(self.weights)
 
 
 @dataclass(frozen=True)
@@ -260,10 +245,10 @@ def rewrite_for_student(question: str, attempt: str, modulus: int = 10) -> str:
     return ";".join(canonical_step(s, keep_raw=not ok) for s, ok in zip(steps, right, strict=True))
 
 
-def random_question(rng: random.Random, spec: TaskSpec = TaskSpec(), n_ops: int | None = None) -> str:
-    """A chain drawn by ``spec.weights`` (or of exactly ``n_ops`` operations)."""
+def random_question(rng: random.Random, weights: Sequence[float] = WEIGHTS, n_ops: int | None = None) -> str:
+    """A chain whose length is drawn by ``weights`` (chains of 1, 2, ... operations), or of exactly ``n_ops``."""
     if n_ops is None:
-        n_ops = rng.choices(range(1, spec.max_ops + 1), weights=spec.weights)[0]
+        n_ops = rng.choices(range(1, len(weights) + 1), weights=weights)[0]
     text = str(rng.randrange(10))
     for _ in range(n_ops):
         text += rng.choice(OPS) + str(rng.randrange(10))
@@ -275,24 +260,24 @@ def chains_of_length(n_ops: int) -> int:
     return 10 * 30**n_ops
 
 
-def strata(n: int, spec: TaskSpec = TaskSpec()) -> dict[int, int]:
+def strata(n: int, weights: Sequence[float] = WEIGHTS) -> dict[int, int]:
     """Items per chain length for a stratified draw of ``n``: the weights' shares, rounded by largest
     remainder so that they add up to ``n``."""
-    total = sum(spec.weights)
-    exact = [n * w / total for w in spec.weights]
+    total = sum(weights)
+    exact = [n * w / total for w in weights]
     counts = [int(x) for x in exact]
     for i in sorted(range(len(exact)), key=lambda i: counts[i] - exact[i])[: n - sum(counts)]:
         counts[i] += 1
     return {k: c for k, c in enumerate(counts, 1) if c}
 
 
-def stratum_error(n: int, spec: TaskSpec = TaskSpec(), held: int = 0) -> str | None:
+def stratum_error(n: int, weights: Sequence[float] = WEIGHTS, held: int = 0) -> str | None:
     """Why a stratified draw of ``n`` cannot fill its strata (None when it can); ``held`` chains of each
     length are reserved for another split."""
-    positive = sum(1 for w in spec.weights if w > 0)
+    positive = sum(1 for w in weights if w > 0)
     if n < positive:
         return f"{n} items cannot fill {positive} strata (one per chain length with a positive weight)"
-    for k, count in strata(n, spec).items():
+    for k, count in strata(n, weights).items():
         if count > chains_of_length(k) - held:
             return f"{count} chains of {k} operation(s) asked, but only {chains_of_length(k)} exist"
     return None
@@ -302,25 +287,25 @@ def make_questions(
     n: int,
     seed: int,
     split: str = "train",
-    spec: TaskSpec = TaskSpec(),
+    weights: Sequence[float] = WEIGHTS,
     exclude: set[str] | frozenset[str] = frozenset(),
     stratified: bool = False,
 ) -> list[Question]:
     """``n`` distinct questions with gold answers, reproducible from ``seed``.
 
     ``exclude`` keeps splits apart (e.g. training questions never in the held-out set). ``stratified``
-    draws exactly ``strata(n, spec)`` chains of each length (each length from its own random stream, so a
+    draws exactly ``strata(n, weights)`` chains of each length (each length from its own random stream, so a
     smaller ``n`` draws a subset of a larger one's chains), shortest chains first.
     """
     if stratified:
-        problem = stratum_error(n, spec)
+        problem = stratum_error(n, weights)
         if problem:
             raise ValueError(f"cannot draw a stratified {split!r} set: {problem}")
         drawn: list[str] = []
-        for k, count in strata(n, spec).items():
+        for k, count in strata(n, weights).items():
             rng, seen, mine = random.Random(f"{split}:{seed}:{k}"), set(exclude), []
             while len(mine) < count:
-                q = random_question(rng, spec, n_ops=k)
+                q = random_question(rng, weights, n_ops=k)
                 if q not in seen:
                     seen.add(q)
                     mine.append(q)
@@ -333,15 +318,12 @@ def make_questions(
             attempts += 1
             if attempts > 50 * n + 1000:
                 raise ValueError(f"cannot draw {n} distinct questions for split {split!r}")
-            q = random_question(rng, spec)
+            q = random_question(rng, weights)
             if q in seen:
                 continue
             seen.add(q)
             drawn.append(q)
-    return [
-        Question(id=f"{split}-{i:06d}", question=q, answer=answer_of(q, spec.modulus))
-        for i, q in enumerate(drawn)
-    ]
+    return [Question(id=f"{split}-{i:06d}", question=q, answer=answer_of(q)) for i, q in enumerate(drawn)]
 
 
 # --- the three instructions --------------------------------------------------------------------------------

@@ -26,16 +26,16 @@ import json
 import math
 import random
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from twt.core.prompts import PromptTemplates, completion
 from twt.embedded.task import (
     STYLES,
     VERBOSE_STYLES,
+    WEIGHTS,
     Step,
-    TaskSpec,
     make_questions,
     operate,
     random_question,
@@ -108,7 +108,7 @@ class BuildPlan:
     largest any benchmark uses) are held out from every model's training data."""
 
     models: tuple[TinyModelSpec, ...] = (*TEACHERS, STUDENT)
-    task: TaskSpec = field(default_factory=TaskSpec)
+    weights: tuple[float, ...] = WEIGHTS
     eval_questions: int = 1200
     eval_seed: int = 0
 
@@ -201,13 +201,17 @@ def student_attempt(question: str, rng: random.Random) -> tuple[str, str]:
 
 
 def example(
-    spec: TinyModelSpec, rng: random.Random, held_out: set[str], task: TaskSpec, templates: PromptTemplates
+    spec: TinyModelSpec,
+    rng: random.Random,
+    held_out: set[str],
+    weights: Sequence[float],
+    templates: PromptTemplates,
 ) -> tuple[str, str]:
     """One (prompt, target) pair for a model, drawn by its instruction mix."""
     n_ops = rng.randint(1, spec.max_ops) if spec.max_ops else None
-    q = random_question(rng, task, n_ops)
+    q = random_question(rng, weights, n_ops)
     while q in held_out:
-        q = random_question(rng, task, n_ops)
+        q = random_question(rng, weights, n_ops)
     style = rng.choice(STYLES) if spec.style == "all" else spec.style
     slip = spec.slip and style in VERBOSE_STYLES
     answer = str(solve_steps(q, slip=style if slip else None)[-1].value)
@@ -273,7 +277,7 @@ def train_model(
     tokenizer,
     out_dir: Path,
     held_out: set[str],
-    task: TaskSpec,
+    weights: Sequence[float],
     device: str = "cpu",
     progress: bool = True,
     on_step=None,
@@ -300,7 +304,7 @@ def train_model(
     bar = tqdm(range(spec.steps), desc=spec.name, disable=not progress, mininterval=2)
     model.train()
     for _step in bar:
-        pairs = [example(spec, rng, held_out, task, templates) for _ in range(spec.batch_size)]
+        pairs = [example(spec, rng, held_out, weights, templates) for _ in range(spec.batch_size)]
         ids, labels, mask = encode_batch(tokenizer, pairs, device)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
@@ -356,7 +360,9 @@ def build_all(
         tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     else:
         tokenizer = build_tokenizer(tok_dir)
-    eval_questions = make_questions(plan.eval_questions, plan.eval_seed, "eval", plan.task, stratified=True)
+    eval_questions = make_questions(
+        plan.eval_questions, plan.eval_seed, "eval", plan.weights, stratified=True
+    )
     held_out = {q.question for q in eval_questions}
     scored = eval_questions[::4]  # a quarter of every stratum, enough for the lineage record
     summary = {"tokenizer_vocab": len(tokenizer), "models": {}}
@@ -366,7 +372,7 @@ def build_all(
         # the student base knows every single-operation fact, held-out one-operation chains included: what
         # a pretrained model knows (one-operation chains then measure what a stage keeps, not what it learns)
         held = set() if spec.max_ops == 1 else held_out
-        info = train_model(spec, tokenizer, out_dir / spec.name, held, plan.task, device, progress)
+        info = train_model(spec, tokenizer, out_dir / spec.name, held, plan.weights, device, progress)
         info["held_out"] = {
             instruction: greedy_accuracy(out_dir / spec.name, scored, instruction)
             for instruction in ("solve", "direct")
@@ -407,7 +413,7 @@ def build_student(
         STUDENT, name=out_dir.name, hidden=hidden, layers=layers, heads=heads, seed=seed, steps=steps
     )
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    return train_model(spec, tokenizer, out_dir, set(), TaskSpec(), progress=progress)
+    return train_model(spec, tokenizer, out_dir, set(), WEIGHTS, progress=progress)
 
 
 def greedy_accuracy(

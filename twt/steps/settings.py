@@ -35,6 +35,7 @@ from twt.core.schema import (
     TeacherConfig,
     TrainingConfig,
 )
+from twt.embedded.task import stratum_error
 
 
 class _Slice(BaseModel):
@@ -155,7 +156,12 @@ STEP_MODELS: dict[str, type[_Slice]] = {
 
 
 def questions_settings(config: RunConfig) -> QuestionsSettings:
-    return QuestionsSettings(task=config.task)
+    """The embedded task's held-out set is stratified by chain length, so its size must fill every stratum:
+    refused here, where every run builds its slices, before any step runs."""
+    task = config.task
+    if task.kind == "embedded" and (problem := stratum_error(task.eval_questions, task.weights)):
+        raise ConfigError(f"task.eval_questions: the held-out set is stratified by chain length: {problem}")
+    return QuestionsSettings(task=task)
 
 
 def sample_settings(config: RunConfig, teacher: str) -> SampleSettings:

@@ -227,10 +227,10 @@ def prepare_questions(
         evalq = evalq[:eval_questions] if eval_questions else evalq
     else:
         evalq = make_questions(
-            eval_questions or task.eval_questions, task.seed, "eval", task.spec(), stratified=True
+            eval_questions or task.eval_questions, task.seed, "eval", task.weights, stratified=True
         )
         train = make_questions(
-            task.train_questions, task.seed, "train", task.spec(), exclude={q.question for q in evalq}
+            task.train_questions, task.seed, "train", task.weights, exclude={q.question for q in evalq}
         )
     for path, rows in ((Path(train_out), train), (Path(eval_out), evalq)):
         if not path.is_file() or list(read_rows(path, Question)) != rows:
