@@ -1,4 +1,5 @@
-"""Training throughput of ``twt.training.sft``: packed rows against padded batches, on the same data, in one run.
+"""Training throughput of ``twt.training.sft``: packed rows against padded batches, on the same data, in one
+run.
 
     python benchmarks/train_packing.py                    # CPU: the student-base shape, stage-1-like data
     python benchmarks/train_packing.py --gpu              # GPU: a Qwen2.5-0.5B-shaped model, bf16, MFU

@@ -10,6 +10,6 @@
 Modules: ``distillation`` (the pipeline function and its placement, secrets, retries and caching),
 ``release`` (compile, check, upload, run submission), ``kfp_server`` (token, cookies, minimum backend),
 ``local`` (``kfp.local`` runs), ``publish`` (compiled templates to the registry of
-``twt.registry.models.pipelines``). Built for the Kubeflow Pipelines 2.17 backend (``kfp==2.17.0``,
+``twt.registry.pipelines``). Built for the Kubeflow Pipelines 2.17 backend (``kfp==2.17.0``,
 ``kfp-kubernetes==2.17.0``); the API server must be 2.16 or newer (``kfp_server.MIN_BACKEND``).
 """

@@ -89,7 +89,7 @@ SECRET_KEYS = {
     "minio": {"accesskey": "TWT_S3_ACCESS_KEY", "secretkey": "TWT_S3_SECRET_KEY"},
     "hf_token": {"token": "HF_TOKEN"},
     "teacher_keys": {name: name for name in TEACHER_KEY_ENVS},
-    # Kubeflow Model Registry (twt.registry.models.kubeflow.SECRET_KEYS)
+    # Kubeflow Model Registry (twt.registry.kubeflow.SECRET_KEYS)
     "model_registry": {"address": "TWT_MODEL_REGISTRY_ADDRESS", "token": "TWT_MODEL_REGISTRY_TOKEN"},
 }
 RUN_AS = 10001  # the images' user (images/README.md)

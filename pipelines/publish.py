@@ -8,7 +8,7 @@
 
 ``publish_release`` compiles (or takes ``--package``), checks the image tags against the package version,
 refuses a dirty work tree (the recorded git sha would not say what was compiled), and publishes
-``<root>/pipelines/twt-distillation/<version>/`` with ``twt.registry.models.pipelines`` (immutable, sha256
+``<root>/pipelines/twt-distillation/<version>/`` with ``twt.registry.pipelines`` (immutable, sha256
 manifest recording package version, git sha and kfp version; tags moved atomically).
 
 KFP template registry (optional, ``--kfp-registry-host`` or ``TWT_KFP_REGISTRY_HOST``): the same file goes

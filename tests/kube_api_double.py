@@ -17,9 +17,9 @@ source; kubernetes/apiserver at 24a394e, kubernetes/apiextensions-apiserver at 1
   pkg/apiserver/customresource_handler.go, pruning in pkg/apiserver/schema/pruning/algorithm.go).
 - **Schema**: the pruned object is validated against the vendored CRD's ``openAPIV3Schema`` itself
   (twt/data/crds, read here as a file) with ``jsonschema``'s Draft 4 validator, the dialect OpenAPI v3.0
-  schemas follow; not with twt's own ``twt.core.kube_schemas``. List maps (``x-kubernetes-list-type: map``) must
-  not repeat a key (apiextensions-apiserver pkg/apiserver/schema/listtype/validation.go). Failures are 422
-  ``Invalid``.
+  schemas follow; not with twt's own ``twt.core.kube_schemas``. List maps (``x-kubernetes-list-type: map``)
+  must not repeat a key (apiextensions-apiserver pkg/apiserver/schema/listtype/validation.go). Failures are
+  422 ``Invalid``.
 - **Names**: a DNS-1123 subdomain of at most 253 characters (apiextensions-apiserver
   pkg/registry/customresource/validator.go, NameIsDNSSubdomain), else 422. A TrainJob whose JobSet would
   make pods named over 63 characters fails as JobSet's webhook refuses that JobSet (kubernetes-sigs/jobset

@@ -1,5 +1,5 @@
-"""twt.core.schema: packaged configs load, malformed ones name file, field and line, stages merge, paths resolve,
-dumps round-trip."""
+"""twt.core.schema and twt.core.load: packaged configs load, malformed ones name file, field and line, stages
+merge, paths resolve, dumps round-trip."""
 
 from __future__ import annotations
 

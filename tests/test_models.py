@@ -1,4 +1,5 @@
-"""Students, bases and teachers given as s3:// URIs load through twt.core.store (real S3 server, tiny model)."""
+"""Students, bases and teachers given as s3:// URIs load through twt.core.model_cache (real S3 server, tiny
+model)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Published pipeline templates (twt.registry.models.pipelines, pipelines/publish.py, ``twt pipeline``) against a
-local directory and a real S3 HTTP server (moto, in-process, on 127.0.0.1); the KFP template registry
+"""Published pipeline templates (twt.registry.pipelines, pipelines/publish.py, ``twt pipeline``) against
+a local directory and a real S3 HTTP server (moto, in-process, on 127.0.0.1); the KFP template registry
 through a faked HTTP transport (no server).
 
     .venv/bin/python -m pytest tests/test_pipeline_registry.py -q

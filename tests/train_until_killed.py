@@ -2,9 +2,9 @@
 
     python tests/train_until_killed.py SPEC_JSON MARKER_FILE HANG_AT
 
-SPEC_JSON holds ``pairs``, ``base``, ``out`` and ``config`` (``twt.training.sft.SFTConfig`` fields). After update
-``HANG_AT`` (and its checkpoint) the process writes MARKER_FILE and sleeps: the test then SIGKILLs it, as a
-node's preemption would.
+SPEC_JSON holds ``pairs``, ``base``, ``out`` and ``config`` (``twt.training.sft.SFTConfig`` fields). After
+update ``HANG_AT`` (and its checkpoint) the process writes MARKER_FILE and sleeps: the test then SIGKILLs it,
+as a node's preemption would.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The configuration reference, generated from the schema (``twt.core.schema``): the README's "Settings" section.
+"""The configuration reference, generated from the schema (``twt.core.schema``): the README's "Settings"
+section.
 
     python -m twt.app.settings_docs            # print it
     python -m twt.app.settings_docs --write    # replace the section in README.md

@@ -22,7 +22,8 @@ FILES = {
     "TrainingRuntime": "trainer.kubeflow.org_trainingruntimes.json",
     "ClusterTrainingRuntime": "trainer.kubeflow.org_clustertrainingruntimes.json",
     "PyTorchJob": "kubeflow.org_pytorchjobs.json",
-    "InferenceService": "serving.kserve.io_inferenceservices.json",  # kserve/kserve v0.20.0 (twt.registry.serving)
+    # kserve/kserve v0.20.0 (twt.registry.serving)
+    "InferenceService": "serving.kserve.io_inferenceservices.json",
 }
 
 

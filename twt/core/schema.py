@@ -138,8 +138,8 @@ class TaskConfig(_Section):
     weights: list[float] = Field(
         [0.15, 0.25, 0.3, 0.3],
         min_length=1,
-        description="embedded: relative share of chains of 1, 2, ..., N operations (the default leans towards "
-        "3-4 steps).",
+        description="embedded: relative share of chains of 1, 2, ..., N operations (the default leans "
+        "towards 3-4 steps).",
     )
     questions: str | None = Field(
         None, description="files: path or URI of the training questions.jsonl (answers optional)."
@@ -444,7 +444,8 @@ class StagesConfig(_Section):
 
 
 class ReferenceConfig(_Section):
-    """CTS's reference model trained apart (``twt.training.reference``) on the DCRS rows, answer-conditioned."""
+    """CTS's reference model trained apart (``twt.training.reference``) on the DCRS rows,
+    answer-conditioned."""
 
     train: bool = Field(
         False,
@@ -460,7 +461,8 @@ class ReferenceConfig(_Section):
 
 
 class InternalizeConfig(_Section):
-    """Stepwise internalisation in stage 2 (``twt.training.internalize``): the reasoning removed phase by phase."""
+    """Stepwise internalisation in stage 2 (``twt.training.internalize``): the reasoning removed phase by
+    phase."""
 
     schedule: Literal["none", "left", "cts"] = Field(
         "none",
@@ -490,8 +492,8 @@ class InternalizeConfig(_Section):
         return self
 
     def schedule_config(self, seed: int = 0, condition: str | None = None):
-        """The ``twt.training.internalize.Schedule`` of these settings (None for schedule 'none'); ``condition`` is
-        ``compression.condition``, what the 'cts' schedule's scoring is conditioned on."""
+        """The ``twt.training.internalize.Schedule`` of these settings (None for schedule 'none');
+        ``condition`` is ``compression.condition``, what the 'cts' schedule's scoring is conditioned on."""
         from twt.training.internalize import Schedule
 
         if self.schedule == "none":

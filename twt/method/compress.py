@@ -330,8 +330,8 @@ def attempt_with_verdict(attempt: str, expected: str) -> str:
 
 def load_attempts(path: str | os.PathLike) -> dict[str, str]:
     """The stage-1 student's attempts from a candidates JSONL (``twt.core.records.Candidate``, e.g. written by
-    ``twt.method.sampling`` for the student): per id, the lowest-numbered sample as ``completion(reasoning, answer)``
-    (only the reasoning when no answer was extracted)."""
+    ``twt.method.sampling`` for the student): per id, the lowest-numbered sample as
+    ``completion(reasoning, answer)`` (only the reasoning when no answer was extracted)."""
     best: dict[str, Candidate] = {}
     for candidate in read_rows(path, Candidate):
         if candidate.id not in best or candidate.sample < best[candidate.id].sample:
@@ -366,9 +366,9 @@ def run_compress(
     """Compress the rows of ``distill_path`` into ``out_path`` (JSONL) and write the report (JSON).
 
     cts/unconditional need ``reference_model`` (a directory or a ``(model, tokenizer)`` pair); teacher needs
-    ``teacher``: a ``twt.method.teachers.TeacherSpec`` (loaded here, its templates used unless ``templates`` is
-    given) or a loaded backend. ``attempts`` is a mapping id → text or a candidates JSONL (``load_attempts``).
-    Returns the report, as written.
+    ``teacher``: a ``twt.method.teachers.TeacherSpec`` (loaded here, its templates used unless ``templates``
+    is given) or a loaded backend. ``attempts`` is a mapping id → text or a candidates JSONL
+    (``load_attempts``). Returns the report, as written.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")

@@ -1,5 +1,6 @@
-"""Names, claims and leftovers shared by the model and pipeline registries: a version is claimed before it is uploaded,
-so that of two concurrent publishers exactly one writes it; what a killed publish left is found and removed (gc)."""
+"""Names, claims and leftovers shared by the model and pipeline registries: a version is claimed before it is
+uploaded, so that of two concurrent publishers exactly one writes it; what a killed publish left is found and
+removed (``gc``)."""
 
 from __future__ import annotations
 

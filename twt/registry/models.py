@@ -7,8 +7,8 @@
 
 Layout: ``<root>/<model>/<version>/`` holds the model files (a Hugging Face directory with its ``twt.json``),
 a ``README.md`` model card and ``MANIFEST.json`` (sha256 and size of every file, plus ``model``, ``version``,
-``created``, ``metrics``, ``gate``, ``lineage``), written last by ``twt.core.store.publish_dir``: a version without
-a manifest does not exist, and listing, ``show`` and ``pull`` ignore it. ``root`` is ``s3://bucket/prefix``,
+``created``, ``metrics``, ``gate``, ``lineage``), written last by ``twt.core.store.publish_dir``: a version
+without a manifest does not exist, and listing, ``show`` and ``pull`` ignore it. ``root`` is ``s3://bucket/prefix``,
 ``file://`` or a local directory.
 
 Names (``twt.core.names``, whole-string matches): a model is ``[a-z0-9][a-z0-9._-]{0,62}`` without ``..``. A
@@ -255,9 +255,9 @@ def publish(
 ) -> RegistryVersion:
     """Publish ``model_dir`` as ``model@version`` under ``root`` with a model card; versions are immutable.
 
-    ``metrics``: evaluated model name → numbers (``twt.method.evaluate``'s format, see ``metric_rows``). ``gate``:
-    the verdict (a ``twt.method.gate.Verdict`` or its dict). ``lineage`` defaults to ``model_dir/twt.json``.
-    ``tags``: labels recorded in the manifest.
+    ``metrics``: evaluated model name → numbers (``twt.method.evaluate``'s format, see ``metric_rows``).
+    ``gate``: the verdict (a ``twt.method.gate.Verdict`` or its dict). ``lineage`` defaults to
+    ``model_dir/twt.json``. ``tags``: labels recorded in the manifest.
     ``run_id`` (the pipeline run, recorded in the manifest) makes a retry idempotent: when this run already
     published these very files as a version of ``model`` (the auto version, or the one asked for), that
     version is returned and nothing is written.

@@ -23,8 +23,8 @@ letter and never reads as a version. ``name@latest`` is the ``latest`` tag when 
 highest published version.
 
 Immutability and concurrency come from the model registry: a publisher claims ``<name>@<version>``
-(``twt.registry.models.claims.publish_claimed``: exactly one of two concurrent publishers gets it), the manifest is
-written with ``If-None-Match: *``, and publishing an existing version raises ``VersionExistsError``.
+(``twt.registry.claims.publish_claimed``: exactly one of two concurrent publishers gets it), the manifest
+is written with ``If-None-Match: *``, and publishing an existing version raises ``VersionExistsError``.
 
 Tags move atomically because a tag is a single small object replaced by a single write: on S3 one PUT
 (well below the multipart size, and S3 replaces an object atomically: a GET returns the whole old or the

@@ -669,7 +669,7 @@ def promote(
     ``promoted_out`` gets the record that is returned: model, version, ref, uri, student, verified.
     A retry of the same ``run_id`` returns the version it already published (``registry.publish``).
     With a Kubeflow Model Registry address (configuration or ``TWT_MODEL_REGISTRY_ADDRESS``), the version
-    is registered there once per ``run_id`` (``twt.registry.models.kubeflow``; record key
+    is registered there once per ``run_id`` (``twt.registry.kubeflow``; record key
     ``kubeflow_model_registry``), its artifact naming ``storage_key`` (the Secret with the object store's
     keys; '' = ``$TWT_MODEL_REGISTRY_STORAGE_KEY`` or the pipeline's default).
     """
