@@ -1,5 +1,21 @@
-"""Loading a run configuration: YAML text to a validated RunConfig with errors that name the file, the
-field and the line; ${NAME} environment references and relative paths resolved."""
+"""Loading a run configuration: YAML to a validated ``RunConfig`` (``twt.core.schema``).
+
+    config = load_config("configs/demo.yaml")        # validated; input paths resolved
+
+Errors are ``ConfigError`` (a ``ValueError``) naming the file, the dotted field path and the YAML line, e.g.
+``configs/x.yaml: teachers[1].temperature: Input should be greater than or equal to 0 (line 14)``; a
+misspelt key gets a suggestion. The YAML is read with bounds (``twt.core.safe_yaml``).
+
+Paths. Model references (``teachers[].model`` except for the ``openai`` backend, ``student.model``,
+``dcrs.embedding_model``, ``compression.reference_model``) are Hugging Face ids when they have the form
+``name`` or ``org/name``, and local paths otherwise (``./x``, ``../x``, ``a/b/c``, absolute, ``~/x``);
+``s3://``/``file://`` URIs are kept as written. Relative local inputs (those models and ``task.questions``,
+``task.eval``) resolve against the config file's directory, or against ``base_dir`` when one is given to
+``load_config``. ``${NAME}`` in those fields, in ``workdir``, ``registry.uri`` and ``teachers[].base_url``
+is replaced by the environment variable NAME (an unset one is an error), except that ``${TWT_DATA}``
+defaults to ``data_dir()`` (the package's ``twt/data``), where the tiny demo models live. Outputs
+(``workdir``, ``registry.uri``) are not made absolute: a relative one is relative to the current directory.
+"""
 
 from __future__ import annotations
 

@@ -1,24 +1,13 @@
-"""The run configuration: one YAML file describes a whole run (data, teachers, student, DCRS, compression,
-the three training stages, evaluation, the promotion gate and the registry).
+"""The run configuration's schema: one YAML file describes a whole run (data, teachers, student, DCRS,
+compression, the three training stages, evaluation, the promotion gate and the registry), one pydantic
+section per concept, every default written here once. ``twt.core.load`` reads and resolves a file.
 
-    config = load_config("configs/demo.yaml")        # validated; input paths resolved
     config.stage(2).learning_rate                     # stage settings = stages.common + stages.stage2
     config.teachers[0].templates().render("solve", question="7+5")
     Path("resolved.yaml").write_text(config.model_dump_yaml())
 
-Every section forbids unknown keys, so a typo is an error, not a silently ignored setting. Errors are
-``ConfigError`` (a ``ValueError``) naming the file, the dotted field path and the YAML line, e.g.
-``configs/x.yaml: teachers[1].temperature: Input should be greater than or equal to 0 (line 14)``.
-
-Paths. Model references (``teachers[].model`` except for the ``openai`` backend, ``student.model``,
-``dcrs.embedding_model``, ``compression.reference_model``) are Hugging Face ids when they have the form
-``name`` or ``org/name``, and local paths otherwise (``./x``, ``../x``, ``a/b/c``, absolute, ``~/x``);
-``s3://``/``file://`` URIs are kept as written. Relative local inputs (those models and ``task.questions``,
-``task.eval``) resolve against the config file's directory, or against ``base_dir`` when one is given to
-``load_config``. ``${NAME}`` in those fields, in ``workdir``, ``registry.uri`` and ``teachers[].base_url``
-is replaced by the environment variable NAME (an unset one is an error), except that ``${TWT_DATA}``
-defaults to ``data_dir()`` (the package's ``twt/data``), where the tiny demo models live. Outputs
-(``workdir``, ``registry.uri``) are not made absolute: a relative one is relative to the current directory.
+Every section forbids unknown keys, so a typo is an error, not a silently ignored setting, and refuses a
+setting given where it has no effect (``_Section.applies``). Numbers are strict (no bool, NaN or infinity).
 """
 
 from __future__ import annotations
@@ -616,7 +605,7 @@ class TrainingConfig(_Section):
 
 
 class RunConfig(_Section):
-    """One run of the pipeline; see the module docstring for how paths resolve."""
+    """One run of the pipeline; ``twt.core.load`` says how its paths resolve."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Run name.")
     workdir: str | None = Field(
