@@ -53,7 +53,7 @@ def test_wheel_carries_the_demo_config_and_tiny_models(wheel: Path) -> None:
     packaged = zipfile.ZipFile(wheel).read("twt/data/configs/demo.yaml")
     assert packaged == (ROOT / "configs" / "demo.yaml").read_bytes()
     assert "twt/data/tiny/student-base/config.json" in names
-    assert any(name.startswith("twt/metrics/") for name in names)
+    assert any(name.startswith("twt/method/metrics/") for name in names)
     assert {"components/images.py", "pipelines/distillation.py"} <= names
     assert not any(name.startswith(("tests/", "configs/")) for name in names)
 
