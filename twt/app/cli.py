@@ -20,8 +20,11 @@
     twt pipeline list|pull|tag       published pipeline templates (python -m pipelines publish pushes them)
     twt --help, twt <command> --help
 
-Heavy libraries are imported inside the handlers, so ``twt --help`` starts fast. Bad input ends with a
-one-line ``twt: error: ...`` and exit status 2, never a traceback (``TWT_DEBUG=1`` shows it).
+The flags that set a configuration's settings (``--quality-threshold``, ``--method``, ``--processes``, ...)
+are derived from the schema (``twt.app.flags``): their help is the field's description, their values go
+through the schema's checks. Heavy libraries are imported inside the handlers, so ``twt --help`` starts
+fast. Bad input ends with a one-line ``twt: error: ...`` and exit status 2, never a traceback
+(``TWT_DEBUG=1`` shows it).
 """
 
 from __future__ import annotations
@@ -427,7 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     distill = sub.add_parser("distill", help="train one stage: 1 full, 2 compressed, 3 answer-only reasoning")
     distill.add_argument(
-        "--stage", type=int, choices=(1, 2, 3), required=True, help="1 full reasoning, 2 compressed, 3 answer only"
+        "--stage",
+        type=int,
+        choices=(1, 2, 3),
+        required=True,
+        help="1 full reasoning, 2 compressed, 3 answer only",
     )
     distill.add_argument(
         "--data", type=Path, required=True, help="distillation rows (JSONL; stage 2/3: compressed)"
