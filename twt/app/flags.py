@@ -51,7 +51,7 @@ def add_setting_flags(
         f"{key} settings",
         description
         or f"Each flag replaces the configuration's {key}.<field>; one not given keeps the configuration's "
-        "value (the defaults shown are the schema's).",
+        "value. The defaults shown are the schema's; the word null gives null where a setting may be null.",
     )
     known: dict[str, str] = dict(parser.get_default(SETTING_FLAGS) or {})
     for field in fields:
