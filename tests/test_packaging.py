@@ -101,7 +101,7 @@ def test_cli_from_the_installed_wheel_uses_packaged_defaults(wheel: Path, tmp_pa
         "--train",
         "3",
         "--eval",
-        "1",
+        "4",  # the held-out draw fills each chain length's stratum (task.eval_questions)
         "--out",
         tmp_path / "q",
         cwd=tmp_path,

@@ -208,18 +208,6 @@ def test_the_readme_settings_section_is_generated_from_the_schema() -> None:
         assert f"`gate.{name}`" in reference_markdown() and info.description in reference_markdown()
 
 
-def test_cli_setting_flags_take_their_help_from_the_schema() -> None:
-    from twt.app.cli import build_parser
-
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command").choices
-    helps = {a.dest: a.help for a in sub["dcrs"]._actions}
-    helps |= {f"compress.{a.dest}": a.help for a in sub["compress"]._actions}
-    for field in ("quality_threshold", "similarity_threshold", "max_per_question"):
-        assert schema.DCRSConfig.model_fields[field].description in helps[field]
-    assert schema.CompressionConfig.model_fields["ratio"].description in helps["compress.ratio"]
-
-
 def test_twt_distill_writes_the_lineage_the_pipeline_step_writes(tmp_path) -> None:
     """``twt distill`` goes through ``twt.steps.steps.distill_stage``: the model records the run and teachers."""
     import json

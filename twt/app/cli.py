@@ -20,8 +20,11 @@
     twt pipeline list|pull|tag       published pipeline templates (python -m pipelines publish pushes them)
     twt --help, twt <command> --help
 
-Heavy libraries are imported inside the handlers, so ``twt --help`` starts fast. Bad input ends with a
-one-line ``twt: error: ...`` and exit status 2, never a traceback (``TWT_DEBUG=1`` shows it).
+The flags that set a configuration's settings (``--quality-threshold``, ``--method``, ``--processes``, ...)
+are derived from the schema (``twt.app.flags``): their help is the field's description, their values go
+through the schema's checks. Heavy libraries are imported inside the handlers, so ``twt --help`` starts
+fast. Bad input ends with a one-line ``twt: error: ...`` and exit status 2, never a traceback
+(``TWT_DEBUG=1`` shows it).
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn, get_args
+from typing import NoReturn
 
-from twt.core.schema import CompressionConfig, DCRSConfig, setting_help
+from twt.app.flags import add_setting_flags, apply_setting_flags, section_with_flags
+from twt.core.schema import TaskConfig
 from twt.registry import claims
 
 Handler = Callable[[argparse.Namespace], int | None]
@@ -76,8 +80,9 @@ def cmd_task_questions(args: argparse.Namespace) -> None:
     from twt.core.records import write_rows
     from twt.embedded.task import make_questions
 
-    evalq = make_questions(args.eval, args.seed, "eval")
-    train = make_questions(args.train, args.seed, "train", exclude={q.question for q in evalq})
+    task = section_with_flags(TaskConfig(), args, "task")  # --train/--eval/--seed over the schema's defaults
+    evalq = make_questions(task.eval_questions, task.seed, "eval")
+    train = make_questions(task.train_questions, task.seed, "train", exclude={q.question for q in evalq})
     if args.unlabeled:
         train = [q.model_copy(update={"answer": None}) for q in train]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -109,16 +114,9 @@ def cmd_dcrs(args: argparse.Namespace) -> None:
     from twt.core.load import default_config_path, load_config
     from twt.method.dcrs import run_dcrs
 
-    section = load_config(args.config or default_config_path()).dcrs.model_dump()
-    overrides = {
-        "quality_threshold": args.quality_threshold,
-        "similarity_threshold": args.similarity_threshold,
-        "max_per_question": args.max_per_question,
-    }
-    section.update({key: value for key, value in overrides.items() if value is not None})
-    config = DCRSConfig.model_validate(section)
+    config = apply_setting_flags(load_config(args.config or default_config_path()), args)
     report = run_dcrs(
-        args.questions, args.candidates, args.out, args.report, config, cache_dir=args.cache_dir
+        args.questions, args.candidates, args.out, args.report, config.dcrs, cache_dir=args.cache_dir
     )
     _print_json({key: report[key] for key in ("candidates", "teachers", "questions", "pseudo_label")})
 
@@ -127,14 +125,12 @@ def cmd_distill(args: argparse.Namespace) -> None:
     from twt.core.load import default_config_path, load_config
     from twt.steps import steps
 
-    config = load_config(args.config or default_config_path())
     # where and how it trains: --processes/--parallel over the training section; checkpoints beside the
     # output unless the configuration names a durable location
-    launch = {"processes": args.processes, "parallel": args.parallel}
-    launch = {k: v for k, v in launch.items() if v}
+    config = apply_setting_flags(load_config(args.config or default_config_path()), args)
     if config.training.checkpoints is None:
-        launch["checkpoints"] = str(Path(args.out).parent / f".{Path(args.out).name}.checkpoints")
-    config.training = config.training.model_copy(update=launch)
+        checkpoints = str(Path(args.out).parent / f".{Path(args.out).name}.checkpoints")
+        config.training = config.training.model_copy(update={"checkpoints": checkpoints})
     result = steps.distill_stage(  # the same step as twt run and the pipeline: lineage in <out>/twt.json
         config,
         args.stage,
@@ -172,16 +168,9 @@ def cmd_compress(args: argparse.Namespace) -> None:
     from twt.method.compress import load_attempts
     from twt.steps import steps
 
-    config = load_config(args.config or default_config_path())
-    section = config.compression.model_dump(exclude_unset=True)
-    method = args.method or config.compression.method
-    if method != config.compression.method:  # another method: keep only the settings it uses
-        applies = CompressionConfig.applies
-        section = {k: v for k, v in section.items() if k not in applies or method in applies[k][1]}
-    given = {"method": method, "teacher": args.teacher, "ratio": args.ratio}
-    given["reference_model"] = args.reference
-    section |= {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if v is not None}
-    config.compression = CompressionConfig.model_validate(section)  # a setting the method ignores: refused
+    # another --method drops the configuration's settings it does not use; a flag it ignores is refused
+    config = apply_setting_flags(load_config(args.config or default_config_path()), args)
+    method = config.compression.method
     attempts_path = None
     if args.attempts is not None:  # the stage-1 student's attempts, as the step keeps them (id -> text)
         attempts_path = args.report.with_name(args.report.stem + ".attempts.json")
@@ -408,11 +397,15 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--only", nargs="*", help="train only these models (names)")
     build.set_defaults(handler=cmd_task_build)
     questions = task_sub.add_parser("questions", help="write train.jsonl and eval.jsonl question files")
-    questions.add_argument("--out", type=Path, required=True)
-    questions.add_argument("--train", type=int, default=2000)
-    questions.add_argument("--eval", type=int, default=500)
-    questions.add_argument("--seed", type=int, default=0)
+    questions.add_argument("--out", type=Path, required=True, help="directory for train.jsonl and eval.jsonl")
     questions.add_argument("--unlabeled", action="store_true", help="drop gold answers from train.jsonl")
+    add_setting_flags(
+        questions,
+        "task",
+        ("train_questions", "eval_questions", "seed"),
+        spellings={"train_questions": "--train", "eval_questions": "--eval", "seed": "--seed"},
+        description="The embedded task's settings (task.<field>); one not given keeps the schema's default.",
+    )
     questions.set_defaults(handler=cmd_task_questions)
 
     sample = sub.add_parser("sample", help="sample k reasoning candidates per question from the teachers")
@@ -430,14 +423,19 @@ def build_parser() -> argparse.ArgumentParser:
     dcrs.add_argument("--out", type=Path, required=True, help="distillation rows to write (JSONL)")
     dcrs.add_argument("--report", type=Path, required=True, help="report to write (JSON)")
     dcrs.add_argument("--config", type=Path, default=None, help="run configuration for the dcrs section")
-    flags = (("quality_threshold", float), ("similarity_threshold", float), ("max_per_question", int))
-    for field, kind in flags:
-        dcrs.add_argument(f"--{field.replace('_', '-')}", type=kind, help=setting_help(DCRSConfig, field))
     dcrs.add_argument("--cache-dir", type=Path, help="embedding cache, so an interrupted run resumes")
+    selection = ("quality_threshold", "similarity_threshold", "max_per_question", "confidence", "use_gold")
+    add_setting_flags(dcrs, "dcrs", selection)
     dcrs.set_defaults(handler=cmd_dcrs)
 
     distill = sub.add_parser("distill", help="train one stage: 1 full, 2 compressed, 3 answer-only reasoning")
-    distill.add_argument("--stage", type=int, choices=(1, 2, 3), required=True)
+    distill.add_argument(
+        "--stage",
+        type=int,
+        choices=(1, 2, 3),
+        required=True,
+        help="1 full reasoning, 2 compressed, 3 answer only",
+    )
     distill.add_argument(
         "--data", type=Path, required=True, help="distillation rows (JSONL; stage 2/3: compressed)"
     )
@@ -449,38 +447,27 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--device", default=None, help="cpu, cuda, ... (default: what accelerate picks)")
     distill.add_argument("--max-updates", type=int, default=None, help="stop after this many updates")
     distill.add_argument("--quiet", action="store_true", help="no progress bar")
-    distill.add_argument(
-        "--processes",
-        type=int,
-        default=None,
-        help="training processes on this machine (torchrun; CPU: gloo); default: the training section",
-    )
-    distill.add_argument("--parallel", choices=("ddp", "fsdp"), default=None, help="default: ddp")
+    add_setting_flags(distill, "training", ("processes", "parallel"))
     distill.set_defaults(handler=cmd_distill)
     worker = sub.add_parser("train-worker", help="one process of a stage's training (what torchrun starts)")
     worker.add_argument("--spec", required=True, help="the stage job as JSON (twt.training.launch.StageJob)")
     worker.set_defaults(handler=cmd_train_worker)
 
     compress = sub.add_parser("compress", help="compress the kept reasoning for stage 2")
-    compress.add_argument(
-        "--method",
-        choices=get_args(CompressionConfig.model_fields["method"].annotation),
-        help="default: the config's",
-    )
     compress.add_argument("--data", type=Path, required=True, help="distillation rows (JSONL, from dcrs)")
     compress.add_argument("--out", type=Path, required=True, help="rows with compressed_reasoning (JSONL)")
     compress.add_argument("--report", type=Path, required=True, help="compression report (JSON)")
     compress.add_argument("--config", type=Path, default=None, help="run configuration (compression section)")
-    compress.add_argument("--teacher", help="teacher: which teacher rewrites (default: compression.teacher)")
     compress.add_argument("--attempts", type=Path, help="teacher: the stage-1 student's attempts (JSONL)")
-    compress.add_argument("--reference", type=Path, help="cts/unconditional: the scoring model")
     compress.add_argument(
         "--student",
         type=Path,
         help="the stage-1 student: writes the attempts the teacher sees; the default cts scoring model",
     )
-    compress.add_argument("--ratio", type=float, help=setting_help(CompressionConfig, "ratio"))
     compress.add_argument("--quiet", action="store_true", help="no progress bar")
+    compression = ("method", "teacher", "attempt_verdict", "ratio", "reference_model", "condition", "window")
+    compression += ("selection", "segment")
+    add_setting_flags(compress, "compression", compression, spellings={"reference_model": "--reference"})
     compress.set_defaults(handler=cmd_compress)
 
     run = sub.add_parser("run", help="run a configuration's steps in a local work directory (resumable)")
