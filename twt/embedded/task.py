@@ -32,6 +32,7 @@ import itertools
 import random
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from twt.core.records import Question
@@ -246,7 +247,8 @@ def rewrite_for_student(question: str, attempt: str, modulus: int = 10) -> str:
 
 
 def random_question(rng: random.Random, weights: Sequence[float] = WEIGHTS, n_ops: int | None = None) -> str:
-    """A chain whose length is drawn by ``weights`` (chains of 1, 2, ... operations), or of exactly ``n_ops``."""
+    """A chain whose length is drawn by ``weights`` (chains of 1, 2, ... operations), or of exactly
+    ``n_ops``."""
     if n_ops is None:
         n_ops = rng.choices(range(1, len(weights) + 1), weights=weights)[0]
     text = str(rng.randrange(10))
