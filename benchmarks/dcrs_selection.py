@@ -3,16 +3,17 @@
     python benchmarks/dcrs_selection.py                    # 10k, 100k, 1M candidates; 300 texts embedded
     python benchmarks/dcrs_selection.py --sizes 10000 --embed-texts 0   # quick check
 
-Selection = ``twt.method.dcrs.apply_criteria`` (the vote, quality scores and reasons, the greedy
-per-question diversity pass with its Gram matrices), timed alone on one thread (BLAS/OpenMP threads are pinned to 1 below, before
-numpy is imported). The synthetic set: 8 candidates per question (4 teachers × 2 samples), answers right
-with probability 0.7 (else one of 10 at random), 3% without an answer, 2% with empty reasoning, confidence
-uniform in [0.3, 1], gold for half the questions, 10% exact-duplicate reasonings and 10% near-duplicates
-(another candidate's embedding plus noise, cosine ≈ 0.96), random unit embeddings of dimension 384.
-Each size is timed ``--repeats`` times (best kept); growth = time(10× size) / time(size), 10 is linear.
+Selection = ``twt.method.dcrs.apply_criteria`` (the vote, quality scores and reasons, the greedy per-question
+diversity pass with its Gram matrices), timed alone on one thread (BLAS/OpenMP threads are pinned to 1 below,
+before numpy is imported). The synthetic set: 8 candidates per question (4 teachers × 2 samples), answers
+right with probability 0.7 (else one of 10 at random), 3% without an answer, 2% with empty reasoning,
+confidence uniform in [0.3, 1], gold for half the questions, 10% exact-duplicate reasonings and 10%
+near-duplicates (another candidate's embedding plus noise, cosine ≈ 0.96), random unit embeddings of dimension
+384. Each size is timed ``--repeats`` times (best kept); growth = time(10× size) / time(size), 10 is linear.
 
 Embedding: ``twt.method.dcrs.embed_texts`` with the bundled all-MiniLM-L6-v2 on ``--embed-texts`` reasoning
-strings of the embedded task (model load timed apart, ``--embed-threads`` torch threads). The last line is JSON.
+strings of the embedded task (model load timed apart, ``--embed-threads`` torch threads). The last line is
+JSON.
 """
 
 from __future__ import annotations

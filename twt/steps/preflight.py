@@ -3,8 +3,8 @@
     problems = check(settings, Environment(namespace="twt", model_cache_pvc="twt-model-cache"))
     run(settings, env, report_out="preflight.md")      # raises PreflightError: one line per problem
 
-``settings`` is the run's ``twt.steps.settings.PreflightSettings`` (the s3:// URIs it uses, its HTTP teachers, its
-training launch). Checked, in order:
+``settings`` is the run's ``twt.steps.settings.PreflightSettings`` (the s3:// URIs it uses, its HTTP teachers,
+its training launch). Checked, in order:
 
 - **Secrets**: the MinIO Secret's keys arrived (``TWT_S3_ACCESS_KEY``/``TWT_S3_SECRET_KEY``) when the run
   uses any ``s3://`` URI; each HTTP teacher's key variable (``api_key_env``) is set.
