@@ -1,6 +1,6 @@
-"""The steps' Markdown: summaries of the DCRS, compression and evaluation reports and of a refused
-promotion, for the KFP UI (a ``Markdown`` output artifact renders in the step's Visualizations tab; the JSON
-reports stay the record).
+"""The steps' Markdown, for the KFP UI (a ``Markdown`` output artifact renders in the step's Visualizations
+tab; the JSON reports stay the record): the preflight checks, the DCRS, compression and evaluation reports,
+and why the gate refused promotion.
 
     text = dcrs_markdown(read_json("dcrs/report.json"))
     text = compression_markdown(read_json("compress/report.json"))
@@ -85,6 +85,23 @@ def evaluation_markdown(metrics: Mapping, eval_dir: Path, verdict: Mapping | Non
     plot = eval_dir / PLOT_NAME
     link = (plot_data_uri(plot) if embed_plot else PLOT_NAME) if plot.is_file() else None
     return render_report(metrics, link, verdict)
+
+
+def preflight_markdown(
+    problems: list[str], buckets: list[str], teachers: list[str], cluster: Mapping[str, str] | None
+) -> str:
+    """The preflight checks (``twt.steps.preflight``): the problems found, the buckets and HTTP teachers
+    checked, and in a cluster its namespace, model cache claim and training engine (None: not in one)."""
+    lines = ["# Preflight", ""]
+    lines += [f"- FAILED: {p}" for p in problems] or ["All checks passed."]
+    lines += ["", f"- buckets: {', '.join(buckets) or 'none (no s3:// URI)'}"]
+    lines += [f"- HTTP teachers: {', '.join(teachers) or 'none'}"]
+    if cluster is None:
+        lines += ["- Kubernetes checks (model cache, training-job API): skipped, not in a cluster"]
+    else:
+        lines += [f"- namespace {cluster['namespace']}; model cache {cluster['model cache']}"]
+        lines += [f"- training: {cluster['training']}"]
+    return "\n".join(lines) + "\n"
 
 
 def rejection_markdown(settings: ExplainSettings, verdict: Mapping, metrics: Mapping) -> str:
