@@ -256,6 +256,8 @@ def test_candidate_files_in_configuration_order_across_task_directories(
     with pytest.raises(ValueError, match="more than once"):
         steps.candidate_files(select, [*dirs, tmp_path / "task-c"], ["teacher-large"])
     assert steps.candidate_files(select, [noisy, large]) == [noisy, large]  # files (twt dcrs): as given
+    with pytest.raises(ValueError, match="unlike the other candidates"):
+        steps.candidate_files(select, [*dirs, noisy])
 
 
 def _metrics(tmp_path: Path) -> Path:

@@ -252,12 +252,17 @@ def candidate_files(
     candidates: Sequence[str | os.PathLike],
     teachers: Sequence[str] | None = None,
 ) -> list[Path]:
-    """The candidate files to select from: ``candidates`` themselves when each is a file (``twt dcrs``), else
-    each teacher's merged candidates in configuration order, ``<dir>/<teacher>/candidates.jsonl`` from
-    whichever of the ``candidates`` directories holds it (one for a local run, one per KFP sampling task)."""
-    if candidates and all(Path(c).is_file() for c in candidates):
-        return [Path(c) for c in candidates]
+    """The candidate files to select from. ``candidates`` are sampling outputs, directories that hold
+    ``<teacher>/candidates.jsonl`` (one for a local run, one per KFP sampling task): then each teacher's
+    file in configuration order, from whichever directory holds it. Or they are candidate files (``twt
+    dcrs``), taken as given (reading them names a missing, empty or unreadable one)."""
     configured = settings.teachers
+    sampled = [any((Path(c) / t / MERGED_CANDIDATES).is_file() for t in configured) for c in candidates]
+    if not any(sampled):
+        return [Path(c) for c in candidates]
+    if not all(sampled):
+        others = [str(c) for c, is_dir in zip(candidates, sampled, strict=True) if not is_dir]
+        raise ValueError(f"{others}: no <teacher>/{MERGED_CANDIDATES} in them, unlike the other candidates")
     names = list(teachers) if teachers else configured
     unknown = sorted(set(names) - set(configured))
     if unknown:
