@@ -3,16 +3,17 @@
     python benchmarks/dcrs_selection.py                    # 10k, 100k, 1M candidates; 300 texts embedded
     python benchmarks/dcrs_selection.py --sizes 10000 --embed-texts 0   # quick check
 
-Selection = ``twt.method.dcrs.select`` (the vote, quality scores and reasons, the greedy per-question diversity
-pass with its Gram matrices), timed alone on one thread (BLAS/OpenMP threads are pinned to 1 below, before
-numpy is imported). The synthetic set: 8 candidates per question (4 teachers × 2 samples), answers right
-with probability 0.7 (else one of 10 at random), 3% without an answer, 2% with empty reasoning, confidence
-uniform in [0.3, 1], gold for half the questions, 10% exact-duplicate reasonings and 10% near-duplicates
-(another candidate's embedding plus noise, cosine ≈ 0.96), random unit embeddings of dimension 384.
-Each size is timed ``--repeats`` times (best kept); growth = time(10× size) / time(size), 10 is linear.
+Selection = ``twt.method.dcrs.apply_criteria`` (the vote, quality scores and reasons, the greedy per-question
+diversity pass with its Gram matrices), timed alone on one thread (BLAS/OpenMP threads are pinned to 1 below,
+before numpy is imported). The synthetic set: 8 candidates per question (4 teachers × 2 samples), answers
+right with probability 0.7 (else one of 10 at random), 3% without an answer, 2% with empty reasoning,
+confidence uniform in [0.3, 1], gold for half the questions, 10% exact-duplicate reasonings and 10%
+near-duplicates (another candidate's embedding plus noise, cosine ≈ 0.96), random unit embeddings of dimension
+384. Each size is timed ``--repeats`` times (best kept); growth = time(10× size) / time(size), 10 is linear.
 
-Embedding: ``twt.method.dcrs.embed_texts`` with the bundled all-MiniLM-L6-v2 on ``--embed-texts`` reasoning strings
-of the embedded task (model load timed apart, ``--embed-threads`` torch threads). The last line is JSON.
+Embedding: ``twt.method.dcrs.embed_texts`` with the bundled all-MiniLM-L6-v2 on ``--embed-texts`` reasoning
+strings of the embedded task (model load timed apart, ``--embed-threads`` torch threads). The last line is
+JSON.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from twt.method.dcrs import DIVERSITY_REASONS, QUALITY_REASONS, CandidateTable, DCRSConfig, select  # noqa: E402
+from twt.method.dcrs import DIVERSITY_REASONS, QUALITY_REASONS, CandidateTable, DCRSConfig, apply_criteria  # noqa: E402
 
 PER_QUESTION, TEACHERS, DIM, ANSWERS = 8, 4, 384, 10
 
@@ -94,7 +95,7 @@ def time_selection(size: int, repeats: int, config: DCRSConfig, all_pass: bool) 
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
-        selection = select(table, embeddings, config)
+        selection = apply_criteria(table, embeddings, config)
         best = min(best, time.perf_counter() - started)
     quality = np.bincount(selection.quality.reason, minlength=len(QUALITY_REASONS))
     diversity = np.bincount(selection.diversity_reason, minlength=len(DIVERSITY_REASONS))

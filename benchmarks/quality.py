@@ -138,7 +138,7 @@ def fixed_step(scale: str, work: Path) -> dict:
     from twt.steps import workdir
 
     run = workdir.RunDir(make_config(scale, 0), work / "shared")
-    workdir.questions_step(run)
+    workdir.prepare_questions(run)
     fixed = [("student base (direct)", run.config.student.model, "direct")]
     fixed += [(BASE, run.config.student.model, "solve")]
     fixed += [(f"{t.name} (teacher)", t.model, "solve") for t in run.config.teachers]
@@ -162,17 +162,16 @@ def seed_step(scale: str, seed: int, work: Path, main_only: bool = False) -> dic
     from twt.method.compress import run_compress
     from twt.method.dcrs import DCRSConfig, run_dcrs
     from twt.method.teachers import TeacherSpec
-    from twt.steps import steps
-    from twt.steps import workdir
+    from twt.steps import steps, workdir
     from twt.training.sft import SFTConfig
     from twt.training.stages import run_stage
 
     config = make_config(scale, seed)
     out = work / f"seed-{seed}"
     run = workdir.RunDir(config, out)
-    workdir.questions_step(run)
-    files = workdir.sample_step(run, progress=False)
-    workdir.dcrs_step(run)
+    workdir.prepare_questions(run)
+    files = workdir.sample_teachers(run, progress=False)
+    workdir.select_candidates(run)
     dcrs = run.distill_rows
     one = out / "dcrs-one" / "distill.jsonl"  # teacher-large's candidates alone
     if not one.is_file() and not main_only:

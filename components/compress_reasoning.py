@@ -1,4 +1,4 @@
-"""Component: the stage-2 data, every kept reasoning compressed (``twt.steps.steps.compress``)."""
+"""Component: the stage-2 data, every kept reasoning compressed (``twt.steps.steps.compress_reasoning``)."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
@@ -31,7 +31,7 @@ def compress_reasoning(
     """
     from twt.steps import steps
 
-    steps.compress(
+    steps.compress_reasoning(
         settings,
         rows.path,
         stage1_model.path,

@@ -33,7 +33,8 @@ def distill_stage(
         run_id: Names the checkpoint location and training job with the run name and stage, so a retry of
             this step resumes there; empty = the KFP_RUN_ID variable (the pipeline sets it from the pod's
             pipeline/runid label: an input would enter the cache key), else "local". The config's
-            ``training`` section may send the training to a Kubeflow TrainJob/PyTorchJob (twt.training.launch).
+            ``training`` section may send the training to a Kubeflow TrainJob/PyTorchJob
+            (twt.training.launch).
     """
     from twt.steps import steps
 

@@ -1,4 +1,5 @@
-"""Component: every stage's student and the baselines on the held-out questions (``twt.steps.steps.evaluate``)."""
+"""Component: every stage's student and the baselines on the held-out questions
+(``twt.steps.steps.evaluate_students``)."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
@@ -33,7 +34,7 @@ def evaluate_students(
     """
     from twt.steps import steps
 
-    steps.evaluate(
+    steps.evaluate_students(
         settings,
         eval_questions.path,
         {"stage1": stage1.path, "stage2": stage2.path, "stage3": stage3.path},

@@ -1,4 +1,5 @@
-"""Component: the promotion gate's verdict (``twt.steps.steps.gate``); its boolean drives the pipeline's dsl.If."""
+"""Component: the promotion gate's verdict (``twt.steps.steps.gate``); its boolean drives the pipeline's
+dsl.If."""
 
 from typing import NamedTuple
 

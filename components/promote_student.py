@@ -1,4 +1,5 @@
-"""Component: publish the gate's student to the registry and pull it back verified (``twt.steps.steps.promote``)."""
+"""Component: publish the gate's student to the registry and pull it back verified
+(``twt.steps.steps.promote_student``)."""
 
 from typing import NamedTuple
 
@@ -45,7 +46,7 @@ def promote_student(
     """
     from twt.steps import steps
 
-    record = steps.promote(
+    record = steps.promote_student(
         settings,
         verdict.path,
         evaluation.path,

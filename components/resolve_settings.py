@@ -1,5 +1,5 @@
 """Component: the run's configuration, validated once, cut into each step's settings
-(``twt.steps.steps.resolve``)."""
+(``twt.steps.steps.resolve_settings``)."""
 
 from typing import NamedTuple
 
@@ -38,18 +38,18 @@ def resolve_settings(
 ) -> NamedTuple(
     "Outputs",
     [
-        ("questions", str),
-        ("sample", str),
-        ("select", str),
+        ("preflight", str),
+        ("prepare_questions", str),
+        ("sample_teacher", str),
+        ("select_candidates", str),
         ("stage1", str),
+        ("compress_reasoning", str),
         ("stage2", str),
         ("stage3", str),
-        ("compress", str),
-        ("evaluate", str),
+        ("evaluate_students", str),
         ("gate", str),
-        ("promote", str),
-        ("explain", str),
-        ("preflight", str),
+        ("promote_student", str),
+        ("explain_rejection", str),
     ],
 ):
     """Apply the typed pipeline parameters to the configuration and hand each step only its settings.
@@ -81,21 +81,21 @@ def resolve_settings(
         questions_uri: Training question file ('' = the configuration's task).
         eval_uri: Held-out question file ('' = the configuration's task).
 
-    Returns (each JSON text of a twt.steps.settings model):
-        questions: prepare-questions' settings (task).
-        sample: One settings object per teacher, for the sampling loop.
-        select: DCRS settings and the teachers' names.
+    Returns (each JSON text of a twt.steps.settings model, in twt.steps.settings.STEPS order):
+        preflight: The s3:// URIs, HTTP teachers and training launch the preflight checks.
+        prepare_questions: Where the questions come from (task).
+        sample_teacher: One settings object per teacher, for the sampling loop.
+        select_candidates: DCRS settings and the teachers' names.
         stage1: Stage 1's training settings and lineage.
+        compress_reasoning: The compression method and its settings.
         stage2: Stage 2's training settings and lineage.
         stage3: Stage 3's training settings and lineage.
-        compress: The compression method and its settings.
-        evaluate: Evaluation settings and baselines.
+        evaluate_students: Evaluation settings and baselines.
         gate: The gate policy.
-        promote: The registry settings.
-        explain: The gate policy and run name, for the rejection report.
-        preflight: The s3:// URIs, HTTP teachers and training launch the preflight checks.
+        promote_student: The registry settings.
+        explain_rejection: The gate policy and run name, for the rejection report.
     """
     from twt.steps import steps
 
     arguments = {name: value for name, value in locals().items() if name != "steps"}
-    return steps.resolve(arguments)
+    return steps.resolve_settings(arguments)

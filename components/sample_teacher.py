@@ -1,4 +1,5 @@
-"""Component: k candidate reasoning paths per question from one teacher (``twt.steps.steps.sample``)."""
+"""Component: k candidate reasoning paths per question from one teacher
+(``twt.steps.steps.sample_teacher``)."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
@@ -17,7 +18,8 @@ def sample_teacher(
     """Sample one teacher on the training questions.
 
     Args:
-        settings: One teacher's slice ({"teacher": {...}}, twt.steps.settings.SampleSettings), from resolve-settings.
+        settings: One teacher's slice ({"teacher": {...}}, twt.steps.settings.SampleSettings), from
+            resolve-settings.
         s3_endpoint: Object store for s3:// URIs in the settings (TWT_S3_ENDPOINT); '' = from the environment.
         questions: Training question rows (JSONL).
         candidates: Directory <teacher>/ with the sampling shards, DONE.json and candidates.jsonl.
@@ -25,9 +27,8 @@ def sample_teacher(
     """
     from twt.steps import steps
 
-    steps.sample(
+    steps.sample_teacher(
         settings,
-        None,
         questions.path,
         candidates.path,
         log_metric=metrics.log_metric,

@@ -1,4 +1,5 @@
-"""Component: dual-criteria rejection sampling over every teacher's candidates (``twt.steps.steps.select``)."""
+"""Component: dual-criteria rejection sampling over every teacher's candidates
+(``twt.steps.steps.select_candidates``)."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Output
@@ -31,7 +32,7 @@ def select_candidates(
     """
     from twt.steps import steps
 
-    steps.select(
+    steps.select_candidates(
         settings,
         questions.path,
         [c.path for c in candidates],

@@ -1,4 +1,5 @@
-"""Component: the promoted student served by a KServe InferenceService on vLLM (``twt.steps.steps.serve``)."""
+"""Component: the promoted student served by a KServe InferenceService on vLLM
+(``twt.steps.steps.serve_student``)."""
 
 from typing import NamedTuple
 
@@ -35,7 +36,7 @@ def serve_student(
     """
     from twt.steps import steps
 
-    record = steps.serve(
+    record = steps.serve_student(
         promoted.path,
         served.path,
         runtime=runtime,

@@ -1,4 +1,5 @@
-"""Component: the teachers' settings as a list, one item per sampling task (``twt.steps.steps.teacher_settings``).
+"""Component: the teachers' settings as a list, one item per sampling task
+(``twt.steps.steps.teacher_settings``).
 
 kfp 2.17's local runner loops only over a task's single output (``Output``), not over a named output of
 ``resolve-settings``; this step turns that output into one.

@@ -106,12 +106,12 @@ S3_TASKS = {
     "evaluate-students",
     "promote-student",
 }
-# The KFP run id, for the training stages (twt.steps.steps.distill_stage reads KFP_RUN_ID). KFP 2.17's API server
-# labels every pod of a run with it (backend/src/apiserver/template/v2_template.go: SetPodMetadataLabels(
-# "pipeline/runid", RunID)), the same id dsl.PIPELINE_JOB_ID_PLACEHOLDER resolves to. Passed as an input
-# parameter it would enter the cache key (backend/src/v2/cacheutils/cache.go, GenerateCacheKey: input
-# parameter and artifact names, output specs, image, command, args, PVC names; no environment), and every
-# run would retrain from scratch.
+# The KFP run id, for the training stages (twt.steps.steps.distill_stage reads KFP_RUN_ID). KFP 2.17's API
+# server labels every pod of a run with it (backend/src/apiserver/template/v2_template.go:
+# SetPodMetadataLabels("pipeline/runid", RunID)), the same id dsl.PIPELINE_JOB_ID_PLACEHOLDER resolves to.
+# Passed as an input parameter it would enter the cache key (backend/src/v2/cacheutils/cache.go,
+# GenerateCacheKey: input parameter and artifact names, output specs, image, command, args, PVC names; no
+# environment), and every run would retrain from scratch.
 RUN_ID_ENV = ("KFP_RUN_ID", "metadata.labels['pipeline/runid']")
 IMAGE_ENV = (
     "TWT_IMAGE"  # the training steps' own image, for the training jobs they submit (twt.training.launch)
@@ -272,8 +272,8 @@ def twt_distillation(
             "answer"?} rows; '' = the embedded task. Give eval_uri with it.
         eval_uri: Held-out questions with gold answers, an s3:// URI (or path) of a JSONL file of {"id",
             "question", "answer"} rows; '' = the embedded task.
-        config_override: Optional whole configuration (twt.core.schema): YAML text on one line (flow style, e.g.
-            {name: run1, teachers: [...], student: {model: org/m}}), or an s3:// URI (or path) of a YAML
+        config_override: Optional whole configuration (twt.core.schema): YAML text on one line (flow style,
+            e.g. {name: run1, teachers: [...], student: {model: org/m}}), or an s3:// URI (or path) of a YAML
             file, fetched by the first step; it supplies every setting without a parameter (evaluation,
             training, ...). A parameter changed from its default overrides the file's value; one left at its
             default keeps it.
@@ -352,10 +352,10 @@ def twt_distillation(
     _on_cpu(_common(checked, "preflight", caching=False), CPU_SMALL)
     _secret(checked, teacher_keys_secret, "teacher_keys", optional=True)
 
-    questions = prepare_questions(settings=step["questions"], s3_endpoint=s3_endpoint).after(checked)
+    questions = prepare_questions(settings=step["prepare_questions"], s3_endpoint=s3_endpoint).after(checked)
     _on_cpu(_common(questions, "questions", caching=True), CPU_SMALL)
 
-    teacher_list = teacher_settings(sample=step["sample"]).after(checked)
+    teacher_list = teacher_settings(sample=step["sample_teacher"]).after(checked)
     _on_cpu(_common(teacher_list, "teachers", caching=False), CPU_SMALL)
 
     with dsl.ParallelFor(teacher_list.output, name="teachers") as teacher:
@@ -367,7 +367,7 @@ def twt_distillation(
         _secret(sampled, teacher_keys_secret, "teacher_keys", optional=True)
 
     dcrs = select_candidates(
-        settings=step["select"],
+        settings=step["select_candidates"],
         s3_endpoint=s3_endpoint,
         questions=questions.outputs["train_questions"],
         candidates=dsl.Collected(sampled.outputs["candidates"]),
@@ -379,7 +379,7 @@ def twt_distillation(
         settings=step["stage1"], stage=1, s3_endpoint=s3_endpoint, rows=dcrs.outputs["distill"]
     )
     compressed = compress_reasoning(
-        settings=step["compress"],
+        settings=step["compress_reasoning"],
         s3_endpoint=s3_endpoint,
         rows=dcrs.outputs["distill"],
         stage1_model=stage1.outputs["model"],
@@ -422,7 +422,7 @@ def twt_distillation(
         "stage3": stage3.outputs["model"],
     }
     evaluated = evaluate_students(
-        settings=step["evaluate"],
+        settings=step["evaluate_students"],
         s3_endpoint=s3_endpoint,
         eval_questions=questions.outputs["eval_questions"],
         **students,
@@ -436,7 +436,7 @@ def twt_distillation(
 
     with dsl.If(verdict.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
         promoted = promote_student(
-            settings=step["promote"],
+            settings=step["promote_student"],
             s3_endpoint=s3_endpoint,
             verdict=verdict.outputs["verdict"],
             evaluation=evaluated.outputs["evaluation"],
@@ -461,7 +461,7 @@ def twt_distillation(
             _on_cpu(_common(served, "serve student", caching=False), CPU_SMALL)
     with dsl.Else(name="gate-failed"):
         rejected = explain_rejection(
-            settings=step["explain"],
+            settings=step["explain_rejection"],
             verdict=verdict.outputs["verdict"],
             evaluation=evaluated.outputs["evaluation"],
         )

@@ -75,9 +75,9 @@ def apply_layout(image_pull_secret, model_cache_pvc) -> None:
 
 
 def accelerator_arguments(config) -> dict[str, object]:
-    """Placement parameters a configuration (``twt.core.schema.RunConfig``) implies: ``NO_GPU_POOL`` for sampling
-    when every teacher is served over HTTP, for compression when its rewriting teacher is, and for the
-    training stages (``gpu_*``) when they train in a Kubeflow TrainJob/PyTorchJob (``training.engine``;
+    """Placement parameters a configuration (``twt.core.schema.RunConfig``) implies: ``NO_GPU_POOL`` for
+    sampling when every teacher is served over HTTP, for compression when its rewriting teacher is, and for
+    the training stages (``gpu_*``) when they train in a Kubeflow TrainJob/PyTorchJob (``training.engine``;
     ``twt.training.launch.choose_engine`` inside a cluster). Other steps keep the pipeline's defaults (or
     ``--set``)."""
     from twt.training.launch import choose_engine

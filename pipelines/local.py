@@ -210,6 +210,7 @@ def run_local(
         bars = ConsoleProgress(sys.__stdout__) if progress and sys.__stdout__.isatty() else None
         records = stack.enter_context(runner_records(RunnerRecords(stream, progress, bars), verbose))
         stack.enter_context(kfp_local_session(stream, bars))
+        stack.callback(write_metrics_files, root / ".kfp_cache")  # also after a failed run
         twt_distillation(**arguments)
     return run_outcome(
         root,
@@ -218,6 +219,23 @@ def run_local(
         tasks=records.finished,  # kfp.local's own record of each executed task's status
         cache_hits=records.cache_hits,  # and of the tasks it answered from its cache
     )
+
+
+def write_metrics_files(cache_root: Path) -> list[Path]:
+    """Give every ``Metrics`` artifact of kfp.local's cache entries its file, which a component never writes
+    (KFP keeps a Metrics artifact's numbers in its metadata): kfp.local takes an entry whose artifact file is
+    missing for a cache miss, so without it every task that logs metrics would run again. The file holds
+    the metadata. Returns the files written."""
+    written = []
+    for entry in sorted(cache_root.glob("*.json")):
+        for output in json.loads(entry.read_text()).values():
+            is_metrics = isinstance(output, dict) and output.get("schema_title") == "system.Metrics"
+            path = Path(output.get("uri") or "") if is_metrics else None
+            if path is not None and path.is_absolute() and not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(output.get("metadata") or {}, indent=2) + "\n")
+                written.append(path)
+    return written
 
 
 def run_outcome(root: Path, started: float, **extra) -> dict:

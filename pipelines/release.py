@@ -340,8 +340,7 @@ def run_arguments(
     from pipelines.layout import accelerator_arguments
     from twt.core.load import load_config
     from twt.core.schema import ConfigError
-    from twt.steps.parameters import resolve
-    from twt.steps.parameters import PARAMETERS
+    from twt.steps.parameters import PARAMETERS, resolve
 
     config = load_config(config_path)
     for teacher in config.teachers:

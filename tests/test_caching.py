@@ -87,3 +87,23 @@ def test_a_cached_output_is_found_through_the_cache_entry(two_runs: dict) -> Non
     evaluation = Path(outputs("evaluate-students", "evaluation"))  # cached: run 1's artifact
     assert evaluation.parent.parent == Path(first["run_dir"]) and (evaluation / "metrics.json").is_file()
     assert Path(outputs("gate", "verdict")).parent.parent == Path(second["run_dir"])  # executed again
+
+
+def test_a_metrics_artifact_gets_its_file_so_its_cache_entry_stays_valid(tmp_path: Path) -> None:
+    """kfp.local takes a cache entry whose artifact file is missing for a miss; a component never writes its
+    Metrics file (KFP keeps the numbers in metadata), so ``run_local`` writes it from the entry."""
+    import json
+
+    from pipelines.local import write_metrics_files
+
+    metrics, model = tmp_path / "task" / "metrics", tmp_path / "task" / "model"
+    entry = {
+        "metrics": {"schema_title": "system.Metrics", "uri": str(metrics), "metadata": {"rows": 3.0}},
+        "model": {"schema_title": "system.Model", "uri": str(model), "metadata": {}},
+        "passed": True,
+    }
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "key.json").write_text(json.dumps(entry))
+    assert write_metrics_files(tmp_path / "cache") == [metrics]
+    assert json.loads(metrics.read_text()) == {"rows": 3.0} and not model.exists()
+    assert write_metrics_files(tmp_path / "cache") == []  # there already: left as it is

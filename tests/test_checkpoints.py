@@ -148,7 +148,7 @@ def test_twt_run_keeps_its_checkpoints_in_its_work_directory(tmp_path: Path, mon
         for i in range(8)
     ]
     write_rows(run.distill_rows, rows)
-    workdir.stage_step(run, 1, progress=False)
+    workdir.distill_stage(run, 1, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["X"]
     kept = CheckpointStore(str(tmp_path / "X" / "checkpoints" / "demo" / "local" / "stage1"), "")
     assert len(kept.published_steps()) == 1  # the last one, kept (keep_last_checkpoint)

@@ -20,28 +20,29 @@ import yaml
 
 import twt
 from components.images import CPU_IMAGE, GPU_IMAGE, VERSION
-from twt.core.load import default_config_path
+from twt.core.load import default_config_path, parse_config
 from twt.core.records import Question, read_rows
-from twt.core.schema import ConfigError
+from twt.core.schema import ConfigError, RunConfig
+from twt.steps import settings as slices
 from twt.steps import steps
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPONENTS_DIR = ROOT / "components"
-# module -> (component function, the twt.steps.steps function it calls, image)
+# module -> image; each module's component, and the twt.steps.steps function it calls, have its name
 COMPONENTS = {
-    "prepare_questions": ("prepare_questions", "prepare_questions", "cpu"),
-    "resolve_settings": ("resolve_settings", "resolve", "cpu"),
-    "teacher_settings": ("teacher_settings", "teacher_settings", "cpu"),
-    "sample_teacher": ("sample_teacher", "sample", "gpu"),
-    "select_candidates": ("select_candidates", "select", "cpu"),
-    "distill_stage": ("distill_stage", "distill_stage", "gpu"),
-    "compress_reasoning": ("compress_reasoning", "compress", "gpu"),
-    "evaluate_students": ("evaluate_students", "evaluate", "gpu"),
-    "gate": ("gate", "gate", "cpu"),
-    "promote_student": ("promote_student", "promote", "cpu"),
-    "explain_rejection": ("explain_rejection", "explain_rejection", "cpu"),
-    "preflight": ("preflight", "preflight", "cpu"),
-    "serve_student": ("serve_student", "serve", "cpu"),
+    "prepare_questions": "cpu",
+    "resolve_settings": "cpu",
+    "teacher_settings": "cpu",
+    "sample_teacher": "gpu",
+    "select_candidates": "cpu",
+    "distill_stage": "gpu",
+    "compress_reasoning": "gpu",
+    "evaluate_students": "gpu",
+    "gate": "cpu",
+    "promote_student": "cpu",
+    "explain_rejection": "cpu",
+    "preflight": "cpu",
+    "serve_student": "cpu",
 }
 NOT_COMPONENTS = {"__init__", "images"}
 # What a component module may import at module level: kfp, typing's NamedTuple (named outputs) and the
@@ -81,8 +82,7 @@ def body_imports_and_task_calls(source: str, function: str) -> tuple[set[str], l
 
 
 def load_component(module: str):
-    name = COMPONENTS[module][0]
-    return getattr(importlib.import_module(f"components.{module}"), name)
+    return getattr(importlib.import_module(f"components.{module}"), module)
 
 
 def test_every_component_module_is_known() -> None:
@@ -107,23 +107,22 @@ def test_the_import_check_catches_a_heavy_import() -> None:
 
 
 @pytest.mark.parametrize("module", sorted(COMPONENTS))
-def test_body_imports_twt_steps_and_calls_one_function(module: str) -> None:
-    function, task, _ = COMPONENTS[module]
-    imports, calls = body_imports_and_task_calls((COMPONENTS_DIR / f"{module}.py").read_text(), function)
+def test_body_imports_twt_steps_and_calls_the_function_of_its_name(module: str) -> None:
+    imports, calls = body_imports_and_task_calls((COMPONENTS_DIR / f"{module}.py").read_text(), module)
     assert imports == {"twt.steps.steps"}
-    assert calls == [task]
-    assert callable(getattr(steps, task))
+    assert calls == [module]
+    assert callable(getattr(steps, module))
 
 
 def test_the_body_check_catches_two_calls() -> None:
-    source = "def f(x):\n    from twt.steps import steps\n    steps.gate(x)\n    steps.promote(x)\n"
-    assert body_imports_and_task_calls(source, "f")[1] == ["gate", "promote"]
+    source = "def f(x):\n    from twt.steps import steps\n    steps.gate(x)\n    steps.promote_student(x)\n"
+    assert body_imports_and_task_calls(source, "f")[1] == ["gate", "promote_student"]
 
 
 @pytest.mark.parametrize("module", sorted(COMPONENTS))
 def test_component_runs_on_the_versioned_image_without_installing_kfp(module: str) -> None:
     container = load_component(module).component_spec.implementation.container
-    kind = COMPONENTS[module][2]
+    kind = COMPONENTS[module]
     assert container.image == f"ghcr.io/twt-project/twt-{kind}:{twt.__version__}"
     assert container.image == {"cpu": CPU_IMAGE, "gpu": GPU_IMAGE}[kind]
     assert "pip install" not in " ".join(container.command + (container.args or []))
@@ -182,44 +181,41 @@ def test_inputs_and_outputs_are_typed() -> None:
     assert _types("explain_rejection", "outputs") == {"report": "system.Markdown"}
 
 
-# --- twt.steps.steps without models ------------------------------------------------------------------------------
+# --- twt.steps.steps without models -------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def config_yaml() -> str:
+def config() -> RunConfig:
     """configs/demo.yaml with few questions (the tiny models are never loaded here)."""
     data = yaml.safe_load(default_config_path().read_text())
     data["task"].update(train_questions=30, eval_questions=12)
-    return yaml.safe_dump(data)
+    return RunConfig.model_validate(data)
 
 
-def test_load_validates_text_and_resolves_against_the_working_directory(
-    config_yaml: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    data = yaml.safe_load(config_yaml)
-    data["student"]["model"] = "./student"
-    assert steps.load(yaml.safe_dump(data)).student.model == str(tmp_path / "student")
-    loaded = steps.load(config_yaml)
-    assert steps.load(loaded) is loaded
-    data["teachers"][0]["temperature"] = -1
-    with pytest.raises(ConfigError, match=r"config_yaml: teachers\[0\]\.temperature"):
-        steps.load(yaml.safe_dump(data))
+def test_a_step_takes_its_slice_or_its_json_text_and_nothing_else(config: RunConfig) -> None:
+    gate = slices.gate_settings(config)
+    assert slices.parse_slice(slices.GateSettings, gate) is gate
+    assert slices.parse_slice(slices.GateSettings, gate.model_dump_json()) == gate
+    with pytest.raises(ConfigError, match=r"^settings\.gate\.min_accuracy: "):
+        slices.parse_slice(slices.GateSettings, '{"gate": {"min_accuracy": 2}}')
+    with pytest.raises(TypeError, match="GateSettings or its JSON text"):
+        slices.parse_slice(slices.GateSettings, config)  # a whole configuration is cut by the caller
 
 
 def test_prepare_questions_draws_disjoint_sets_and_keeps_identical_files(
-    config_yaml: str, tmp_path: Path
+    config: RunConfig, tmp_path: Path
 ) -> None:
     train, evalq = tmp_path / "q" / "train.jsonl", tmp_path / "q" / "eval.jsonl"
     seen = {}
-    assert steps.prepare_questions(config_yaml, train, evalq, log_metric=seen.__setitem__) == (30, 12)
+    settings = slices.questions_settings(config).model_dump_json()  # what the component receives
+    assert steps.prepare_questions(settings, train, evalq, log_metric=seen.__setitem__) == (30, 12)
     assert seen == {"train_questions": 30.0, "eval_questions": 12.0}
     train_rows, eval_rows = list(read_rows(train, Question)), list(read_rows(evalq, Question))
     assert not {q.question for q in train_rows} & {q.question for q in eval_rows}
     stamps = (train.stat().st_mtime_ns, evalq.stat().st_mtime_ns)
-    steps.prepare_questions(config_yaml, train, evalq)
+    steps.prepare_questions(settings, train, evalq)
     assert (train.stat().st_mtime_ns, evalq.stat().st_mtime_ns) == stamps
-    assert steps.prepare_questions(config_yaml, train, evalq, eval_questions=5) == (30, 5)
+    assert steps.prepare_questions(settings, train, evalq, eval_questions=5) == (30, 5)
 
 
 def test_prepare_questions_copies_question_files(tmp_path: Path) -> None:
@@ -232,7 +228,8 @@ def test_prepare_questions_copies_question_files(tmp_path: Path) -> None:
         "eval": "file://" + str(tmp_path / "eval.jsonl"),
     }
     out = tmp_path / "out"
-    assert steps.prepare_questions(yaml.safe_dump(data), out / "t.jsonl", out / "e.jsonl") == (1, 1)
+    settings = slices.questions_settings(parse_config(yaml.safe_dump(data)))
+    assert steps.prepare_questions(settings, out / "t.jsonl", out / "e.jsonl") == (1, 1)
     assert [q.answer for q in read_rows(out / "e.jsonl", Question)] == ["7"]
 
 
@@ -244,19 +241,23 @@ def _candidates(directory: Path, teacher: str) -> Path:
 
 
 def test_candidate_files_in_configuration_order_across_task_directories(
-    config_yaml: str, tmp_path: Path
+    config: RunConfig, tmp_path: Path
 ) -> None:
+    select = slices.select_settings(config)
     noisy = _candidates(tmp_path / "task-a", "teacher-noisy")
     large = _candidates(tmp_path / "task-b", "teacher-large")
     dirs = [tmp_path / "task-a", tmp_path / "task-b"]
-    assert steps.candidate_files(config_yaml, dirs, ["teacher-noisy", "teacher-large"]) == [large, noisy]
+    assert steps.candidate_files(select, dirs, ["teacher-noisy", "teacher-large"]) == [large, noisy]
     with pytest.raises(FileNotFoundError, match="teacher-verbose"):
-        steps.candidate_files(config_yaml, dirs)  # default: every configured teacher
+        steps.candidate_files(select, dirs)  # default: every configured teacher
     with pytest.raises(ValueError, match="not in the configuration"):
-        steps.candidate_files(config_yaml, dirs, ["teacher-huge"])
+        steps.candidate_files(select, dirs, ["teacher-huge"])
     _candidates(tmp_path / "task-c", "teacher-large")
     with pytest.raises(ValueError, match="more than once"):
-        steps.candidate_files(config_yaml, [*dirs, tmp_path / "task-c"], ["teacher-large"])
+        steps.candidate_files(select, [*dirs, tmp_path / "task-c"], ["teacher-large"])
+    assert steps.candidate_files(select, [noisy, large]) == [noisy, large]  # files (twt dcrs): as given
+    with pytest.raises(ValueError, match="unlike the other candidates"):
+        steps.candidate_files(select, [*dirs, noisy])
 
 
 def _metrics(tmp_path: Path) -> Path:
@@ -286,15 +287,16 @@ def _metrics(tmp_path: Path) -> Path:
     return path
 
 
-def _with_gate(config_yaml: str, **gate) -> str:
-    data = yaml.safe_load(config_yaml)
-    data["gate"].update(gate)
-    return yaml.safe_dump(data)
+def _with_gate(config: RunConfig, **gate) -> RunConfig:
+    return config.model_copy(update={"gate": config.gate.model_copy(update=gate)})
 
 
-def test_gate_returns_the_boolean_and_student_and_writes_the_report(config_yaml: str, tmp_path: Path) -> None:
+def test_gate_returns_the_boolean_and_student_and_writes_the_report(
+    config: RunConfig, tmp_path: Path
+) -> None:
     metrics = _metrics(tmp_path)
-    permissive = _with_gate(config_yaml, min_accuracy=0.5, max_accuracy_drop=0.35, min_token_reduction=0.5)
+    permissive = _with_gate(config, min_accuracy=0.5, max_accuracy_drop=0.35, min_token_reduction=0.5)
+    permissive = slices.gate_settings(permissive)
     passed, student = steps.gate(
         permissive, metrics.parent, tmp_path / "v.json", tmp_path / "r.md", embed_plot=True
     )
@@ -305,27 +307,29 @@ def test_gate_returns_the_boolean_and_student_and_writes_the_report(config_yaml:
     steps.gate(permissive, metrics, tmp_path / "v.json", tmp_path / "linked.md")
     assert "](accuracy_vs_tokens.png)" in (tmp_path / "linked.md").read_text()
 
-    strict = _with_gate(config_yaml, min_accuracy=0.95)
-    assert steps.gate(strict, metrics, tmp_path / "v2.json") == (False, "")
-    text = steps.explain_rejection(strict, tmp_path / "v2.json", metrics, tmp_path / "why.md")
+    strict = _with_gate(config, min_accuracy=0.95)
+    assert steps.gate(slices.gate_settings(strict), metrics, tmp_path / "v2.json") == (False, "")
+    explain = slices.explain_settings(strict)
+    text = steps.explain_rejection(explain, tmp_path / "v2.json", metrics, tmp_path / "why.md")
     assert text == (tmp_path / "why.md").read_text()
     assert text.startswith("# Not promoted: the gate did not pass")
     assert "no student passes the accuracy policy" in text and "`min_accuracy`: 0.95" in text
     assert "| stage1 | fail |" in text and "| stage3 | student |" in text
 
 
-def test_promote_refuses_a_failed_verdict_and_needs_a_registry(config_yaml: str, tmp_path: Path) -> None:
+def test_promote_refuses_a_failed_verdict_and_needs_a_registry(config: RunConfig, tmp_path: Path) -> None:
     metrics = _metrics(tmp_path)
-    strict = _with_gate(config_yaml, min_accuracy=0.95)
-    steps.gate(strict, metrics, tmp_path / "v.json")
+    steps.gate(slices.gate_settings(_with_gate(config, min_accuracy=0.95)), metrics, tmp_path / "v.json")
+    promote = slices.promote_settings(config)
     with pytest.raises(ValueError, match="did not pass"):
-        steps.promote(strict, tmp_path / "v.json", metrics, {}, tmp_path / "dcrs.json", str(tmp_path / "reg"))
-    assert steps.registry_root(config_yaml, "s3://twt-registry") == "s3://twt-registry"
+        steps.promote_student(
+            promote, tmp_path / "v.json", metrics, {}, tmp_path / "dcrs.json", str(tmp_path)
+        )
+    assert steps.registry_root(promote, "s3://twt-registry") == "s3://twt-registry"
     with pytest.raises(ValueError, match="no registry"):
-        steps.registry_root(config_yaml, "")
-    data = yaml.safe_load(config_yaml)
-    data["registry"]["uri"] = "s3://from-config"
-    assert steps.registry_root(yaml.safe_dump(data), "") == "s3://from-config"
+        steps.registry_root(promote, "")
+    registry = config.registry.model_copy(update={"uri": "s3://from-config"})
+    assert steps.registry_root(slices.PromoteSettings(registry=registry), "") == "s3://from-config"
 
 
 def test_metrics_are_logged_as_numbers_only() -> None:

@@ -24,11 +24,11 @@ from twt.method.dcrs import (
     CandidateTable,
     DCRSConfig,
     DCRSError,
+    apply_criteria,
     build_table,
     diversity,
     embed_texts,
     run_dcrs,
-    select,
     summarize,
     vote,
 )
@@ -65,7 +65,7 @@ def fake_embeddings(table: CandidateTable, overrides: dict[str, np.ndarray] | No
 
 def run_select(questions, candidates, overrides=None, **config):
     table, order = build_table(questions, candidates)
-    selection = select(table, fake_embeddings(table, overrides), DCRSConfig(**config))
+    selection = apply_criteria(table, fake_embeddings(table, overrides), DCRSConfig(**config))
     return table, order, selection
 
 

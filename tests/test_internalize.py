@@ -152,6 +152,7 @@ def test_stage_2_runs_the_configured_schedule(tmp_path: Path, base_model: Path) 
     from twt.core.load import default_config_path, parse_config
     from twt.core.schema import ConfigError
     from twt.steps import steps
+    from twt.steps.settings import stage_settings
 
     data = yaml.safe_load(default_config_path().read_text())
     data["internalize"] = {"schedule": "left", "tokens_per_phase": 8, "updates_per_phase": 1}
@@ -161,7 +162,13 @@ def test_stage_2_runs_the_configured_schedule(tmp_path: Path, base_model: Path) 
     write_rows(rows, _rows(8))
     logged: dict[str, float] = {}
     result = steps.distill_stage(
-        config, 2, rows, base_model, tmp_path / "stage2", progress=False, log_metric=logged.__setitem__
+        stage_settings(config, 2),
+        2,
+        rows,
+        base_model,
+        tmp_path / "stage2",
+        progress=False,
+        log_metric=logged.__setitem__,
     )
     assert [p["kept_tokens_mean"] for p in result["phases"]] == [3.0, 0.0]  # 11 tokens: 8 removed, then all
     assert logged["phases"] == 2 and "internalize_kept_tokens_phase2" in logged

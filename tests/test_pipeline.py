@@ -591,14 +591,14 @@ def test_local_run_writes_what_twt_run_writes(local_run: dict, small_config: Pat
     from twt.steps import workdir
 
     run = workdir.RunDir(load_config(small_config), tmp_path / "work")
-    workdir.questions_step(run)
+    workdir.prepare_questions(run)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the pipeline's tasks ran: the thread count changes float sums, so samples
     try:
-        workdir.sample_step(run, progress=False)
+        workdir.sample_teachers(run, progress=False)
     finally:
         torch.set_num_threads(threads)
-    workdir.dcrs_step(run)
+    workdir.select_candidates(run)
     run_dir = Path(local_run["run_dir"])
     kfp_questions = run_dir / "prepare-questions"
     assert run.train_questions.read_bytes() == (kfp_questions / "train_questions").read_bytes()
@@ -620,27 +620,33 @@ def test_the_else_branch_reports_why(local_run: dict, small_config: Path, tmp_pa
     from components.explain_rejection import explain_rejection
     from components.gate import gate
     from pipelines.local import kfp_local_session
+    from twt.core.load import load_config
+    from twt.steps import settings as slices
 
-    data = yaml.safe_load(small_config.read_text())
-    data["gate"] = {"min_accuracy": 1.0, "max_accuracy_drop": None, "min_token_reduction": None}
+    config = load_config(small_config)
+    config.gate = config.gate.model_copy(update={"min_accuracy": 1.0, "max_accuracy_drop": None})
+    config.gate = config.gate.model_copy(update={"min_token_reduction": None})
     evaluation = Path(local_run["run_dir"]) / "evaluate-students" / "evaluation"
 
     @dsl.pipeline(name="gate-branches")
-    def branches(settings: str):
+    def branches(gate_settings: str, explain_settings: str):
         imported = dsl.importer(artifact_uri=str(evaluation), artifact_class=dsl.Artifact, reimport=True)
-        verdict = gate(settings=settings, evaluation=imported.output)
+        verdict = gate(settings=gate_settings, evaluation=imported.output)
         with dsl.If(verdict.outputs["passed"] == True):  # noqa: E712
             explain_rejection(
                 settings="unused", verdict=verdict.outputs["verdict"], evaluation=imported.output
             )
         with dsl.Else():
             explain_rejection(
-                settings=settings, verdict=verdict.outputs["verdict"], evaluation=imported.output
+                settings=explain_settings, verdict=verdict.outputs["verdict"], evaluation=imported.output
             )
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     with kfp_local_session():
-        branches(settings=yaml.safe_dump(data))
+        branches(
+            gate_settings=slices.gate_settings(config).model_dump_json(),
+            explain_settings=slices.explain_settings(config).model_dump_json(),
+        )
     reports = list((tmp_path / "root").glob("gate-branches-*/explain-rejection*/report"))
     assert len(reports) == 1
     text = reports[0].read_text()

@@ -1,5 +1,5 @@
-"""The preflight checks (twt.steps.preflight): a run that cannot succeed is refused before any GPU time, one line
-per problem naming it. Against moto's S3 server, a local HTTP teacher, and the real ``kubernetes`` client
+"""The preflight checks (twt.steps.preflight): a run that cannot succeed is refused before any GPU time, one
+line per problem naming it. Against moto's S3 server, a local HTTP teacher, and the real ``kubernetes`` client
 talking to a local server that answers the API paths the checks read.
 
     python -m pytest tests/test_preflight.py -q
@@ -16,9 +16,8 @@ from json_http import LocalHTTPServer, send_json
 
 from twt.core.load import default_config_path, parse_config
 from twt.core.schema import TeacherConfig, TrainingConfig
-from twt.steps import preflight
+from twt.steps import preflight, steps
 from twt.steps import settings as slices
-from twt.steps import steps
 
 NS, PVC = "twt", "twt-model-cache"
 PVC_PATH = f"/api/v1/namespaces/{NS}/persistentvolumeclaims/{PVC}"
@@ -189,7 +188,8 @@ def test_the_step_reads_its_slice_and_skips_kubernetes_outside_a_cluster(tmp_pat
     """The demo (kfp.local) runs the same step: local teachers, no s3://, no cluster: it passes."""
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     config = parse_config(default_config_path().read_text(), base_dir=default_config_path().parent)
-    assert steps.preflight(config, tmp_path / "report.md") == []
+    settings = slices.preflight_settings(config).model_dump_json()  # what the component receives
+    assert steps.preflight(settings, tmp_path / "report.md") == []
     assert "skipped, not in a cluster" in (tmp_path / "report.md").read_text()
     data = yaml.safe_load(default_config_path().read_text())
     data["workdir"] = "s3://runs/demo"  # checkpoints default under it

@@ -65,6 +65,7 @@ def test_settings_reach_the_reference_trainer(tmp_path: Path, base_model: Path) 
     from twt.core.load import default_config_path, parse_config
     from twt.core.schema import ConfigError
     from twt.steps import steps
+    from twt.steps.settings import compress_settings
 
     data = yaml.safe_load(default_config_path().read_text())
     data["compression"] = {"method": "cts", "selection": "windowed", "segment": 8}
@@ -73,7 +74,9 @@ def test_settings_reach_the_reference_trainer(tmp_path: Path, base_model: Path) 
     assert config.compression.selection == "windowed" and config.reference.train
     rows = tmp_path / "distill.jsonl"
     write_rows(rows, _rows(6))
-    out = steps.train_reference_model(config, rows, tmp_path / "ref", progress=False)
+    out = steps.train_reference_model(
+        compress_settings(config).reference, rows, tmp_path / "ref", progress=False
+    )
     assert json.loads((out / "twt.json").read_text())["reference"]["base_model"] == str(base_model)
     data["compression"]["selection"] = "lingua"
     try:

@@ -129,9 +129,9 @@ def test_the_serve_step_creates_then_updates_and_waits_until_ready(tmp_path, mon
     }
     promoted.write_text(json.dumps(record))
     with InferenceServiceApi() as api:
-        first = steps.serve(promoted, tmp_path / "served.json", api_client=api.client(), **POOL)
+        first = steps.serve_student(promoted, tmp_path / "served.json", api_client=api.client(), **POOL)
         promoted.write_text(json.dumps({**record, "version": "4", "uri": "s3://twt-registry/twt-student/4"}))
-        second = steps.serve(promoted, api_client=api.client(), **POOL)
+        second = steps.serve_student(promoted, api_client=api.client(), **POOL)
     assert (first["action"], second["action"]) == ("created", "updated")
     assert first["url"] == "http://twt-student.team-a.svc"
     assert (

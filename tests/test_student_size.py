@@ -13,6 +13,7 @@ from twt.core.records import DistillRow, write_rows
 from twt.core.schema import ConfigError
 from twt.embedded.task import make_questions, reasoning_of
 from twt.steps import steps
+from twt.steps.settings import stage_settings
 
 
 def _config(**student):
@@ -36,7 +37,8 @@ def test_stage_1_builds_and_trains_a_student_of_the_configured_size(tmp_path: Pa
             for q in questions
         ],
     )
-    steps.distill_stage(_config(hidden=32, layers=3), 1, rows, None, tmp_path / "stage1", progress=False)
+    settings = stage_settings(_config(hidden=32, layers=3), 1)
+    steps.distill_stage(settings, 1, rows, None, tmp_path / "stage1", progress=False)
     built = json.loads((tmp_path / "student-base-32x3" / "twt.json").read_text())
     assert (built["spec"]["hidden"], built["spec"]["layers"]) == (32, 3)
     trained = json.loads((tmp_path / "stage1" / "config.json").read_text())

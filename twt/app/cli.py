@@ -40,6 +40,7 @@ from typing import NoReturn
 from twt.app.flags import add_setting_flags, apply_setting_flags, section_with_flags
 from twt.core.schema import TaskConfig
 from twt.registry import claims
+from twt.steps.settings import LOCAL_STEPS
 
 Handler = Callable[[argparse.Namespace], int | None]
 
@@ -77,18 +78,17 @@ def cmd_task_build(args: argparse.Namespace) -> None:
 
 
 def cmd_task_questions(args: argparse.Namespace) -> None:
-    from twt.core.records import write_rows
-    from twt.embedded.task import make_questions
+    from twt.core.records import Question, read_rows, write_rows
+    from twt.steps import steps
+    from twt.steps.settings import QuestionsSettings
 
     task = section_with_flags(TaskConfig(), args, "task")  # --train/--eval/--seed over the schema's defaults
-    evalq = make_questions(task.eval_questions, task.seed, "eval")
-    train = make_questions(task.train_questions, task.seed, "train", exclude={q.question for q in evalq})
+    train_path, eval_path = args.out / "train.jsonl", args.out / "eval.jsonl"
+    train, evalq = steps.prepare_questions(QuestionsSettings(task=task), train_path, eval_path)
     if args.unlabeled:
-        train = [q.model_copy(update={"answer": None}) for q in train]
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_rows(args.out / "train.jsonl", train)
-    write_rows(args.out / "eval.jsonl", evalq)
-    print(f"wrote {len(train)} training and {len(evalq)} held-out questions to {args.out}")
+        unlabeled = [q.model_copy(update={"answer": None}) for q in read_rows(train_path, Question)]
+        write_rows(train_path, unlabeled)
+    print(f"wrote {train} training and {evalq} held-out questions to {args.out}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -96,12 +96,14 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from twt.core.records import read_json
     from twt.method.sampling import DONE_FILE
     from twt.steps import steps
+    from twt.steps.settings import sample_settings
 
     config = load_config(args.config or default_config_path())
     names = args.teacher or config.teacher_names
     for name in names:
-        merged = steps.sample(
-            config, name, args.questions, args.out, progress=not args.quiet, shard_size=args.shard_size
+        settings = sample_settings(config, name)
+        merged = steps.sample_teacher(
+            settings, args.questions, args.out, progress=not args.quiet, shard_size=args.shard_size
         )
         done = read_json(merged.parent / DONE_FILE)
         print(
@@ -112,11 +114,17 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def cmd_dcrs(args: argparse.Namespace) -> None:
     from twt.core.load import default_config_path, load_config
-    from twt.method.dcrs import run_dcrs
+    from twt.steps import steps
+    from twt.steps.settings import select_settings
 
     config = apply_setting_flags(load_config(args.config or default_config_path()), args)
-    report = run_dcrs(
-        args.questions, args.candidates, args.out, args.report, config.dcrs, cache_dir=args.cache_dir
+    report = steps.select_candidates(
+        select_settings(config),
+        args.questions,
+        args.candidates,
+        args.out,
+        args.report,
+        cache_dir=args.cache_dir,
     )
     _print_json({key: report[key] for key in ("candidates", "teachers", "questions", "pseudo_label")})
 
@@ -124,6 +132,7 @@ def cmd_dcrs(args: argparse.Namespace) -> None:
 def cmd_distill(args: argparse.Namespace) -> None:
     from twt.core.load import default_config_path, load_config
     from twt.steps import steps
+    from twt.steps.settings import stage_settings
 
     # where and how it trains: --processes/--parallel over the training section; checkpoints beside the
     # output unless the configuration names a durable location
@@ -132,7 +141,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
         checkpoints = str(Path(args.out).parent / f".{Path(args.out).name}.checkpoints")
         config.training = config.training.model_copy(update={"checkpoints": checkpoints})
     result = steps.distill_stage(  # the same step as twt run and the pipeline: lineage in <out>/twt.json
-        config,
+        stage_settings(config, args.stage),
         args.stage,
         args.data,
         args.base,
@@ -167,6 +176,7 @@ def cmd_compress(args: argparse.Namespace) -> None:
     from twt.core.records import write_json
     from twt.method.compress import load_attempts
     from twt.steps import steps
+    from twt.steps.settings import compress_settings
 
     # another --method drops the configuration's settings it does not use; a flag it ignores is refused
     config = apply_setting_flags(load_config(args.config or default_config_path()), args)
@@ -181,8 +191,8 @@ def cmd_compress(args: argparse.Namespace) -> None:
     if needs_student and args.student is None:
         what = "its attempts (--attempts)" if method == "teacher" else "a scoring model (--reference)"
         raise ValueError(f"method {method!r} needs the stage-1 student (--student DIR) or {what}")
-    report = steps.compress(  # the same step as twt run and the pipeline
-        config,
+    report = steps.compress_reasoning(  # the same step as twt run and the pipeline
+        compress_settings(config),
         args.data,
         args.student,
         args.out,
@@ -201,20 +211,6 @@ def _run_dir(args: argparse.Namespace):
     return RunDir(config, Path(args.workdir or config.workdir))
 
 
-STEPS = (
-    "questions",
-    "sample",
-    "dcrs",
-    "stage1",
-    "compress",
-    "stage2",
-    "stage3",
-    "evaluate",
-    "gate",
-    "promote",
-)
-
-
 def cmd_run(args: argparse.Namespace) -> None:
     from twt.steps import workdir
 
@@ -223,23 +219,11 @@ def cmd_run(args: argparse.Namespace) -> None:
         result = workdir.run_all(run, progress=not args.quiet)
         _print_json({"gate": result["gate"], "promoted": result["promoted"], "timings": result["timings"]})
         return
-    calls = {
-        "questions": lambda: workdir.questions_step(run),
-        "sample": lambda: workdir.sample_step(run, not args.quiet),
-        "dcrs": lambda: workdir.dcrs_step(run),
-        "stage1": lambda: workdir.stage_step(run, 1, not args.quiet),
-        "compress": lambda: workdir.compress_step(run, not args.quiet),
-        "stage2": lambda: workdir.stage_step(run, 2, not args.quiet),
-        "stage3": lambda: workdir.stage_step(run, 3, not args.quiet),
-        "evaluate": lambda: workdir.evaluate_step(run, not args.quiet),
-        "gate": lambda: workdir.gate_step(run),
-        "promote": lambda: workdir.promote_step(run),
-    }
     for step in args.step:
-        result = calls[step]()
+        result = workdir.run_step(run, step, not args.quiet)
         print(
             f"{step}: done"
-            + (f" ({result})" if isinstance(result, dict) and step in ("gate", "promote") else "")
+            + (f" ({result})" if isinstance(result, dict) and step in ("gate", "promote_student") else "")
         )
 
 
@@ -247,14 +231,14 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from twt.method.evaluate import metrics_table
     from twt.steps import workdir
 
-    metrics = workdir.evaluate_step(_run_dir(args), not args.quiet)
+    metrics = workdir.evaluate_students(_run_dir(args), not args.quiet)
     print(metrics_table(metrics["models"]))
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
     from twt.steps import workdir
 
-    verdict = workdir.gate_step(_run_dir(args))
+    verdict = workdir.gate(_run_dir(args))
     print(
         ("PASSED" if verdict["passed"] else "FAILED")
         + (f": {verdict['student']}" if verdict["student"] else "")
@@ -473,7 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a configuration's steps in a local work directory (resumable)")
     run.add_argument("--config", type=Path, default=None, help="run configuration (default: the demo's)")
     run.add_argument("--workdir", type=Path, default=None, help="default: the configuration's workdir")
-    run.add_argument("--step", nargs="*", choices=STEPS, help="only these steps (default: all, in order)")
+    run.add_argument(
+        "--step", nargs="*", choices=LOCAL_STEPS, help="only these steps (default: all in order)"
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(handler=cmd_run)
 

@@ -18,9 +18,9 @@ Step 4 runs, by default (``runner="kfp"``), as the ``twt-distillation`` Kubeflow
 ``kfp.local`` (``pipelines.local.run_demo_pipeline``, handed in by the CLI): the DAG a cluster runs, its
 artifacts under ``<workdir>/kfp``, each task's own output and kfp's log lines in ``<workdir>/kfp/tasks.log``.
 kfp.local caches tasks by their inputs, so a rerun reuses every step whose settings did not change.
-``runner="direct"`` calls the same ``twt.steps.steps`` functions through ``twt.steps.workdir`` in this process; each step
-writes its files under the work directory and a rerun reuses what a finished step left, so an interrupted
-run resumes (steps 1–3 resume with either runner).
+``runner="direct"`` calls the same ``twt.steps.steps`` functions through ``twt.steps.workdir`` in this
+process; each step writes its files under the work directory and a rerun reuses what a finished step left, so
+an interrupted run resumes (steps 1–3 resume with either runner).
 
 Everything the demo measured goes to ``demo.json`` in the work directory and is printed as tables; the
 evaluation report holds the table, the accuracy-versus-tokens picture and the gate's verdict.
@@ -129,10 +129,10 @@ def run_demo(
 ) -> dict:
     """Run the embedded default (see the module docstring); returns what ``demo.json`` holds.
 
-    ``runner`` "direct" calls the steps of ``twt.steps.workdir`` in this process (resumable in ``workdir``); "kfp" runs
-    the ``twt-distillation`` pipeline through ``pipeline_runner`` (the CLI passes
-    ``pipelines.local.run_demo_pipeline``: kfp.local, artifacts under ``<workdir>/kfp``; the library does
-    not import the pipeline layer). Both call the same ``twt.steps.steps`` functions.
+    ``runner`` "direct" calls the steps of ``twt.steps.workdir`` in this process (resumable in ``workdir``);
+    "kfp" runs the ``twt-distillation`` pipeline through ``pipeline_runner`` (the CLI passes
+    ``pipelines.local.run_demo_pipeline``: kfp.local, artifacts under ``<workdir>/kfp``; the library does not
+    import the pipeline layer). Both call the same ``twt.steps.steps`` functions.
     """
     from twt.steps import workdir as local
 
@@ -153,7 +153,7 @@ def run_demo(
     summary |= {"threads": threads, "seeds": run_seeds(config)}
     print(f"torch threads: {threads} (${THREADS_ENV} to change); seeds: {json.dumps(summary['seeds'])}")
     summary["trained_tiny_models"] = ensure_tiny_models(config, progress)
-    train_path, eval_path = local.questions_step(run, eval_questions)
+    train_path, eval_path = local.prepare_questions(run, eval_questions)
     evalq = list(read_rows(eval_path, Question))
     print(f"questions: {train_path} (train), {eval_path} ({len(evalq)} held out)")
     summary["teachers"] = teacher_scores(run, evalq)
@@ -171,23 +171,23 @@ def _run_direct(run, progress: bool) -> dict:
     """Sampling through promotion with ``twt.steps.workdir``'s steps, printing as it goes."""
     from twt.steps import workdir as local
 
-    local.sample_step(run, progress)
-    report = local.dcrs_step(run)
+    local.sample_teachers(run, progress)
+    report = local.select_candidates(run)
     summary: dict = {"dcrs": _print_dcrs(report)}
     for stage in (1, 2, 3):
         if stage == 2:
-            compression = local.compress_step(run, progress)
+            compression = local.compress_reasoning(run, progress)
             summary["compression"] = {k: v for k, v in compression.items() if k != "details"}
             print(f"\ncompression ({compression['method']}): {_compression_line(compression)}")
-        _print_stage(stage, local.stage_step(run, stage, progress))
-    metrics = local.evaluate_step(run, progress)
-    verdict = local.gate_step(run)
+        _print_stage(stage, local.distill_stage(run, stage, progress))
+    metrics = local.evaluate_students(run, progress)
+    verdict = local.gate(run)
     summary |= {"evaluation": metrics["models"], "gate": verdict}
     _print_evaluation(metrics, verdict)
     if verdict["passed"]:
-        summary["promoted"] = _print_promoted(local.promote_step(run))
+        summary["promoted"] = _print_promoted(local.promote_student(run))
     else:
-        local.reject_step(run)
+        local.explain_rejection(run)
         print(f"why not promoted: {run.path('rejected.md')}")
     print(f"report: {run.path('eval', 'report.md')}")
     return summary

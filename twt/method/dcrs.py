@@ -324,7 +324,7 @@ class Selection:
         return self.diversity_reason == KEPT
 
 
-def select(table: CandidateTable, embeddings: np.ndarray, config: DCRSConfig) -> Selection:
+def apply_criteria(table: CandidateTable, embeddings: np.ndarray, config: DCRSConfig) -> Selection:
     """Quality, then diversity among the candidates that pass (``embeddings`` row per ``table.texts``)."""
     checked = quality(table, config)
     reasons = diversity(

@@ -3,8 +3,8 @@
     problems = check(settings, Environment(namespace="twt", model_cache_pvc="twt-model-cache"))
     run(settings, env, report_out="preflight.md")      # raises PreflightError: one line per problem
 
-``settings`` is the run's ``twt.steps.settings.PreflightSettings`` (the s3:// URIs it uses, its HTTP teachers, its
-training launch). Checked, in order:
+``settings`` is the run's ``twt.steps.settings.PreflightSettings`` (the s3:// URIs it uses, its HTTP teachers,
+its training launch). Checked, in order:
 
 - **Secrets**: the MinIO Secret's keys arrived (``TWT_S3_ACCESS_KEY``/``TWT_S3_SECRET_KEY``) when the run
   uses any ``s3://`` URI; each HTTP teacher's key variable (``api_key_env``) is set.
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from twt.core.records import write_text
+from twt.steps.reports import preflight_markdown
 
 S3_KEYS = ("TWT_S3_ACCESS_KEY", "TWT_S3_SECRET_KEY")
 # training engine -> (API group, version, plural, what provides it); the kinds twt.training.jobs submits
@@ -190,25 +191,21 @@ def check(settings, where: Environment) -> list[str]:
     return problems
 
 
-def report(settings, where: Environment, problems: list[str]) -> str:
-    """The checks as Markdown, for the KFP UI."""
-    lines = ["# Preflight", ""]
-    lines += [f"- FAILED: {p}" for p in problems] or ["All checks passed."]
-    lines += ["", f"- buckets: {', '.join(s3_buckets(settings.uris)) or 'none (no s3:// URI)'}"]
-    lines += [f"- HTTP teachers: {', '.join(t.name for t in settings.teachers) or 'none'}"]
-    if where.kube is None:
-        lines += ["- Kubernetes checks (model cache, training-job API): skipped, not in a cluster"]
-    else:
-        lines += [f"- namespace {where.namespace}; model cache {where.model_cache_pvc or 'none'}"]
-        lines += [f"- training: {training_engine(settings)}"]
-    return "\n".join(lines) + "\n"
-
-
 def run(settings, where: Environment, report_out: str | os.PathLike | None = None) -> list[str]:
-    """``check``, the report written to ``report_out``; raises ``PreflightError`` (one line per problem)."""
+    """``check``, the report (``twt.steps.reports.preflight_markdown``) written to ``report_out``; raises
+    ``PreflightError`` (one line per problem)."""
     problems = check(settings, where)
     if report_out is not None:
-        write_text(report_out, report(settings, where, problems))
+        cluster = None
+        if where.kube is not None:
+            cluster = {
+                "namespace": where.namespace,
+                "model cache": where.model_cache_pvc or "none",
+                "training": training_engine(settings),
+            }
+        teachers = [t.name for t in settings.teachers]
+        text = preflight_markdown(problems, s3_buckets(settings.uris), teachers, cluster)
+        write_text(report_out, text)
     if problems:
         raise PreflightError("\n".join(problems))
     return problems

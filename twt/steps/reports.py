@@ -1,8 +1,10 @@
-"""Markdown summaries of the DCRS and compression reports, for the KFP UI (a ``Markdown`` output artifact
-renders in the step's Visualizations tab; the JSON reports stay the record).
+"""The steps' Markdown, for the KFP UI (a ``Markdown`` output artifact renders in the step's Visualizations
+tab; the JSON reports stay the record): the preflight checks, the DCRS, compression and evaluation reports,
+and why the gate refused promotion.
 
     text = dcrs_markdown(read_json("dcrs/report.json"))
     text = compression_markdown(read_json("compress/report.json"))
+    text = rejection_markdown(explain_settings(config), read_json("gate.json"), metrics)
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from twt.method.evaluate import markdown_cell
+from twt.method.evaluate import markdown_cell, metrics_table
+from twt.steps.settings import ExplainSettings
 
 COUNT_COLUMNS = ("in", "rejected_quality", "rejected_diversity", "kept")
 
@@ -82,3 +85,49 @@ def evaluation_markdown(metrics: Mapping, eval_dir: Path, verdict: Mapping | Non
     plot = eval_dir / PLOT_NAME
     link = (plot_data_uri(plot) if embed_plot else PLOT_NAME) if plot.is_file() else None
     return render_report(metrics, link, verdict)
+
+
+def preflight_markdown(
+    problems: list[str], buckets: list[str], teachers: list[str], cluster: Mapping[str, str] | None
+) -> str:
+    """The preflight checks (``twt.steps.preflight``): the problems found, the buckets and HTTP teachers
+    checked, and in a cluster its namespace, model cache claim and training engine (None: not in one)."""
+    lines = ["# Preflight", ""]
+    lines += [f"- FAILED: {p}" for p in problems] or ["All checks passed."]
+    lines += ["", f"- buckets: {', '.join(buckets) or 'none (no s3:// URI)'}"]
+    lines += [f"- HTTP teachers: {', '.join(teachers) or 'none'}"]
+    if cluster is None:
+        lines += ["- Kubernetes checks (model cache, training-job API): skipped, not in a cluster"]
+    else:
+        lines += [f"- namespace {cluster['namespace']}; model cache {cluster['model cache']}"]
+        lines += [f"- training: {cluster['training']}"]
+    return "\n".join(lines) + "\n"
+
+
+def rejection_markdown(settings: ExplainSettings, verdict: Mapping, metrics: Mapping) -> str:
+    """Why the gate refused promotion: its reasons, the policy, the per-student checks and the evaluation
+    table (``metrics``: the evaluation's ``metrics.json``)."""
+    state = "passed" if verdict["passed"] else "did not pass"
+    lines = [
+        f"# Not promoted: the gate {state}" if not verdict["passed"] else "# Promotion was possible",
+        "",
+        f"Run `{settings.run}`; candidate student: {verdict['student'] or 'none qualified'}.",
+        "",
+        "## Why",
+        "",
+        *[f"- {reason}" for reason in verdict["reasons"]],
+        "",
+        "## The policy (configuration `gate`)",
+        "",
+        *[f"- `{key}`: {value}" for key, value in settings.gate.model_dump().items()],
+    ]
+    checked = verdict.get("checked") or {}
+    if checked:
+        lines += ["", "## Each student", "", "| student | accuracy rules | token reduction | reasons |"]
+        lines += ["|---|---|---|---|"]
+        for name, check in checked.items():
+            reduction = {True: "pass", False: "fail"}.get(check.get("reduction_ok"), "not checked")
+            accuracy = "pass" if check.get("accuracy_ok") else "fail"
+            lines.append(f"| {name} | {accuracy} | {reduction} | {'; '.join(check.get('reasons', []))} |")
+    lines += ["", "## Evaluation", "", metrics_table(metrics["models"]), ""]
+    return "\n".join(lines)

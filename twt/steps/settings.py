@@ -1,5 +1,6 @@
 """What each step of a run reads from the configuration: one small settings model per step (its "slice").
 
+    STEPS                                     # the steps in run order: name, slice model, slice builder
     slices = step_settings(config)            # step name → JSON-ready dict, e.g. slices["gate"]
     GateSettings.model_validate(slices["gate"]).gate.min_accuracy
 
@@ -8,13 +9,15 @@ Kubeflow's cache (keyed by a task's inputs) then reruns those steps and reuses t
 threshold reruns the gate and promotion, never sampling or training. The slices are built from one
 validated ``RunConfig`` (``twt.core.schema``), so every default is still the schema's.
 
-The pipeline's typed parameters (``PARAMETERS``: teachers, DCRS thresholds, compression, per-stage budgets
-and learning rates, the gate policy, the registry) are applied to a configuration by ``apply_parameters``;
-``resolve`` does that at the start of a pipeline run and returns the slices.
+A step's name is its component's and its function's (``twt.steps.steps``, ``twt.steps.workdir``); the three
+training stages, ``stage1`` to ``stage3``, share ``distill_stage``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -139,22 +142,6 @@ class PreflightSettings(_Slice):
     )
 
 
-STEP_MODELS: dict[str, type[_Slice]] = {
-    "questions": QuestionsSettings,
-    "sample": SampleSettings,
-    "select": SelectSettings,
-    "stage1": StageSettings,
-    "stage2": StageSettings,
-    "stage3": StageSettings,
-    "compress": CompressSettings,
-    "evaluate": EvaluateSettings,
-    "gate": GateSettings,
-    "promote": PromoteSettings,
-    "explain": ExplainSettings,
-    "preflight": PreflightSettings,
-}
-
-
 def questions_settings(config: RunConfig) -> QuestionsSettings:
     """The embedded task's held-out set is stratified by chain length, so its size must fill every stratum:
     refused here, where every run builds its slices, before any step runs."""
@@ -165,7 +152,14 @@ def questions_settings(config: RunConfig) -> QuestionsSettings:
 
 
 def sample_settings(config: RunConfig, teacher: str) -> SampleSettings:
+    if teacher not in config.teacher_names:
+        raise ValueError(f"no teacher {teacher!r} in the configuration; it has {config.teacher_names}")
     return SampleSettings(teacher=config.teacher(teacher))
+
+
+def teachers_settings(config: RunConfig) -> list[SampleSettings]:
+    """One sampling slice per configured teacher (the pipeline's loop over ``sample_teacher``)."""
+    return [sample_settings(config, name) for name in config.teacher_names]
 
 
 def select_settings(config: RunConfig, teachers: list[str] | None = None) -> SelectSettings:
@@ -237,34 +231,54 @@ def preflight_settings(config: RunConfig) -> PreflightSettings:
     return PreflightSettings(uris=list(dict.fromkeys(uris)), teachers=teachers, training=config.training)
 
 
+@dataclass(frozen=True)
+class RunStep:
+    """One step of a run: its name, the model of its slice and how the slice is cut from a configuration."""
+
+    name: str
+    settings: type[_Slice]
+    build: Callable[[RunConfig], _Slice | list[_Slice]]
+
+
+# the steps in run order, the one list: resolve-settings' outputs, the local runner's steps, `twt run --step`
+STEPS = (
+    RunStep("preflight", PreflightSettings, preflight_settings),
+    RunStep("prepare_questions", QuestionsSettings, questions_settings),
+    RunStep("sample_teacher", SampleSettings, teachers_settings),  # a list: one slice per teacher
+    RunStep("select_candidates", SelectSettings, select_settings),
+    RunStep("stage1", StageSettings, partial(stage_settings, stage=1)),
+    RunStep("compress_reasoning", CompressSettings, compress_settings),
+    RunStep("stage2", StageSettings, partial(stage_settings, stage=2)),
+    RunStep("stage3", StageSettings, partial(stage_settings, stage=3)),
+    RunStep("evaluate_students", EvaluateSettings, evaluate_settings),
+    RunStep("gate", GateSettings, gate_settings),
+    RunStep("promote_student", PromoteSettings, promote_settings),
+    RunStep("explain_rejection", ExplainSettings, explain_settings),
+)
+# the steps of a local run (twt.steps.workdir, ``twt run --step``): preflight checks a cluster's pods
+LOCAL_STEPS = tuple(step.name for step in STEPS if step.name != "preflight")
+
+
 def step_settings(config: RunConfig) -> dict[str, Any]:
-    """Every step's slice as JSON-ready data; ``sample`` is a list, one slice per teacher."""
+    """Every step's slice as JSON-ready data, by step name; ``sample_teacher`` is a list, one per teacher."""
 
-    def dump(model: BaseModel) -> dict:
-        return model.model_dump(mode="json")
+    def dump(built: _Slice | list[_Slice]) -> dict | list[dict]:
+        if isinstance(built, list):
+            return [one.model_dump(mode="json") for one in built]
+        return built.model_dump(mode="json")
 
-    return {
-        "questions": dump(questions_settings(config)),
-        "sample": [dump(sample_settings(config, name)) for name in config.teacher_names],
-        "select": dump(select_settings(config)),
-        **{f"stage{n}": dump(stage_settings(config, n)) for n in (1, 2, 3)},
-        "compress": dump(compress_settings(config)),
-        "evaluate": dump(evaluate_settings(config)),
-        "gate": dump(gate_settings(config)),
-        "promote": dump(promote_settings(config)),
-        "explain": dump(explain_settings(config)),
-        "preflight": dump(preflight_settings(config)),
-    }
+    return {step.name: dump(step.build(config)) for step in STEPS}
 
 
-def parse_slice(model: type[_Slice], value: Any, name: str = "settings") -> Any:
-    """A slice from a model, a dict or JSON text; an error names the field, e.g. ``settings.gate``."""
+def parse_slice(model: type[_Slice], value: _Slice | str, name: str = "settings") -> Any:
+    """A step's slice: the model itself, or its JSON text (what a component receives); an error names the
+    field, e.g. ``settings.gate``."""
     if isinstance(value, model):
         return value
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: expected a {model.__name__} or its JSON text, got {type(value).__name__}")
     try:
-        if isinstance(value, str):
-            return model.model_validate_json(value)
-        return model.model_validate(value)
+        return model.model_validate_json(value)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in (name, *first["loc"]))

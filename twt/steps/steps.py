@@ -1,25 +1,24 @@
-"""The pipeline's boxes as plain functions on paths: what the Kubeflow components and ``twt run`` both call.
+"""The pipeline's steps as plain functions on paths: what the Kubeflow components and ``twt run`` both call.
 
-    tasks.prepare_questions(config, train_out, eval_out)
-    tasks.sample(config, "teacher-large", train_out, candidates_dir)       # candidates_dir/teacher-large/
-    tasks.select(config, train_out, [candidates_dir], distill_out, report_out)
-    tasks.distill_stage(config, 1, distill_out, None, stage1_dir)
-    ...                                                   # compress, stages 2 and 3, evaluate, gate, promote
+    steps.prepare_questions(questions_settings(config), train_out, eval_out)
+    steps.sample_teacher(sample_settings(config, "teacher-large"), train_out, candidates_dir)
+    steps.select_candidates(select_settings(config), train_out, [candidates_dir], distill_out, report_out)
+    steps.distill_stage(stage_settings(config, 1), 1, distill_out, None, stage1_dir)
+    ...                                     # compress_reasoning, stages 2 and 3, evaluate_students, gate, ...
 
-The paths are the caller's: ``twt.steps.workdir.RunDir`` names a local run's files (the one place that spells the
-layout), KFP names its artifacts.
-
-Every function takes its settings first: the whole ``RunConfig`` (what ``twt.steps.workdir`` and the CLI pass), or
-only the step's slice (``twt.steps.settings``: a model, a dict or JSON text, what the Kubeflow components pass, so a
-task's inputs hold only the settings it uses), then its input paths, then its output paths. A
-function writes only its outputs; it never decides whether to run (``twt.steps.workdir`` skips finished steps, KFP
-caches tasks). So a KFP run and ``twt run``/``twt demo`` produce the same files: one KFP output artifact
-is one output path here (a file, or a directory for models, candidates and the evaluation).
+Each function is named after its component (``components/``) and takes its settings first: the step's slice
+(``twt.steps.settings``; the model, or its JSON text, what a component receives), so a task's inputs hold
+only the settings it uses. ``twt.steps.workdir`` and the CLI cut the slice from a ``RunConfig`` before the
+call. Then come the input paths, then the output paths. A function writes only its outputs; it never decides
+whether to run (``twt.steps.workdir`` skips finished steps, KFP caches tasks). So a KFP run and
+``twt run``/``twt demo`` produce the same files: one KFP output artifact is one output path here (a file, or
+a directory for models, candidates and the evaluation). The paths are the caller's: ``RunDir`` names a local
+run's files (the one place that spells the layout), KFP names its artifacts.
 
 ``log_metric``, where a function takes it, receives the step's headline numbers as ``(name, value)``;
 the components pass ``Output[Metrics].log_metric``, the local runner passes nothing.
 
-No ``kfp`` here: the library never imports it (tests/test_imports.py checks).
+No ``kfp`` here: the library never imports it (tests/test_structure.py checks).
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from twt.core.load import parse_config
 from twt.core.records import (
     DistillRow,
     Question,
@@ -42,33 +40,28 @@ from twt.core.records import (
     write_rows,
     write_text,
 )
-from twt.core.schema import ReferenceConfig, RunConfig
+from twt.core.schema import ReferenceConfig
 from twt.steps import parameters
-from twt.steps import settings as slices
-from twt.steps.reports import evaluation_markdown
+from twt.steps.reports import compression_markdown, dcrs_markdown, evaluation_markdown, rejection_markdown
+from twt.steps.settings import (
+    STEPS,
+    CompressSettings,
+    EvaluateSettings,
+    ExplainSettings,
+    GateSettings,
+    PreflightSettings,
+    PromoteSettings,
+    QuestionsSettings,
+    SampleSettings,
+    SelectSettings,
+    StageSettings,
+    parse_slice,
+)
 
-ConfigLike = str | RunConfig | Mapping | slices._Slice
 LogMetric = Callable[[str, float], None] | None
 STAGE_NAMES = ("stage1", "stage2", "stage3")
 MERGED_CANDIDATES = "candidates.jsonl"  # twt.method.sampling.MERGED_FILE, named here without importing torch
 METRICS_FILE = "metrics.json"  # twt.method.evaluate.METRICS_NAME
-
-
-def load(config: ConfigLike) -> RunConfig:
-    """The run configuration from YAML text (validated; relative paths against the working directory)."""
-    if isinstance(config, RunConfig):
-        return config
-    return parse_config(config, source="config_yaml", base_dir=os.getcwd())
-
-
-def _slice(config: ConfigLike, model: type, build: Callable[[RunConfig], object]):
-    """The step's settings: built from a whole configuration (``RunConfig`` or YAML text), or parsed from
-    a slice (model, dict, JSON object text)."""
-    if isinstance(config, str) and not config.lstrip().startswith("{"):
-        config = load(config)
-    if isinstance(config, RunConfig):
-        return build(config)
-    return slices.parse_slice(model, config)
 
 
 def _read_json(path: str | os.PathLike) -> dict:
@@ -82,12 +75,6 @@ def _log(log_metric: LogMetric, values: Mapping[str, float | int | None]) -> Non
     for name, value in values.items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             log_metric(name, float(value))
-    # a metrics artifact (the bound method's owner) also gets its file: kfp.local's cache treats an output
-    # artifact whose file is missing as a cache miss, and KFP's Metrics keep their numbers only in metadata
-    owner = getattr(log_metric, "__self__", None)
-    path = getattr(owner, "path", None)
-    if isinstance(path, str) and path:
-        write_json(path, dict(getattr(owner, "metadata", {}) or {}))
 
 
 def _use_s3_endpoint(s3_endpoint: str | None) -> None:
@@ -108,6 +95,13 @@ def _check_model_cache(env: Mapping[str, str] | None = None) -> None:
             raise PreflightError(f"model cache {problem} (model_cache_pvc)")
 
 
+def _prepare_model_access(s3_endpoint: str | None) -> None:
+    """What every step that may load a model does first: the object store's endpoint set
+    (``_use_s3_endpoint``), the model cache checked (``_check_model_cache``)."""
+    _use_s3_endpoint(s3_endpoint)
+    _check_model_cache()
+
+
 def _metrics_file(path: str | os.PathLike) -> Path:
     """``metrics.json`` itself, or the evaluation directory that holds it."""
     path = Path(path)
@@ -116,27 +110,13 @@ def _metrics_file(path: str | os.PathLike) -> Path:
 
 # --- the settings of a pipeline run ------------------------------------------------------------------------
 
-RESOLVED_STEPS = (
-    "questions",
-    "sample",
-    "select",
-    "stage1",
-    "stage2",
-    "stage3",
-    "compress",
-    "evaluate",
-    "gate",
-    "promote",
-    "explain",
-    "preflight",
-)
 
-
-def resolve(arguments: Mapping[str, object]) -> tuple:
-    """Each step's settings as JSON text (``sample``: the list of the teachers' settings), in
-    ``RESOLVED_STEPS`` order, from the pipeline's arguments: the typed
-    parameters (``twt.steps.parameters.PARAMETERS``), ``config_override`` and ``s3_endpoint``; the defaults are the
-    packaged demo configuration (``twt.steps.parameters.resolve``). A bad argument is one ``ConfigError`` line."""
+def resolve_settings(arguments: Mapping[str, object]) -> tuple:
+    """Each step's settings as JSON text (``sample_teacher``: the list of the teachers' settings), in
+    ``twt.steps.settings.STEPS`` order, from the pipeline's arguments: the typed parameters
+    (``twt.steps.parameters.PARAMETERS``), ``config_override`` and ``s3_endpoint``; the defaults are the
+    packaged demo configuration (``twt.steps.parameters.resolve``). A bad argument is one ``ConfigError``
+    line."""
     from twt.core.load import default_config_path
 
     arguments = dict(arguments)
@@ -146,11 +126,12 @@ def resolve(arguments: Mapping[str, object]) -> tuple:
         default_config_path().read_text(encoding="utf-8"), config_override, arguments
     )
     # JSON text: KFP's dict parameters cannot hold null, and would turn every integer into a float
-    return tuple(_json(settings[step]) for step in RESOLVED_STEPS)
+    return tuple(_json(settings[step.name]) for step in STEPS)
 
 
 def teacher_settings(sample: str) -> list[str]:
-    """``resolve``'s ``sample`` output (a JSON list) as one JSON text per teacher (the loop's items)."""
+    """``resolve_settings``' ``sample_teacher`` output (a JSON list) as one JSON text per teacher (the loop's
+    items)."""
     return [_json(one) for one in json.loads(sample)]
 
 
@@ -159,20 +140,20 @@ def _json(data: object) -> str:
 
 
 def preflight(
-    config: ConfigLike,
+    settings: PreflightSettings | str,
     report_out: str | os.PathLike | None = None,
     s3_endpoint: str | None = None,
     model_cache_pvc: str = "",
     minio_secret: str = "the MinIO Secret",
     teacher_keys_secret: str = "the teacher API keys Secret",
 ) -> list[str]:
-    """The run's checks before any GPU work (``twt.steps.preflight``): Secrets, MinIO, HTTP teachers, the model
-    cache claim and the training-job API, in this pod's namespace. Raises ``PreflightError`` (one line
+    """The run's checks before any GPU work (``twt.steps.preflight``): Secrets, MinIO, HTTP teachers, the
+    model cache claim and the training-job API, in this pod's namespace. Raises ``PreflightError`` (one line
     per problem); ``report_out`` gets the Markdown report either way."""
     from twt.steps import preflight as checks
     from twt.training.jobs import own_namespace
 
-    settings = _slice(config, slices.PreflightSettings, slices.preflight_settings)
+    settings = parse_slice(PreflightSettings, settings)
     _use_s3_endpoint(s3_endpoint)
     where = checks.Environment(
         env=dict(os.environ),
@@ -202,7 +183,7 @@ def _local_rows(src: str, schema, scratch: Path) -> list:
 
 
 def prepare_questions(
-    config: ConfigLike,
+    settings: QuestionsSettings | str,
     train_out: str | os.PathLike,
     eval_out: str | os.PathLike,
     eval_questions: int | None = None,
@@ -218,7 +199,7 @@ def prepare_questions(
     """
     from twt.embedded.task import make_questions
 
-    task = _slice(config, slices.QuestionsSettings, slices.questions_settings).task
+    task = parse_slice(QuestionsSettings, settings).task
     _use_s3_endpoint(s3_endpoint)
     if task.kind == "files":
         with tempfile.TemporaryDirectory(prefix="twt-questions-") as scratch:
@@ -242,9 +223,8 @@ def prepare_questions(
 # --- sampling and selection --------------------------------------------------------------------------------
 
 
-def sample(
-    config: ConfigLike,
-    teacher_name: str | None,
+def sample_teacher(
+    settings: SampleSettings | str,
     questions: str | os.PathLike,
     out_dir: str | os.PathLike,
     progress: bool = True,
@@ -252,46 +232,48 @@ def sample(
     shard_size: int | None = None,
     s3_endpoint: str | None = None,
 ) -> Path:
-    """``k`` candidates per question from one teacher into ``out_dir/<teacher>/`` (resumable shards, then
-    the merged ``candidates.jsonl``); returns the merged file. ``teacher_name`` picks the teacher of a
-    whole configuration (a slice names its one teacher: None). ``s3_endpoint``: for s3:// models."""
-    from twt.method.sampling import DONE_FILE, merge_candidates, sample_teacher
+    """``k`` candidates per question from the slice's teacher into ``out_dir/<teacher>/`` (resumable shards,
+    then the merged ``candidates.jsonl``); returns the merged file. ``s3_endpoint``: for s3:// models."""
+    from twt.method import sampling
     from twt.method.teachers import TeacherSpec
 
-    _use_s3_endpoint(s3_endpoint)
-    _check_model_cache()
-    if isinstance(config, RunConfig) and teacher_name not in config.teacher_names:
-        raise ValueError(f"no teacher {teacher_name!r} in the configuration; it has {config.teacher_names}")
-    step = _slice(config, slices.SampleSettings, lambda run: slices.sample_settings(run, teacher_name))
-    teacher = step.teacher
-    spec = TeacherSpec.from_mapping(teacher)
-    if shard_size is None:
-        teacher_dir = sample_teacher(spec, questions, out_dir, progress=progress)
-    else:
-        teacher_dir = sample_teacher(spec, questions, out_dir, shard_size=shard_size, progress=progress)
-    merged = merge_candidates(out_dir, spec.name)
-    done = _read_json(teacher_dir / DONE_FILE)
+    _prepare_model_access(s3_endpoint)
+    spec = TeacherSpec.from_mapping(parse_slice(SampleSettings, settings).teacher)
+    sizes = {} if shard_size is None else {"shard_size": shard_size}
+    teacher_dir = sampling.sample_teacher(spec, questions, out_dir, progress=progress, **sizes)
+    merged = sampling.merge_candidates(out_dir, spec.name)
+    done = _read_json(teacher_dir / sampling.DONE_FILE)
     _log(log_metric, {k: done[k] for k in ("candidates", "with_answer", "mean_tokens", "mean_confidence")})
     return merged
 
 
 def candidate_files(
-    config: ConfigLike, candidate_dirs: Sequence[str | os.PathLike], teachers: Sequence[str] | None = None
+    settings: SelectSettings,
+    candidates: Sequence[str | os.PathLike],
+    teachers: Sequence[str] | None = None,
 ) -> list[Path]:
-    """Each teacher's merged candidates, in configuration order: ``<dir>/<teacher>/candidates.jsonl`` from
-    whichever of ``candidate_dirs`` holds it (one directory for a local run, one per KFP sampling task)."""
-    configured = _slice(config, slices.SelectSettings, slices.select_settings).teachers
+    """The candidate files to select from. ``candidates`` are sampling outputs, directories that hold
+    ``<teacher>/candidates.jsonl`` (one for a local run, one per KFP sampling task): then each teacher's
+    file in configuration order, from whichever directory holds it. Or they are candidate files (``twt
+    dcrs``), taken as given (reading them names a missing, empty or unreadable one)."""
+    configured = settings.teachers
+    sampled = [any((Path(c) / t / MERGED_CANDIDATES).is_file() for t in configured) for c in candidates]
+    if not any(sampled):
+        return [Path(c) for c in candidates]
+    if not all(sampled):
+        others = [str(c) for c, is_dir in zip(candidates, sampled, strict=True) if not is_dir]
+        raise ValueError(f"{others}: no <teacher>/{MERGED_CANDIDATES} in them, unlike the other candidates")
     names = list(teachers) if teachers else configured
     unknown = sorted(set(names) - set(configured))
     if unknown:
         raise ValueError(f"teachers {unknown} are not in the configuration; it has {configured}")
     files = []
     for name in [n for n in configured if n in names]:
-        found = [Path(d) / name / MERGED_CANDIDATES for d in candidate_dirs]
+        found = [Path(d) / name / MERGED_CANDIDATES for d in candidates]
         found = [f for f in found if f.is_file()]
         if not found:
             raise FileNotFoundError(
-                f"no {name}/{MERGED_CANDIDATES} in {[str(d) for d in candidate_dirs]}: was {name!r} sampled?"
+                f"no {name}/{MERGED_CANDIDATES} in {[str(d) for d in candidates]}: was {name!r} sampled?"
             )
         if len(found) > 1:
             raise ValueError(f"teacher {name!r} was sampled more than once: {[str(f) for f in found]}")
@@ -299,10 +281,10 @@ def candidate_files(
     return files
 
 
-def select(
-    config: ConfigLike,
+def select_candidates(
+    settings: SelectSettings | str,
     questions: str | os.PathLike,
-    candidate_dirs: Sequence[str | os.PathLike],
+    candidates: Sequence[str | os.PathLike],
     distill_out: str | os.PathLike,
     report_out: str | os.PathLike,
     teachers: Sequence[str] | None = None,
@@ -311,19 +293,16 @@ def select(
     s3_endpoint: str | None = None,
     markdown_out: str | os.PathLike | None = None,
 ) -> dict:
-    """DCRS over the teachers' candidates (``teachers``: default every configured one): the distillation
-    rows and the report (``twt.method.dcrs.run_dcrs``). ``cache_dir`` keeps embeddings for a resumed run;
-    ``markdown_out`` gets the report's summary (``twt.steps.reports``)."""
+    """DCRS over the teachers' candidates (``candidate_files``; ``teachers``: default every configured one):
+    the distillation rows and the report (``twt.method.dcrs.run_dcrs``). ``cache_dir`` keeps embeddings for a
+    resumed run; ``markdown_out`` gets the report's summary (``twt.steps.reports``)."""
     from twt.method.dcrs import run_dcrs
 
-    _use_s3_endpoint(s3_endpoint)
-    _check_model_cache()
-    settings = _slice(config, slices.SelectSettings, slices.select_settings)
-    files = candidate_files(settings, candidate_dirs, teachers)
+    _prepare_model_access(s3_endpoint)
+    settings = parse_slice(SelectSettings, settings)
+    files = candidate_files(settings, candidates, teachers)
     report = run_dcrs(questions, files, distill_out, report_out, settings.dcrs, cache_dir=cache_dir)
     if markdown_out is not None:
-        from twt.steps.reports import dcrs_markdown
-
         write_text(markdown_out, dcrs_markdown(report))
     _log(log_metric, {f"candidates_{k}": v for k, v in report["candidates"].items()})
     return report
@@ -333,7 +312,7 @@ def select(
 
 
 def distill_stage(
-    config: ConfigLike,
+    settings: StageSettings | str,
     stage: int,
     rows: str | os.PathLike,
     base_model_dir: str | os.PathLike | None,
@@ -357,9 +336,8 @@ def distill_stage(
     """
     from twt.training.launch import launch_stage
 
-    _use_s3_endpoint(s3_endpoint)  # s3:// checkpoints, models, and a training job's inputs
-    _check_model_cache()
-    step = _slice(config, slices.StageSettings, lambda run: slices.stage_settings(run, stage))
+    _prepare_model_access(s3_endpoint)  # s3:// checkpoints, models, and a training job's inputs
+    step = parse_slice(StageSettings, settings)
     if step.stage != stage:
         raise ValueError(f"the settings are stage {step.stage}'s, not stage {stage}'s")
     if stage > 1 and base_model_dir is None:
@@ -404,8 +382,8 @@ def distill_stage(
 def _internalize_stage(
     step, rows, base, model_out, lineage: dict, progress: bool, log_metric: LogMetric
 ) -> dict:
-    """Stage 2 as a stepwise schedule (``twt.training.internalize``) from the full reasoning of ``rows`` down to none;
-    each phase's kept tokens and final loss are logged as ``internalize_<name>_phase<p>``."""
+    """Stage 2 as a stepwise schedule (``twt.training.internalize``) from the full reasoning of ``rows``
+    down to none; each phase's kept tokens and final loss are logged as ``internalize_<name>_phase<p>``."""
     from twt.training.internalize import run_internalize
     from twt.training.sft import SFTConfig
 
@@ -429,18 +407,14 @@ def _internalize_stage(
 
 
 def train_reference_model(
-    config: ConfigLike | ReferenceConfig, rows: str | os.PathLike, out_dir: str | os.PathLike, progress=True
+    config: ReferenceConfig, rows: str | os.PathLike, out_dir: str | os.PathLike, progress=True
 ):
     """CTS's reference model trained on the DCRS ``rows`` into ``out_dir`` (reused when its data and
-    settings are unchanged): ``twt.training.reference.train_reference`` with the ``reference`` settings (a whole
-    configuration, or its ``reference`` section with ``base_model`` set, as the compress step's slice has)."""
+    settings are unchanged): ``twt.training.reference.train_reference`` with the ``reference`` section,
+    ``base_model`` set (as the compress step's slice has it)."""
     from twt.training.reference import ReferenceSettings, train_reference
 
-    if isinstance(config, ReferenceConfig):
-        settings, base = config, config.base_model
-    else:
-        run = load(config)
-        settings, base = run.reference, run.reference.base_model or run.student.model
+    settings, base = config, config.base_model
     if not base:
         raise ValueError("the reference model needs a base model (reference.base_model)")
     values = settings.model_dump(exclude={"train", "base_model"})
@@ -462,8 +436,8 @@ def student_attempts(
     return {a.id: a.text for a in answers}
 
 
-def compress(
-    config: ConfigLike,
+def compress_reasoning(
+    settings: CompressSettings | str,
     rows: str | os.PathLike,
     stage1_model: str | os.PathLike,
     rows_out: str | os.PathLike,
@@ -483,9 +457,8 @@ def compress(
     from twt.method.compress import run_compress
     from twt.method.teachers import TeacherSpec
 
-    _use_s3_endpoint(s3_endpoint)
-    _check_model_cache()
-    step = _slice(config, slices.CompressSettings, slices.compress_settings)
+    _prepare_model_access(s3_endpoint)
+    step = parse_slice(CompressSettings, settings)
     settings = step.compression
     if settings.method == "teacher":
         if step.teacher is None:
@@ -531,8 +504,6 @@ def compress(
             progress=progress,
         )
     if markdown_out is not None:
-        from twt.steps.reports import compression_markdown
-
         write_text(markdown_out, compression_markdown(report))
     _log(
         log_metric,
@@ -544,11 +515,10 @@ def compress(
 # --- evaluation, gate, promotion ---------------------------------------------------------------------------
 
 
-def eval_targets(config: ConfigLike, stage_models: Mapping[str, str | os.PathLike]) -> list:
+def eval_targets(step: EvaluateSettings, stage_models: Mapping[str, str | os.PathLike]) -> list:
     """The students (``stage_models``: name → model directory) and the configured baselines."""
     from twt.method.evaluate import EvalTarget
 
-    step = _slice(config, slices.EvaluateSettings, slices.evaluate_settings)
     names = [n for n in reversed(STAGE_NAMES) if n in stage_models] + sorted(
         set(stage_models) - set(STAGE_NAMES)
     )
@@ -574,8 +544,8 @@ def eval_targets(config: ConfigLike, stage_models: Mapping[str, str | os.PathLik
     return targets
 
 
-def evaluate(
-    config: ConfigLike,
+def evaluate_students(
+    settings: EvaluateSettings | str,
     eval_questions: str | os.PathLike,
     stage_models: Mapping[str, str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -585,13 +555,12 @@ def evaluate(
     s3_endpoint: str | None = None,
 ) -> dict:
     """Every stage's student and the baselines on the held-out questions: ``out_dir/metrics.json``, the
-    answers, the picture and ``report.md`` (``twt.method.evaluate``; resumes per model). ``markdown_out`` gets the
-    same report with the picture embedded (KFP's Markdown viewer shows one file). Returns the metrics."""
+    answers, the picture and ``report.md`` (``twt.method.evaluate``; resumes per model). ``markdown_out`` gets
+    the same report with the picture embedded (KFP's Markdown viewer shows one file). Returns the metrics."""
     from twt.method.evaluate import evaluate_models
 
-    _use_s3_endpoint(s3_endpoint)
-    _check_model_cache()
-    step = _slice(config, slices.EvaluateSettings, slices.evaluate_settings)
+    _prepare_model_access(s3_endpoint)
+    step = parse_slice(EvaluateSettings, settings)
     settings = step.evaluation
     metrics = evaluate_models(
         eval_targets(step, stage_models),
@@ -615,7 +584,7 @@ def evaluate(
 
 
 def gate(
-    config: ConfigLike,
+    settings: GateSettings | str,
     metrics_path: str | os.PathLike,
     verdict_out: str | os.PathLike,
     report_out: str | os.PathLike | None = None,
@@ -626,7 +595,7 @@ def gate(
     linked, or embedded with ``embed_plot``). Returns (passed, the chosen student or "")."""
     from twt.method.gate import decide
 
-    policy = _slice(config, slices.GateSettings, slices.gate_settings).gate
+    policy = parse_slice(GateSettings, settings).gate
     metrics_file = _metrics_file(metrics_path)
     metrics = _read_json(metrics_file)
     verdict = decide(metrics["models"], policy).to_dict()
@@ -637,9 +606,9 @@ def gate(
     return bool(verdict["passed"]), verdict["student"] or ""
 
 
-def registry_root(config: ConfigLike, registry_uri: str | None = None) -> str:
+def registry_root(settings: PromoteSettings, registry_uri: str | None = None) -> str:
     """Where promotion publishes: ``registry_uri`` when given, else the configuration's ``registry.uri``."""
-    root = registry_uri or _slice(config, slices.PromoteSettings, slices.promote_settings).registry.uri
+    root = registry_uri or settings.registry.uri
     if not root:
         raise ValueError(
             "no registry to publish to: set registry.uri in the configuration or pass a registry URI "
@@ -648,8 +617,8 @@ def registry_root(config: ConfigLike, registry_uri: str | None = None) -> str:
     return root
 
 
-def promote(
-    config: ConfigLike,
+def promote_student(
+    settings: PromoteSettings | str,
     verdict_path: str | os.PathLike,
     metrics_path: str | os.PathLike,
     models: Mapping[str, str | os.PathLike],
@@ -675,7 +644,8 @@ def promote(
     """
     from twt.registry import models as registry
 
-    settings = _slice(config, slices.PromoteSettings, slices.promote_settings).registry
+    step = parse_slice(PromoteSettings, settings)
+    settings = step.registry
     _use_s3_endpoint(s3_endpoint)
     verdict = _read_json(verdict_path)
     if not verdict["passed"]:
@@ -683,7 +653,7 @@ def promote(
     student = verdict["student"]
     if student not in models:
         raise ValueError(f"the gate chose {student!r}, which is not among the models given: {sorted(models)}")
-    root = registry_root(config, registry_uri)
+    root = registry_root(step, registry_uri)
     model_dir = Path(models[student])
     metrics = _read_json(_metrics_file(metrics_path))["models"]
     dcrs = _read_json(dcrs_report)
@@ -735,47 +705,21 @@ def promote(
 
 
 def explain_rejection(
-    config: ConfigLike,
+    settings: ExplainSettings | str,
     verdict_path: str | os.PathLike,
     metrics_path: str | os.PathLike,
     report_out: str | os.PathLike,
 ) -> str:
     """A Markdown report of why the gate refused promotion: its reasons, the policy, the per-student
     checks and the evaluation table; written to ``report_out`` and returned."""
-    from twt.method.evaluate import metrics_table
-
-    step = _slice(config, slices.ExplainSettings, slices.explain_settings)
     verdict = _read_json(verdict_path)
     metrics = _read_json(_metrics_file(metrics_path))
-    state = "passed" if verdict["passed"] else "did not pass"
-    lines = [
-        f"# Not promoted: the gate {state}" if not verdict["passed"] else "# Promotion was possible",
-        "",
-        f"Run `{step.run}`; candidate student: {verdict['student'] or 'none qualified'}.",
-        "",
-        "## Why",
-        "",
-        *[f"- {reason}" for reason in verdict["reasons"]],
-        "",
-        "## The policy (configuration `gate`)",
-        "",
-        *[f"- `{key}`: {value}" for key, value in step.gate.model_dump().items()],
-    ]
-    checked = verdict.get("checked") or {}
-    if checked:
-        lines += ["", "## Each student", "", "| student | accuracy rules | token reduction | reasons |"]
-        lines += ["|---|---|---|---|"]
-        for name, check in checked.items():
-            reduction = {True: "pass", False: "fail"}.get(check.get("reduction_ok"), "not checked")
-            accuracy = "pass" if check.get("accuracy_ok") else "fail"
-            lines.append(f"| {name} | {accuracy} | {reduction} | {'; '.join(check.get('reasons', []))} |")
-    lines += ["", "## Evaluation", "", metrics_table(metrics["models"]), ""]
-    text = "\n".join(lines)
+    text = rejection_markdown(parse_slice(ExplainSettings, settings), verdict, metrics)
     write_text(report_out, text)
     return text
 
 
-def serve(
+def serve_student(
     promoted: str | os.PathLike,
     served_out: str | os.PathLike | None = None,
     runtime: str = "twt-vllm",

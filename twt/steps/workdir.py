@@ -2,12 +2,14 @@
 
     config = load_config("configs/demo.yaml")
     run = RunDir(config, "runs/demo")
-    sample_step(run); dcrs_step(run); stage_step(run, 1); compress_step(run); stage_step(run, 2); ...
+    prepare_questions(run); sample_teachers(run); select_candidates(run); distill_stage(run, 1); ...
+    run_step(run, "compress_reasoning")       # a step by its name (``twt.steps.settings.LOCAL_STEPS``)
 
 Each step reads what earlier steps wrote under the work directory and writes its own outputs there; a step
 whose outputs exist is skipped (sampling and evaluation also resume inside a step), so a crashed run goes on
-where it stopped. Every step calls one function of ``twt.steps.steps``, the functions the Kubeflow components
-call on their artifacts, so ``twt run`` and a pipeline run write the same files.
+where it stopped. Every step calls the function of ``twt.steps.steps`` of its name with its slice
+(``twt.steps.settings``), what the Kubeflow component of that name calls on its artifacts, so ``twt run`` and
+a pipeline run write the same files.
 
     questions/train.jsonl, eval.jsonl     the task (embedded: drawn here; files: copied)
     candidates/<teacher>/                  sampling shards, DONE.json, candidates.jsonl
@@ -23,6 +25,7 @@ call on their artifacts, so ``twt run`` and a pipeline run write the same files.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,7 @@ from pathlib import Path
 from twt.core.records import read_json
 from twt.core.schema import RunConfig
 from twt.method.teachers import TeacherSpec
+from twt.steps import settings as slices
 from twt.steps import steps
 
 
@@ -83,31 +87,33 @@ def _done(model_dir: Path) -> bool:
 
 
 # --- steps -------------------------------------------------------------------------------------------------
-# Each step maps the work directory's paths onto one function of twt.steps.steps (what the KFP components call)
-# and skips itself when its outputs are already there.
+# Each maps the work directory's paths onto the function of twt.steps.steps of the same name (what the KFP
+# component of that name calls), with the slice cut from the run's configuration, and skips itself when its
+# outputs are already there.
 
 
-def questions_step(run: RunDir, eval_questions: int | None = None) -> tuple[Path, Path]:
+def prepare_questions(run: RunDir, eval_questions: int | None = None) -> tuple[Path, Path]:
     """The training questions (what the teachers solve) and the held-out evaluation questions."""
-    steps.prepare_questions(run.config, run.train_questions, run.eval_questions, eval_questions)
+    settings = slices.questions_settings(run.config)
+    steps.prepare_questions(settings, run.train_questions, run.eval_questions, eval_questions)
     return run.train_questions, run.eval_questions
 
 
-def sample_step(run: RunDir, progress: bool = True) -> list[Path]:
+def sample_teachers(run: RunDir, progress: bool = True) -> list[Path]:
     """k candidates per question from every teacher (resumable shards); the merged candidate files."""
     return [
-        steps.sample(run.config, name, run.train_questions, run.candidates, progress)
-        for name in run.config.teacher_names
+        steps.sample_teacher(settings, run.train_questions, run.candidates, progress)
+        for settings in slices.teachers_settings(run.config)
     ]
 
 
-def dcrs_step(run: RunDir) -> dict:
+def select_candidates(run: RunDir) -> dict:
     """DCRS over every teacher's candidates: ``dcrs/distill.jsonl`` and ``dcrs/report.json``."""
     report_path = run.dcrs_report
     if report_path.is_file() and run.distill_rows.is_file():
         return read_json(report_path)
-    return steps.select(
-        run.config,
+    return steps.select_candidates(
+        slices.select_settings(run.config),
         run.train_questions,
         [run.candidates],
         run.distill_rows,
@@ -116,15 +122,16 @@ def dcrs_step(run: RunDir) -> dict:
     )
 
 
-def stage_step(run: RunDir, stage: int, progress: bool = True) -> dict:
+def distill_stage(run: RunDir, stage: int, progress: bool = True) -> dict:
     """Train stage ``stage`` from the base student (stage 1) or the previous stage's model."""
     out = run.stage_dir(stage)
     if _done(out):
         return read_json(out / "twt.json")
+    settings = slices.stage_settings(run.config, stage)
     if stage == 1:
-        return steps.distill_stage(run.config, 1, run.distill_rows, None, out, None, progress)
+        return steps.distill_stage(settings, 1, run.distill_rows, None, out, None, progress)
     return steps.distill_stage(
-        run.config,
+        settings,
         stage,
         run.compressed_rows,
         run.stage_dir(stage - 1),
@@ -134,13 +141,13 @@ def stage_step(run: RunDir, stage: int, progress: bool = True) -> dict:
     )
 
 
-def compress_step(run: RunDir, progress: bool = True) -> dict:
+def compress_reasoning(run: RunDir, progress: bool = True) -> dict:
     """Stage-2 data: every kept reasoning compressed by the configured method."""
     report_path, out = run.compress_report, run.compressed_rows
     if report_path.is_file() and out.is_file():
         return read_json(report_path)
-    return steps.compress(
-        run.config,
+    return steps.compress_reasoning(
+        slices.compress_settings(run.config),
         run.distill_rows,
         run.stage_dir(1),
         out,
@@ -155,26 +162,29 @@ def stage_models(run: RunDir) -> dict[str, Path]:
     return {f"stage{s}": run.stage_dir(s) for s in (1, 2, 3)}
 
 
-def evaluate_step(run: RunDir, progress: bool = True) -> dict:
+def evaluate_students(run: RunDir, progress: bool = True) -> dict:
     """Every stage's student and the baselines on the held-out questions: ``eval/``."""
-    return steps.evaluate(run.config, run.eval_questions, stage_models(run), run.eval_dir, progress=progress)
+    settings = slices.evaluate_settings(run.config)
+    return steps.evaluate_students(
+        settings, run.eval_questions, stage_models(run), run.eval_dir, progress=progress
+    )
 
 
-def gate_step(run: RunDir) -> dict:
+def gate(run: RunDir) -> dict:
     """The gate's verdict on the evaluated students (``gate.json``); the report gains the verdict."""
-    steps.gate(run.config, run.metrics, run.verdict, run.eval_report)
+    steps.gate(slices.gate_settings(run.config), run.metrics, run.verdict, run.eval_report)
     return read_json(run.verdict)
 
 
-def promote_step(run: RunDir) -> dict:
+def promote_student(run: RunDir) -> dict:
     """Publish the gate's student to the registry, then pull it back verified (``promoted.json``)."""
     verdict = read_json(run.verdict)
     if not verdict["passed"]:
         raise ValueError(f"the gate did not pass; nothing to promote ({'; '.join(verdict['reasons'])})")
     if run.promoted.is_file():
         return read_json(run.promoted)
-    return steps.promote(
-        run.config,
+    return steps.promote_student(
+        slices.promote_settings(run.config),
         run.verdict,
         run.metrics,
         stage_models(run),
@@ -185,39 +195,47 @@ def promote_step(run: RunDir) -> dict:
     )
 
 
-def reject_step(run: RunDir) -> str:
+def explain_rejection(run: RunDir) -> str:
     """Why the gate refused promotion, as Markdown (``rejected.md``)."""
-    return steps.explain_rejection(run.config, run.verdict, run.metrics, run.rejected)
+    return steps.explain_rejection(
+        slices.explain_settings(run.config), run.verdict, run.metrics, run.rejected
+    )
+
+
+def run_step(run: RunDir, name: str, progress: bool = True, eval_questions: int | None = None):
+    """The step called ``name`` (one of ``twt.steps.settings.LOCAL_STEPS``): this module's function of that
+    name (sampling: ``sample_teachers``, every teacher; ``stage<n>``: ``distill_stage``); returns what it
+    returns."""
+    if name not in slices.LOCAL_STEPS:
+        raise ValueError(f"no step {name!r}; the steps are {', '.join(slices.LOCAL_STEPS)}")
+    if name.startswith("stage"):
+        return distill_stage(run, int(name.removeprefix("stage")), progress)
+    if name == "prepare_questions":
+        return prepare_questions(run, eval_questions)
+    runner = globals()["sample_teachers" if name == "sample_teacher" else name]
+    shows_progress = "progress" in inspect.signature(runner).parameters
+    return runner(run, progress) if shows_progress else runner(run)
 
 
 def run_all(run: RunDir, eval_questions: int | None = None, progress: bool = True) -> dict:
-    """Every step in order; returns the timings and the main results."""
-    timings, started = {}, time.perf_counter()
-
-    def timed(name, fn, *args, **kwargs):
+    """Every step in order (promotion when the gate passes, else the rejection report); returns the
+    timings and the main results."""
+    results, timings, started = {}, {}, time.perf_counter()
+    for name in slices.LOCAL_STEPS:
+        # after the gate: promotion when it passed, else the report of why not
+        if name in ("promote_student", "explain_rejection") and results["gate"]["passed"] != (
+            name == "promote_student"
+        ):
+            continue
         tick = time.perf_counter()
-        out = fn(*args, **kwargs)
+        results[name] = run_step(run, name, progress, eval_questions)
         timings[name] = round(time.perf_counter() - tick, 1)
-        return out
-
-    timed("questions", questions_step, run, eval_questions)
-    timed("sample", sample_step, run, progress)
-    dcrs = timed("dcrs", dcrs_step, run)
-    timed("stage1", stage_step, run, 1, progress)
-    compression = timed("compress", compress_step, run, progress)
-    timed("stage2", stage_step, run, 2, progress)
-    timed("stage3", stage_step, run, 3, progress)
-    metrics = timed("evaluate", evaluate_step, run, progress)
-    verdict = timed("gate", gate_step, run)
-    promoted = timed("promote", promote_step, run) if verdict["passed"] else None
-    if not verdict["passed"]:
-        timed("reject", reject_step, run)
     timings["total"] = round(time.perf_counter() - started, 1)
     return {
-        "dcrs": dcrs,
-        "compression": compression,
-        "metrics": metrics,
-        "gate": verdict,
-        "promoted": promoted,
+        "dcrs": results["select_candidates"],
+        "compression": results["compress_reasoning"],
+        "metrics": results["evaluate_students"],
+        "gate": results["gate"],
+        "promoted": results.get("promote_student"),
         "timings": timings,
     }

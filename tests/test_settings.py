@@ -1,6 +1,6 @@
-"""Each step gets only its settings: the compiled spec's components take their slice (``twt.steps.settings``) and
-plumbing, never the run's parameters; a changed setting changes the slices of exactly the steps that use
-it; a bad pipeline parameter is one line naming it."""
+"""Each step gets only its settings: the compiled spec's components take their slice
+(``twt.steps.settings``) and plumbing, never the run's parameters; a changed setting changes the slices of
+exactly the steps that use it; the steps are listed once; a bad pipeline parameter is one line naming it."""
 
 from __future__ import annotations
 
@@ -16,18 +16,19 @@ from twt.core.schema import ConfigError, RunConfig
 from twt.steps import parameters as kfp_parameters
 from twt.steps import settings as slices
 
-# the steps (resolve-settings outputs) each component's settings come from
+# the step (resolve-settings output, twt.steps.settings.STEPS) each task's settings come from: the
+# component's name, but for the three runs of distill-stage
 STEP_OF_TASK = {
-    "prepare-questions": "questions",
-    "select-candidates": "select",
+    "prepare-questions": "prepare_questions",
+    "select-candidates": "select_candidates",
     "distill-stage": "stage1",
     "distill-stage-2": "stage2",
     "distill-stage-3": "stage3",
-    "compress-reasoning": "compress",
-    "evaluate-students": "evaluate",
+    "compress-reasoning": "compress_reasoning",
+    "evaluate-students": "evaluate_students",
     "gate": "gate",
-    "promote-student": "promote",
-    "explain-rejection": "explain",
+    "promote-student": "promote_student",
+    "explain-rejection": "explain_rejection",
     "preflight": "preflight",
 }
 # inputs a component may take besides its settings: where the object store is, which stage it trains
@@ -83,6 +84,24 @@ def test_every_component_takes_its_own_settings_and_nothing_else(spec: dict) -> 
     assert checked == set(STEP_OF_TASK) | {"sample-teacher"}
 
 
+def test_the_steps_are_listed_once_and_everything_else_follows(spec: dict) -> None:
+    from components.resolve_settings import resolve_settings
+    from twt.app.cli import build_parser
+    from twt.steps import workdir
+
+    names = [step.name for step in slices.STEPS]
+    outputs = spec["components"]["comp-resolve-settings"]["outputDefinitions"]["parameters"]
+    assert sorted(outputs) == sorted(names)
+    assert list(resolve_settings.component_spec.outputs) == names  # in order: steps.resolve_settings' tuple
+    assert list(slices.step_settings(RunConfig.model_validate(_demo()))) == names
+    assert tuple(n for n in names if n != "preflight") == slices.LOCAL_STEPS
+    assert build_parser().parse_args(["run", "--step", *slices.LOCAL_STEPS]).step == list(slices.LOCAL_STEPS)
+    for name in slices.LOCAL_STEPS:  # each local step is this module's function of its name
+        function = "distill_stage" if name.startswith("stage") else name
+        function = "sample_teachers" if name == "sample_teacher" else function
+        assert callable(getattr(workdir, function)), name
+
+
 def test_typed_parameters_carry_their_descriptions(spec: dict) -> None:
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     for name in kfp_parameters.PARAMETERS:
@@ -106,23 +125,24 @@ def _slices_with(change) -> dict:
 @pytest.mark.parametrize(
     ("change", "steps"),
     [
-        (lambda d: d["gate"].update(min_accuracy=0.9), {"gate", "explain"}),
-        (lambda d: d["dcrs"].update(quality_threshold=0.7), {"select"}),
+        (lambda d: d["gate"].update(min_accuracy=0.9), {"gate", "explain_rejection"}),
+        (lambda d: d["dcrs"].update(quality_threshold=0.7), {"select_candidates"}),
         (lambda d: d["stages"]["stage2"].update(learning_rate=1e-4), {"stage2"}),
         (lambda d: d["stages"]["common"].update(batch_size=4), {"stage1", "stage2", "stage3"}),
-        (lambda d: d["registry"].update(model_name="other"), {"promote"}),
-        (lambda d: d["evaluation"].update(max_new_tokens=64), {"evaluate"}),
-        (lambda d: d["task"].update(train_questions=10), {"questions"}),
-        (lambda d: d.update(compression={"method": "cts"}), {"compress"}),
-        (lambda d: d["teachers"][1].update(temperature=0.3), {"sample", "evaluate"}),
+        (lambda d: d["registry"].update(model_name="other"), {"promote_student"}),
+        (lambda d: d["evaluation"].update(max_new_tokens=64), {"evaluate_students"}),
+        (lambda d: d["task"].update(train_questions=10), {"prepare_questions"}),
+        (lambda d: d.update(compression={"method": "cts"}), {"compress_reasoning"}),
+        (lambda d: d["teachers"][1].update(temperature=0.3), {"sample_teacher", "evaluate_students"}),
     ],
 )
 def test_a_setting_changes_only_the_steps_that_use_it(change, steps: set[str]) -> None:
     before, after = _slices_with(lambda d: None), _slices_with(change)
     changed = {step for step in before if before[step] != after[step]}
     assert changed == steps
-    if "sample" in steps:  # only the changed teacher's sampling task
-        assert [a == b for a, b in zip(before["sample"], after["sample"], strict=True)] == [True, False, True]
+    if "sample_teacher" in steps:  # only the changed teacher's sampling task
+        pairs = zip(before["sample_teacher"], after["sample_teacher"], strict=True)
+        assert [a == b for a, b in pairs] == [True, False, True]
 
 
 @pytest.mark.parametrize(
@@ -154,7 +174,7 @@ def test_parameters_apply_and_an_override_keeps_what_they_leave_at_default(tmp_p
     defaults = kfp_parameters.parameter_values(RunConfig.model_validate(_demo()))
     resolved = kfp_parameters.resolve(base, str(path), {**defaults, "dcrs_quality_threshold": 0.8})
     assert resolved["gate"]["gate"]["min_accuracy"] == 0.25  # parameter at its default: the file's value
-    assert resolved["select"]["dcrs"]["quality_threshold"] == 0.8  # parameter changed: it applies
+    assert resolved["select_candidates"]["dcrs"]["quality_threshold"] == 0.8  # parameter changed: it applies
 
 
 def test_parameter_values_reproduce_the_configuration() -> None:
@@ -188,7 +208,7 @@ def test_student_and_question_files_are_typed_parameters(spec: dict) -> None:
         default_config_path().read_text(), "", {**given, "eval_uri": "s3://data/e.jsonl"}
     )
     assert resolved["stage1"]["student"]["model"] == "Qwen/Qwen2.5-0.5B-Instruct"
-    task = resolved["questions"]["task"]
+    task = resolved["prepare_questions"]["task"]
     assert (task["kind"], task["questions"], task["eval"]) == (
         "files",
         "s3://data/q.jsonl",
@@ -204,15 +224,18 @@ def test_promotion_has_a_registry_by_default_and_an_override_keeps_its_own() -> 
 
     base = default_config_path().read_text()
     assert DEFAULTS["registry_uri"] == "s3://twt-registry"  # the bucket manifests/base/minio creates
-    assert kfp_parameters.resolve(base, "", DEFAULTS)["promote"]["registry"]["uri"] == "s3://twt-registry"
+    assert (
+        kfp_parameters.resolve(base, "", DEFAULTS)["promote_student"]["registry"]["uri"]
+        == "s3://twt-registry"
+    )
     override = _demo()
     override["registry"]["uri"] = "s3://elsewhere/models"
     resolved = kfp_parameters.resolve(base, yaml.safe_dump(override), DEFAULTS)
-    assert resolved["promote"]["registry"]["uri"] == "s3://elsewhere/models"
+    assert resolved["promote_student"]["registry"]["uri"] == "s3://elsewhere/models"
     override["registry"]["uri"] = None  # the file names none: the pipeline's default applies
-    assert kfp_parameters.resolve(base, yaml.safe_dump(override), DEFAULTS)["promote"]["registry"]["uri"] == (
-        "s3://twt-registry"
-    )
+    assert kfp_parameters.resolve(base, yaml.safe_dump(override), DEFAULTS)["promote_student"]["registry"][
+        "uri"
+    ] == ("s3://twt-registry")
 
 
 def test_an_override_can_be_one_line_or_an_s3_uri(s3) -> None:
@@ -237,5 +260,5 @@ def test_numbers_kfp_turned_into_floats_come_back_whole() -> None:
     resolved = kfp_parameters.resolve(
         default_config_path().read_text(), "", {"teachers": teachers, "compression": compression}
     )
-    teacher = resolved["sample"][0]["teacher"]
+    teacher = resolved["sample_teacher"][0]["teacher"]
     assert teacher["k"] == 2 and isinstance(teacher["k"], int) and teacher["max_new_tokens"] == 64
