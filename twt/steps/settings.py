@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from twt.core.schema import (
+    STAGES,
     CompressionConfig,
     ConfigError,
     DCRSConfig,
@@ -30,6 +31,7 @@ from twt.core.schema import (
     RegistryConfig,
     RunConfig,
     StageConfig,
+    StageNumber,
     StudentConfig,
     TaskConfig,
     TeacherConfig,
@@ -73,7 +75,7 @@ class StageSettings(_Slice):
     """distill-stage: one stage's training settings and what its lineage records."""
 
     run: str
-    stage: int = Field(ge=1, le=3)
+    stage: StageNumber
     training: StageConfig
     student: StudentConfig
     teachers: list[TeacherLineage]
@@ -174,8 +176,6 @@ def select_settings(config: RunConfig, teachers: list[str] | None = None) -> Sel
 
 
 def stage_settings(config: RunConfig, stage: int) -> StageSettings:
-    if stage not in (1, 2, 3):
-        raise ValueError(f"no stage {stage}; stages are 1, 2 and 3")
     lineage = [TeacherLineage(name=t.name, model=t.model, backend=t.backend) for t in config.teachers]
     # checkpoints default under the work directory: resolved here so the step needs no other setting
     launch = config.training.model_copy(
@@ -247,7 +247,7 @@ def step_settings(config: RunConfig) -> dict[str, Any]:
         "questions": dump(questions_settings(config)),
         "sample": [dump(sample_settings(config, name)) for name in config.teacher_names],
         "select": dump(select_settings(config)),
-        **{f"stage{n}": dump(stage_settings(config, n)) for n in (1, 2, 3)},
+        **{f"stage{n}": dump(stage_settings(config, n)) for n in STAGES},
         "compress": dump(compress_settings(config)),
         "evaluate": dump(evaluate_settings(config)),
         "gate": dump(gate_settings(config)),
