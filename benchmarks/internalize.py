@@ -4,8 +4,8 @@
 
 Shared with ``benchmarks/quality.py`` (same work directory, same scale): the questions, the teachers'
 candidates and DCRS. Per student size (``--hidden`` × ``--layers``; the 2 × 64 size is the packaged student
-base, other sizes are built by ``twt.embedded.tiny.build_student``): stage 1 on the full reasoning with the scale's
-stage-1 updates, then each schedule of ``--schedules`` from that stage-1 student (``left:<tokens per
+base, other sizes are built by ``twt.embedded.tiny.build_student``): stage 1 on the full reasoning with the
+scale's stage-1 updates, then each schedule of ``--schedules`` from that stage-1 student (``left:<tokens per
 phase>`` or ``cts``, the ratios 0.75/0.5/0.25/0), every phase evaluated on the held-out questions, and the
 control at the same total updates: stage 1 → stage 3 outright (``--control``). Every phase's accuracy and
 output tokens go to ``<workdir>/internalize-<size>-seed<seed>.json`` and the last line printed.
@@ -26,16 +26,17 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.quality import SCALES, evaluate, make_config, shared_step  # noqa: E402
 
 
-def parse_schedule(text: str, updates_per_phase: int, smoothing: float | None, reset: bool, seed: int):
-    from twt.training.internalize import Schedule
+def parse_schedule(text: str, updates_per_phase: int, smoothing: float | None, reset: bool):
+    """``left:<tokens per phase>`` or ``cts[:<ratio>/...]`` as a ``twt.core.schema.InternalizeConfig``."""
+    from twt.core.schema import InternalizeConfig
 
     name, _, arg = text.partition(":")
     kwargs: dict = {"updates_per_phase": updates_per_phase, "smoothing": smoothing, "reset_optimizer": reset}
     if name == "left":
         kwargs["tokens_per_phase"] = int(arg or 6)
     elif arg:
-        kwargs["ratios"] = tuple(float(r) for r in arg.split("/"))
-    return Schedule(schedule=name, seed=seed, **kwargs)
+        kwargs["ratios"] = [float(r) for r in arg.split("/")]
+    return InternalizeConfig(schedule=name, **kwargs)
 
 
 def main() -> None:
@@ -88,7 +89,7 @@ def main() -> None:
     print("stage1", json.dumps(results["stage1"]), flush=True)
     sft = SFTConfig.from_stage(config.stage(2))
     for text in args.schedules:
-        schedule = parse_schedule(text, args.updates_per_phase, args.smoothing, not args.no_reset, args.seed)
+        schedule = parse_schedule(text, args.updates_per_phase, args.smoothing, not args.no_reset)
         label = text.replace(":", "-").replace("/", "_") + f"-u{args.updates_per_phase}"
         label += "-smooth" if args.smoothing else ""
         label += "-noreset" if args.no_reset else ""
@@ -99,6 +100,7 @@ def main() -> None:
             target,
             schedule,
             sft,
+            seed=args.seed,
             evaluate=lambda m, label=label: score(f"stepwise {label} {m.name}", m),
             progress=False,
         )

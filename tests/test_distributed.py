@@ -129,24 +129,24 @@ def test_two_processes_resume_from_their_checkpoint_to_the_same_weights(
     tmp_path: Path,
 ) -> None:
     """Both processes save their part (random states per process), the first publishes; a rerun fetches it."""
-    from dataclasses import asdict
-
     from twt.training.checkpoints import CheckpointStore
     from twt.training.launch import StageJob, launch_local
-    from twt.training.sft import SFTConfig
 
     rows, _ = distill_inputs
-    sft = SFTConfig(
-        updates=6, batch_size=4, max_length=48, learning_rate=3e-3, device="cpu", save_every=2,
-        keep_last_checkpoint=True, checkpoint_uri=str(tmp_path / "ck"),
-    )  # fmt: skip
-    first = launch_local(StageJob(1, str(rows), str(base_model), str(tmp_path / "a"), asdict(sft)), 2)
+    training = {"updates": 6, "batch_size": 4, "max_length": 48, "learning_rate": 3e-3, "save_every": 2}
+    launch = {"device": "cpu", "keep_last_checkpoint": True}
+    runtime = {"checkpoint_uri": str(tmp_path / "ck")}
+
+    def job(out: str) -> StageJob:
+        return StageJob(1, str(rows), str(base_model), str(tmp_path / out), training, launch, runtime)
+
+    first = launch_local(job("a"), 2)
     assert CheckpointStore(str(tmp_path / "ck"), "").published_steps() == [4]  # the last one kept
     assert {p.name for p in (tmp_path / "ck" / "step-4").iterdir()} >= {
         "random_states_0.pkl",
         "random_states_1.pkl",
     }
-    again = launch_local(StageJob(1, str(rows), str(base_model), str(tmp_path / "b"), asdict(sft)), 2)
+    again = launch_local(job("b"), 2)
     assert (first["training"]["resumed_from"], again["training"]["resumed_from"]) == (0, 4)
     a, b = (load_file(tmp_path / d / "model.safetensors") for d in ("a", "b"))
     assert a and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 from test_train import base_model  # noqa: F401  (fixture)
 
 from twt.core.records import DistillRow, write_rows
+from twt.core.schema import ConfigError, InternalizeConfig
 from twt.embedded.task import make_questions, reasoning_of
 from twt.training.internalize import (
     PHASES_LOG,
     InternalizeError,
-    Schedule,
     kept_positions,
     n_phases,
     phase_rows,
@@ -28,7 +29,7 @@ from twt.training.sft import SFTConfig
 
 
 def test_left_schedule_removes_a_fixed_number_per_phase_from_the_left() -> None:
-    config = Schedule(schedule="left", tokens_per_phase=4)
+    config = InternalizeConfig(schedule="left", tokens_per_phase=4)
     ids = [list(range(10)), list(range(100, 103)), list(range(200, 208))]
     assert n_phases([len(r) for r in ids], config) == 3  # ceil(10 / 4): the last phase leaves nothing
     assert [len(r) for r in phase_rows(ids, 1, config)] == [6, 0, 4]
@@ -39,7 +40,7 @@ def test_left_schedule_removes_a_fixed_number_per_phase_from_the_left() -> None:
 
 
 def test_cts_schedule_decays_the_ratio_and_drops_the_least_important_first() -> None:
-    config = Schedule(schedule="cts", ratios=(0.75, 0.5, 0.25, 0.0))
+    config = InternalizeConfig(schedule="cts", ratios=[0.75, 0.5, 0.25, 0.0])
     scores = [0.9, 0.1, 0.5, 0.3, 0.7, 0.2, 0.8, 0.4]  # token i's importance
     ids = [list(range(8))]
     assert n_phases([8], config) == 4
@@ -56,38 +57,68 @@ def test_cts_schedule_decays_the_ratio_and_drops_the_least_important_first() -> 
 
 
 def test_smoothing_removes_a_few_more_tokens_from_a_few_rows() -> None:
-    smooth = Schedule(schedule="left", tokens_per_phase=2, smoothing=1.0, seed=3)
-    offsets = [smoothing_offset(smooth, 1, row) for row in range(2000)]
+    smooth = InternalizeConfig(schedule="left", tokens_per_phase=2, smoothing=1.0)
+    offsets = [smoothing_offset(smooth, 1, row, seed=3) for row in range(2000)]
     share_zero = offsets.count(0) / len(offsets)
     assert 0.58 < share_zero < 0.68  # P(0) = 1 − e^{−1} ≈ 0.632
     assert max(offsets) >= 3
-    assert offsets == [smoothing_offset(smooth, 1, row) for row in range(2000)]  # seeded
+    assert offsets == [smoothing_offset(smooth, 1, row, seed=3) for row in range(2000)]  # seeded
+    assert offsets != [smoothing_offset(smooth, 1, row, seed=4) for row in range(2000)]
     # λ = 4 (the paper's): almost every row removes exactly the phase's count
-    paper = Schedule(schedule="left", tokens_per_phase=2, smoothing=4.0)
+    paper = InternalizeConfig(schedule="left", tokens_per_phase=2, smoothing=4.0)
     assert sum(smoothing_offset(paper, 1, row) == 0 for row in range(2000)) / 2000 > 0.97
-    assert all(smoothing_offset(Schedule(schedule="left"), 1, row) == 0 for row in range(100))  # off
+    assert all(smoothing_offset(InternalizeConfig(schedule="left"), 1, row) == 0 for row in range(100))
     # capped at the row's length: a 3-token row removes 2 + its offset from the left, all 3 when that is more
-    offset = {row: smoothing_offset(smooth, 1, row) for row in range(200)}
-    assert {row: kept_positions(3, 1, row, smooth) for row in range(200)} == {
+    offset = {row: smoothing_offset(smooth, 1, row, seed=3) for row in range(200)}
+    assert {row: kept_positions(3, 1, row, smooth, seed=3) for row in range(200)} == {
         row: list(range(min(3, 2 + o), 3)) for row, o in offset.items()
     }
     assert min(offset.values()) == 0 and max(offset.values()) >= 2  # rows on both sides of the cap
-    assert min(len(kept_positions(10, 1, row, smooth)) for row in range(2000)) < 8
+    assert min(len(kept_positions(10, 1, row, smooth, seed=3)) for row in range(2000)) < 8
+
+
+def _with_internalize(section: dict):
+    """The packaged configuration with this ``internalize`` section, loaded as a file would be."""
+    import yaml
+
+    from twt.core.load import default_config_path, parse_config
+
+    data = yaml.safe_load(default_config_path().read_text())
+    data["internalize"] = section
+    return parse_config(yaml.safe_dump(data), "c.yaml", base_dir=default_config_path().parent)
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("section", "match"),
     [
-        ({"schedule": "right"}, "schedule must be one of"),
-        ({"schedule": "cts", "ratios": (0.5, 0.25)}, "end at 0"),
-        ({"schedule": "cts", "ratios": (0.5, 0.6, 0.0)}, "decrease strictly"),
-        ({"tokens_per_phase": 0}, "tokens_per_phase"),
-        ({"smoothing": 0.0}, "smoothing"),
+        ({"schedule": "right"}, r"internalize.schedule: Input should be 'none', 'left' or 'cts'"),
+        (
+            {"schedule": "cts", "ratios": [0.5, 0.25]},
+            r"ratios: must lie in \[0, 1\) and end at 0, got \[0.5, 0.25\]",
+        ),
+        ({"schedule": "cts", "ratios": [0.5, 0.6, 0.0]}, r"internalize.ratios: must decrease strictly"),
+        ({"schedule": "cts", "ratios": [1.0, 0.0]}, r"internalize.ratios: must lie in \[0, 1\)"),
+        (
+            {"tokens_per_phase": 0},
+            r"internalize.tokens_per_phase: Input should be greater than or equal to 1",
+        ),
+        (
+            {"updates_per_phase": 0},
+            r"internalize.updates_per_phase: Input should be greater than or equal to 1",
+        ),
+        ({"smoothing": 0.0}, r"internalize.smoothing: Input should be greater than 0"),
     ],
 )
-def test_bad_schedules_are_refused(kwargs: dict, match: str) -> None:
-    with pytest.raises(InternalizeError, match=match):
-        Schedule(**{"schedule": "left", **kwargs})
+def test_bad_schedules_are_refused_naming_the_field(section: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        _with_internalize({"schedule": "left", **section})
+    with pytest.raises(ValidationError):
+        InternalizeConfig(**{"schedule": "left", **section})
+
+
+def test_a_schedule_without_phases_is_not_run(tmp_path: Path) -> None:
+    with pytest.raises(InternalizeError, match="schedule 'none' has no phases"):
+        run_internalize(tmp_path / "rows.jsonl", tmp_path, tmp_path / "out", InternalizeConfig(), SFTConfig())
 
 
 def _rows(n: int) -> list[DistillRow]:
@@ -103,7 +134,9 @@ def _rows(n: int) -> list[DistillRow]:
 def test_run_trains_every_phase_logs_it_and_resumes(tmp_path: Path, base_model: Path) -> None:  # noqa: F811
     rows = tmp_path / "rows.jsonl"
     write_rows(rows, _rows(24))  # two operations: "a+b=c;c*d=e", 11 tokens
-    config = Schedule(schedule="left", tokens_per_phase=6, updates_per_phase=2, reset_optimizer=False)
+    config = InternalizeConfig(
+        schedule="left", tokens_per_phase=6, updates_per_phase=2, reset_optimizer=False
+    )
     sft = SFTConfig(batch_size=4, learning_rate=1e-3, device="cpu")
     seen: list[tuple[str, float, int]] = []
     out = tmp_path / "stage2"
@@ -150,7 +183,6 @@ def test_stage_2_runs_the_configured_schedule(tmp_path: Path, base_model: Path) 
     import yaml
 
     from twt.core.load import default_config_path, parse_config
-    from twt.core.schema import ConfigError
     from twt.steps import steps
     from twt.steps.settings import stage_settings
 

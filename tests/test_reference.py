@@ -8,9 +8,10 @@ from pathlib import Path
 from test_train import base_model  # noqa: F401  (fixture)
 
 from twt.core.records import DistillRow, read_rows, write_rows
+from twt.core.schema import ReferenceConfig
 from twt.embedded.task import make_questions, reasoning_of
 from twt.method.compress import run_compress
-from twt.training.reference import ReferenceSettings, reference_pairs, train_reference
+from twt.training.reference import reference_pairs, train_reference
 
 
 def _rows(n: int) -> list[DistillRow]:
@@ -36,7 +37,7 @@ def test_trained_once_cached_by_data_and_settings_then_used_by_cts(
 ) -> None:
     rows = tmp_path / "distill.jsonl"
     write_rows(rows, _rows(16))
-    settings = ReferenceSettings(updates=3, batch_size=2)
+    settings = ReferenceConfig(updates=3, batch_size=2)
     out = train_reference(rows, base_model, tmp_path / "reference", settings, progress=False)
     record = json.loads((out / "twt.json").read_text())
     assert record["kind"] == "cts-reference" and record["training"]["updates"] == 3
@@ -44,7 +45,7 @@ def test_trained_once_cached_by_data_and_settings_then_used_by_cts(
     weights = (out / "model.safetensors").stat().st_mtime_ns
     assert train_reference(rows, base_model, out, settings, progress=False) == out
     assert (out / "model.safetensors").stat().st_mtime_ns == weights  # cached: not trained again
-    train_reference(rows, base_model, out, ReferenceSettings(updates=4, batch_size=2), progress=False)
+    train_reference(rows, base_model, out, ReferenceConfig(updates=4, batch_size=2), progress=False)
     assert json.loads((out / "twt.json").read_text())["training"]["updates"] == 4  # settings changed
     report = run_compress(
         rows,

@@ -22,7 +22,7 @@ from twt.core.records import write_rows
 from twt.core.schema import TrainingConfig
 from twt.steps.settings import stage_settings
 from twt.training.jobs import TrainJobError, kube_clients
-from twt.training.launch import LaunchError, choose_engine, launch_job, launch_stage, stage_sft
+from twt.training.launch import LaunchError, StageJob, choose_engine, launch_job, launch_stage, stage_job
 
 
 @pytest.mark.parametrize(
@@ -60,21 +60,40 @@ def _run(tmp: Path, base: Path, **training):
     return parse_config(yaml.safe_dump(data), source="test", base_dir=str(tmp))
 
 
+def _job(step, rows: Path, base: Path, out: Path, run_id: str | None, **overrides) -> StageJob:
+    return stage_job(step, rows, str(base), out, {}, run_id=run_id, overrides=overrides)
+
+
 def test_the_checkpoint_location_derives_from_run_and_stage(tmp_path: Path, base_model: Path) -> None:  # noqa: F811
     run = _run(tmp_path, base_model, checkpoints="s3://ck/prefix", parallel="ddp")
-    sft = stage_sft(stage_settings(run, 2), "run-42")
+    sft = _job(stage_settings(run, 2), tmp_path / "rows.jsonl", base_model, tmp_path / "m", "run-42").sft()
     assert sft.checkpoint_uri == f"s3://ck/prefix/{run.name}/run-42/stage2"
     assert sft.save_every == 2 and sft.parallel == "ddp" and sft.device is None
-    assert stage_sft(stage_settings(_run(tmp_path, base_model), 1), None).checkpoint_uri.endswith(
-        f"{run.name}/local/stage1"
-    )
+    local = _job(stage_settings(_run(tmp_path, base_model), 1), tmp_path, base_model, tmp_path / "m", None)
+    assert local.sft().checkpoint_uri.endswith(f"{run.name}/local/stage1")
+
+
+def test_the_job_carries_the_sections_and_its_json_gives_the_same_trainer_settings(
+    tmp_path: Path,
+    base_model: Path,  # noqa: F811
+) -> None:
+    run = _run(tmp_path, base_model, device="cpu", attn_implementation="eager")
+    step = stage_settings(run, 2)
+    job = _job(step, tmp_path / "rows.jsonl", base_model, tmp_path / "m", "r", max_updates=3)
+    assert job.training == step.training.model_dump(mode="json") and job.training["mix_previous"] == 0.2
+    again = StageJob.from_json(job.to_json())
+    assert again == job and again.sft() == job.sft()
+    sft = job.sft()
+    assert (sft.updates, sft.max_updates, sft.device, sft.attn_implementation) == (4, 3, "cpu", "eager")
+    assert _job(step, tmp_path, base_model, tmp_path / "m", "r", device="cuda").sft().device == "cuda"
 
 
 def test_a_process_count_that_does_not_divide_the_batch_stops_the_stage(tmp_path: Path, base_model) -> None:  # noqa: F811
     run = _run(tmp_path, base_model, processes=3, device="cpu")
     write_rows(tmp_path / "rows.jsonl", _rows(8))
     with pytest.raises(ValueError, match=r"^3 processes do not divide the global batch of 4 rows"):
-        launch_stage(stage_settings(run, 1), tmp_path / "rows.jsonl", str(base_model), tmp_path / "out", {})
+        step = stage_settings(run, 1)
+        launch_stage(step, _job(step, tmp_path / "rows.jsonl", base_model, tmp_path / "out", None))
     assert not (tmp_path / "out").exists()
 
 
@@ -287,14 +306,9 @@ def _in_step_pod(monkeypatch, tmp: Path) -> None:
     monkeypatch.setattr("twt.training.jobs.SA_NAMESPACE", str(namespace))
 
 
-def _stage_job(tmp: Path, base: Path, run, rows: int):
-    from dataclasses import asdict
-
-    from twt.training.launch import StageJob
-
+def _stage_job(tmp: Path, base: Path, run, rows: int) -> StageJob:
     write_rows(tmp / "rows.jsonl", _rows(rows))
-    sft = asdict(stage_sft(stage_settings(run, 1), "run-7"))
-    return StageJob(1, str(tmp / "rows.jsonl"), str(base), str(tmp / "model"), sft)
+    return _job(stage_settings(run, 1), tmp / "rows.jsonl", base, tmp / "model", "run-7")
 
 
 @pytest.mark.parametrize("engine", ["trainjob", "pytorchjob"])
@@ -380,17 +394,7 @@ def test_a_job_whose_step_has_no_object_store_secret_fails_to_start(
 def test_a_failing_trainjob_fails_the_stage_with_its_error(tmp_path: Path, base_model: Path, s3) -> None:  # noqa: F811
     write_rows(tmp_path / "rows.jsonl", _rows(8))
     run = _run(tmp_path, base_model, processes=2, checkpoints=s3.uri("ck"), image="twt:test", namespace="twt")
-    from dataclasses import asdict
-
-    from twt.training.launch import StageJob
-
-    job = StageJob(
-        1,
-        str(tmp_path / "rows.jsonl"),
-        str(base_model),
-        str(tmp_path / "m"),
-        asdict(stage_sft(stage_settings(run, 1), "r")),
-    )
+    job = _job(stage_settings(run, 1), tmp_path / "rows.jsonl", base_model, tmp_path / "m", "r")
     lines: list[str] = []
     with KubeApiDouble("execute", executor=lambda job: (1, "twt: error: CUDA out of memory\n")) as api:
         clients = kube_clients(client.ApiClient(client.Configuration(host=api.url)))
@@ -398,6 +402,6 @@ def test_a_failing_trainjob_fails_the_stage_with_its_error(tmp_path: Path, base_
             launch_job(stage_settings(run, 1), job, "trainjob", clients=clients, log=lines.append, poll_s=0.1)
     assert any(line.endswith("twt: error: CUDA out of memory") for line in lines)
     local = _run(tmp_path, base_model, processes=2, image="x")  # checkpoints on this pod's disk
-    job.sft = asdict(stage_sft(stage_settings(local, 1), "r"))
+    job = _job(stage_settings(local, 1), tmp_path / "rows.jsonl", base_model, tmp_path / "m", "r")
     with pytest.raises(LaunchError, match=r"training.checkpoints must be s3://"):
         launch_job(stage_settings(local, 1), job, "trainjob", clients=clients)

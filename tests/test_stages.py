@@ -54,7 +54,7 @@ def test_stage_2_needs_compressed_reasoning(tmp_path: Path, base_model: Path) ->
     write_rows(tmp_path / "rows.jsonl", rows)
     with pytest.raises(StageError, match=r"no compressed_reasoning.*twt compress"):
         run_stage(2, tmp_path / "rows.jsonl", base_model, tmp_path / "s2", progress=False)
-    with pytest.raises(StageError, match="no stage 4"):
+    with pytest.raises(ValueError, match="no stage 4; stages are 1, 2, 3"):
         run_stage(4, tmp_path / "rows.jsonl", base_model, tmp_path / "s4", progress=False)
 
 

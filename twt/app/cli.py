@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from twt.app.flags import add_setting_flags, apply_setting_flags, section_with_flags
-from twt.core.schema import TaskConfig
+from twt.core.schema import STAGES, TaskConfig
 from twt.registry import claims
 from twt.steps.settings import LOCAL_STEPS
 
@@ -416,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument(
         "--stage",
         type=int,
-        choices=(1, 2, 3),
+        choices=STAGES,
         required=True,
         help="1 full reasoning, 2 compressed, 3 answer only",
     )

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from twt.core.load import data_dir, default_config_path, load_config
 from twt.core.records import Question, read_json, read_rows
-from twt.core.schema import RunConfig
+from twt.core.schema import STAGES, RunConfig
 from twt.method.teachers import TeacherSpec
 
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
@@ -59,7 +59,7 @@ def run_seeds(config: RunConfig) -> dict:
     return {
         "task": config.task.seed,
         "teachers": {t.name: t.seed for t in config.teachers},
-        "stages": {f"stage{n}": config.stage(n).seed for n in (1, 2, 3)},
+        "stages": {f"stage{n}": config.stage(n).seed for n in STAGES},
     }
 
 
@@ -174,7 +174,7 @@ def _run_direct(run, progress: bool) -> dict:
     local.sample_teachers(run, progress)
     report = local.select_candidates(run)
     summary: dict = {"dcrs": _print_dcrs(report)}
-    for stage in (1, 2, 3):
+    for stage in STAGES:
         if stage == 2:
             compression = local.compress_reasoning(run, progress)
             summary["compression"] = {k: v for k, v in compression.items() if k != "details"}

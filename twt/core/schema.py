@@ -13,12 +13,14 @@ setting given where it has no effect (``_Section.applies``). Numbers are strict 
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 import string
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -364,6 +366,18 @@ class CompressionConfig(_Section):
 
 # --- training stages --------------------------------------------------------------------------------------
 
+STAGES = (1, 2, 3)  # 1: full reasoning, 2: compressed reasoning, 3: the answer alone
+
+
+def check_stage(n: int) -> int:
+    """``n`` when it is a stage number; else a ``ValueError`` naming the stages."""
+    if n not in STAGES:
+        raise ValueError(f"no stage {n}; stages are {', '.join(map(str, STAGES))}")
+    return n
+
+
+StageNumber = Annotated[int, AfterValidator(check_stage)]
+
 
 class StageConfig(_Section):
     """Training settings of one stage (the merge of ``stages.common`` and ``stages.stageN``)."""
@@ -420,9 +434,7 @@ class StagesConfig(_Section):
 
     def stage(self, n: int) -> StageConfig:
         """The settings of stage ``n`` (1, 2 or 3): common, then that stage's overrides."""
-        if n not in (1, 2, 3):
-            raise ValueError(f"no stage {n}; stages are 1, 2 and 3")
-        overrides = getattr(self, f"stage{n}").model_dump(exclude_none=True)
+        overrides = getattr(self, f"stage{check_stage(n)}").model_dump(exclude_none=True)
         return StageConfig.model_validate({**self.common.model_dump(), **overrides})
 
     @model_validator(mode="after")
@@ -470,25 +482,14 @@ class InternalizeConfig(_Section):
     reset_optimizer: bool = Field(True, description="A fresh AdamW at every phase (Deng et al.).")
 
     @model_validator(mode="after")
-    def _valid_schedule(self) -> InternalizeConfig:
-        from twt.training.internalize import InternalizeError, Schedule
-
-        if self.schedule != "none":
-            try:
-                Schedule(**{**self.model_dump(), "ratios": tuple(self.ratios)})
-            except InternalizeError as err:
-                raise ValueError(str(err)) from None
+    def _valid_ratios(self) -> InternalizeConfig:
+        ratios = self.ratios
+        if self.schedule == "cts":
+            if not ratios or ratios[-1] != 0 or any(not 0 <= r < 1 for r in ratios):
+                raise _problem("ratios", f"must lie in [0, 1) and end at 0, got {ratios}")
+            if any(b >= a for a, b in itertools.pairwise(ratios)):
+                raise _problem("ratios", f"must decrease strictly, got {ratios}")
         return self
-
-    def schedule_config(self, seed: int = 0, condition: str | None = None):
-        """The ``twt.training.internalize.Schedule`` of these settings (None for schedule 'none');
-        ``condition`` is ``compression.condition``, what the 'cts' schedule's scoring is conditioned on."""
-        from twt.training.internalize import Schedule
-
-        if self.schedule == "none":
-            return None
-        extra = {"condition": condition} if condition is not None else {}
-        return Schedule(**{**self.model_dump(), "ratios": tuple(self.ratios), "seed": seed, **extra})
 
 
 # --- evaluation, gate, registry ---------------------------------------------------------------------------
@@ -687,7 +688,7 @@ class RunConfig(_Section):
     def model_dump_yaml(self) -> str:
         """This configuration as YAML (every setting explicit; stage overrides only where set)."""
         data = self.model_dump(mode="json")
-        for n in (1, 2, 3):
+        for n in STAGES:
             key = f"stage{n}"
             data["stages"][key] = getattr(self.stages, key).model_dump(mode="json", exclude_none=True)
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from twt.core.load import is_uri, parse_config
-from twt.core.schema import ConfigError, RunConfig, TeacherConfig
+from twt.core.schema import STAGES, ConfigError, RunConfig, TeacherConfig
 from twt.steps.settings import step_settings
 
 # parameter → where it goes in the configuration
@@ -25,7 +25,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "compression": ("compression",),
     **{
         f"stage{n}_{field}": ("stages", f"stage{n}", field)
-        for n in (1, 2, 3)
+        for n in STAGES
         for field in ("epochs", "updates", "learning_rate")
     },
     "gate_min_accuracy": ("gate", "min_accuracy"),

@@ -33,6 +33,7 @@ from twt.core.schema import (
     RegistryConfig,
     RunConfig,
     StageConfig,
+    StageNumber,
     StudentConfig,
     TaskConfig,
     TeacherConfig,
@@ -76,7 +77,7 @@ class StageSettings(_Slice):
     """distill-stage: one stage's training settings and what its lineage records."""
 
     run: str
-    stage: int = Field(ge=1, le=3)
+    stage: StageNumber
     training: StageConfig
     student: StudentConfig
     teachers: list[TeacherLineage]
@@ -168,8 +169,6 @@ def select_settings(config: RunConfig, teachers: list[str] | None = None) -> Sel
 
 
 def stage_settings(config: RunConfig, stage: int) -> StageSettings:
-    if stage not in (1, 2, 3):
-        raise ValueError(f"no stage {stage}; stages are 1, 2 and 3")
     lineage = [TeacherLineage(name=t.name, model=t.model, backend=t.backend) for t in config.teachers]
     # checkpoints default under the work directory: resolved here so the step needs no other setting
     launch = config.training.model_copy(

@@ -334,7 +334,7 @@ def distill_stage(
     ``twt.training.launch``); checkpoints go to ``<training.checkpoints>/<run>/<run_id>/stage<n>`` (run_id:
     the argument, else ``KFP_RUN_ID``/``TWT_RUN_ID``, else "local"), where a retried step resumes.
     """
-    from twt.training.launch import launch_stage
+    from twt.training.launch import launch_stage, stage_job
 
     _prepare_model_access(s3_endpoint)  # s3:// checkpoints, models, and a training job's inputs
     step = parse_slice(StageSettings, settings)
@@ -363,9 +363,10 @@ def distill_stage(
         return _internalize_stage(step, rows, base, model_out, lineage, progress, log_metric)
     run_id = run_id or os.environ.get("KFP_RUN_ID") or os.environ.get("TWT_RUN_ID")
     overrides = {k: v for k, v in (("device", device), ("max_updates", max_updates)) if v is not None}
-    result = launch_stage(
+    job = stage_job(
         step, rows, base, model_out, lineage, run_id=run_id, progress=progress, overrides=overrides
     )
+    result = launch_stage(step, job)
     training = result.get("training", {})
     _log(
         log_metric,
@@ -392,8 +393,10 @@ def _internalize_stage(
         rows,
         base,
         model_out,
-        step.internalize.schedule_config(settings.seed, step.condition),
+        step.internalize,
         SFTConfig.from_stage(settings),
+        condition=step.condition,
+        seed=settings.seed,
         reference_model=step.reference_model,
         extra_lineage=lineage,
         log_metric=(lambda name, value, phase: log_metric(f"{name}_phase{phase}", value))
@@ -412,13 +415,12 @@ def train_reference_model(
     """CTS's reference model trained on the DCRS ``rows`` into ``out_dir`` (reused when its data and
     settings are unchanged): ``twt.training.reference.train_reference`` with the ``reference`` section,
     ``base_model`` set (as the compress step's slice has it)."""
-    from twt.training.reference import ReferenceSettings, train_reference
+    from twt.training.reference import train_reference
 
     settings, base = config, config.base_model
     if not base:
         raise ValueError("the reference model needs a base model (reference.base_model)")
-    values = settings.model_dump(exclude={"train", "base_model"})
-    return train_reference(rows, base, out_dir, ReferenceSettings(**values), progress=progress)
+    return train_reference(rows, base, out_dir, settings, progress=progress)
 
 
 def student_attempts(

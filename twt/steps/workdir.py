@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from twt.core.records import read_json
-from twt.core.schema import RunConfig
+from twt.core.schema import STAGES, RunConfig
 from twt.method.teachers import TeacherSpec
 from twt.steps import settings as slices
 from twt.steps import steps
@@ -159,7 +159,7 @@ def compress_reasoning(run: RunDir, progress: bool = True) -> dict:
 
 def stage_models(run: RunDir) -> dict[str, Path]:
     """The students of the three stages: name → model directory."""
-    return {f"stage{s}": run.stage_dir(s) for s in (1, 2, 3)}
+    return {f"stage{s}": run.stage_dir(s) for s in STAGES}
 
 
 def evaluate_students(run: RunDir, progress: bool = True) -> dict:

@@ -1,13 +1,14 @@
 """Stepwise internalisation: stage 2 removes the reasoning gradually, phase by phase, down to none.
 
-    config = Schedule(schedule="left", tokens_per_phase=6, updates_per_phase=150)
-    result = run_internalize("dcrs/distill.jsonl", "stage1", "stage2", config, sft=SFTConfig(...))
+    config = InternalizeConfig(schedule="left", tokens_per_phase=6, updates_per_phase=150)
+    result = run_internalize("dcrs/distill.jsonl", "stage1", "stage2", config, SFTConfig(...), seed=0)
 
 Stepwise Internalization (Deng, Choi & Shieber 2024, arXiv 2405.14838) trains on the reasoning with a fixed
 number of its tokens removed from the left, removes more at each phase until none is left, and resets the
 optimiser at each phase; removal smoothing removes a few extra tokens from some examples so that the jump
-from one phase to the next is less abrupt. Here every phase is one fine-tuning run (``twt.training.sft.train_sft``)
-that starts from the previous phase's model, on the pairs ``(solve prompt, completion(kept, answer))``.
+from one phase to the next is less abrupt. Here every phase is one fine-tuning run
+(``twt.training.sft.train_sft``) that starts from the previous phase's model, on the pairs
+``(solve prompt, completion(kept, answer))``.
 
 Two schedules (``SCHEDULES``), both a removal *order* over a row's ``n`` reasoning tokens plus a removed
 *count* per phase ``p = 1..P``:
@@ -35,7 +36,6 @@ last finished phase.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -58,50 +58,7 @@ OPTIMIZER_FILE = "optimizer.pt"
 
 
 class InternalizeError(ValueError):
-    """A schedule that cannot work (unknown name, ratios not decaying to 0, nothing to train on)."""
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Settings of a stepwise schedule (``twt.core.schema.InternalizeConfig``'s fields and defaults, plus the
-    ``condition`` of ``twt.core.schema.CompressionConfig`` and a seed).
-
-    Attributes:
-        schedule: "left" (Deng et al.) or "cts" (ratio decay, least important tokens first).
-        tokens_per_phase: left: reasoning tokens removed per phase (default 6: one step ``7+5=2;``).
-        ratios: cts: kept share of each phase, strictly decreasing, ending at 0 (default 0.75 … 0).
-        updates_per_phase: optimiser updates of every phase (default 150).
-        smoothing: removal smoothing λ (Deng et al.: 4); None = off (default None).
-        reset_optimizer: a fresh AdamW at every phase (default True).
-        condition: cts: what the reference model's conditioned pass sees (twt.method.compress.CONDITIONS).
-        seed: seed of the smoothing draws (default 0).
-    """
-
-    schedule: str
-    tokens_per_phase: int = schema_default(InternalizeConfig, "tokens_per_phase")
-    ratios: tuple[float, ...] = tuple(schema_default(InternalizeConfig, "ratios"))
-    updates_per_phase: int = schema_default(InternalizeConfig, "updates_per_phase")
-    smoothing: float | None = schema_default(InternalizeConfig, "smoothing")
-    reset_optimizer: bool = schema_default(InternalizeConfig, "reset_optimizer")
-    condition: str = schema_default(CompressionConfig, "condition")
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise InternalizeError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.tokens_per_phase < 1:
-            raise InternalizeError(f"tokens_per_phase must be at least 1, got {self.tokens_per_phase}")
-        if self.updates_per_phase < 1:
-            raise InternalizeError(f"updates_per_phase must be at least 1, got {self.updates_per_phase}")
-        if self.smoothing is not None and self.smoothing <= 0:
-            raise InternalizeError(f"smoothing (λ) must be > 0 or null, got {self.smoothing}")
-        ratios = tuple(self.ratios)
-        if self.schedule == "cts":
-            if not ratios or ratios[-1] != 0 or any(not 0 <= r < 1 for r in ratios):
-                raise InternalizeError(f"ratios must lie in [0, 1) and end at 0, got {list(ratios)}")
-            if any(b >= a for a, b in itertools.pairwise(ratios)):
-                raise InternalizeError(f"ratios must decrease strictly, got {list(ratios)}")
-        object.__setattr__(self, "ratios", ratios)
+    """A schedule that cannot run (schedule 'none', scores missing for 'cts', nothing to train on)."""
 
 
 # --- the schedule: which tokens each phase removes ----------------------------------------------------------
@@ -118,14 +75,14 @@ def removal_order(n: int, schedule: str, scores: Sequence[float] | None = None) 
     return [int(i) for i in keep_first[::-1]]
 
 
-def n_phases(lengths: Sequence[int], config: Schedule) -> int:
+def n_phases(lengths: Sequence[int], config: InternalizeConfig) -> int:
     """How many phases the schedule has on rows of these token lengths (the last removes everything)."""
     if config.schedule == "cts":
         return len(config.ratios)
     return max(1, math.ceil(max(lengths, default=0) / config.tokens_per_phase))
 
 
-def removed_count(n: int, phase: int, config: Schedule) -> int:
+def removed_count(n: int, phase: int, config: InternalizeConfig) -> int:
     """Tokens of an ``n``-token reasoning removed at ``phase`` (1-based), before smoothing."""
     if config.schedule == "left":
         return min(n, phase * config.tokens_per_phase)
@@ -133,19 +90,24 @@ def removed_count(n: int, phase: int, config: Schedule) -> int:
     return n - (kept_count(n, ratio) if ratio > 0 else 0)
 
 
-def smoothing_offset(config: Schedule, phase: int, row: int) -> int:
+def smoothing_offset(config: InternalizeConfig, phase: int, row: int, seed: int = 0) -> int:
     """Extra tokens removed from one row at one phase: geometric, ``P(o) ∝ exp(−λ·o)``; 0 when off."""
     if config.smoothing is None:
         return 0
-    u = random.Random(f"smooth:{config.seed}:{phase}:{row}").random()
+    u = random.Random(f"smooth:{seed}:{phase}:{row}").random()
     return math.floor(math.log1p(-u) / -config.smoothing)  # inverse CDF of the geometric law
 
 
 def kept_positions(
-    n: int, phase: int, row: int, config: Schedule, scores: Sequence[float] | None = None
+    n: int,
+    phase: int,
+    row: int,
+    config: InternalizeConfig,
+    scores: Sequence[float] | None = None,
+    seed: int = 0,
 ) -> list[int]:
-    """The positions a phase keeps of one row's tokens, in their original order."""
-    removed = min(n, removed_count(n, phase, config) + smoothing_offset(config, phase, row))
+    """The positions a phase keeps of one row's tokens, in their original order (``seed``: smoothing's)."""
+    removed = min(n, removed_count(n, phase, config) + smoothing_offset(config, phase, row, seed))
     gone = set(removal_order(n, config.schedule, scores)[:removed])
     return [i for i in range(n) if i not in gone]
 
@@ -153,12 +115,14 @@ def kept_positions(
 def phase_rows(
     token_ids: Sequence[Sequence[int]],
     phase: int,
-    config: Schedule,
+    config: InternalizeConfig,
     scores: Sequence[Sequence[float]] | None = None,
+    seed: int = 0,
 ) -> list[list[int]]:
     """The kept token ids of every row at ``phase``."""
+    row_scores = [None] * len(token_ids) if scores is None else scores
     return [
-        [ids[i] for i in kept_positions(len(ids), phase, r, config, None if scores is None else scores[r])]
+        [ids[i] for i in kept_positions(len(ids), phase, r, config, row_scores[r], seed)]
         for r, ids in enumerate(token_ids)
     ]
 
@@ -197,9 +161,11 @@ def run_internalize(
     rows_path: str | os.PathLike,
     base_model: str | os.PathLike,
     out_dir: str | os.PathLike,
-    config: Schedule,
+    config: InternalizeConfig,
     sft,
     *,
+    condition: str = schema_default(CompressionConfig, "condition"),
+    seed: int = 0,
     reference_model: str | os.PathLike | None = None,
     templates: PromptTemplates | None = None,
     evaluate: Callable[[Path], dict] | None = None,
@@ -208,16 +174,19 @@ def run_internalize(
     progress: bool = True,
 ) -> dict:
     """Train the schedule's phases from ``base_model`` (the stage-1 student) on the full reasoning of the
-    rows of ``rows_path``; the last phase's model goes to ``out_dir``. ``sft`` is a ``twt.training.sft.SFTConfig``
-    (its budget is replaced by ``updates_per_phase``); ``reference_model`` scores tokens for ``cts``
-    (default: ``base_model``); ``evaluate(model_dir)`` returns ``{"accuracy", "mean_output_tokens", ...}``.
-    Returns ``{"phases": [...], "model": out_dir}``.
+    rows of ``rows_path``; the last phase's model goes to ``out_dir``. ``config``'s schedule is 'left' or
+    'cts'; ``sft`` is a ``twt.training.sft.SFTConfig`` (its budget is replaced by ``updates_per_phase``);
+    ``reference_model`` scores tokens for ``cts`` (default: ``base_model``), conditioned on ``condition``
+    (``compression.condition``); ``seed`` seeds the smoothing draws; ``evaluate(model_dir)`` returns
+    ``{"accuracy", "mean_output_tokens", ...}``. Returns ``{"phases": [...], "model": out_dir}``.
     """
     from transformers import AutoTokenizer
 
     from twt.training.sft import train_sft
     from twt.training.stages import parent_stages
 
+    if config.schedule not in SCHEDULES:
+        raise InternalizeError(f"schedule {config.schedule!r} has no phases; schedules are {SCHEDULES}")
     rows = list(read_rows(rows_path, DistillRow))
     if not rows:
         raise InternalizeError(f"{rows_path}: no rows to internalise")
@@ -229,7 +198,7 @@ def run_internalize(
         from twt.method.cts import load_reference
 
         reference, tokenizer = load_reference(reference_model or base_model, device="cpu")
-        scores = cts_scores(rows, reference, tokenizer, config.condition, templates)
+        scores = cts_scores(rows, reference, tokenizer, condition, templates)
         del reference
     else:
         tokenizer = AutoTokenizer.from_pretrained(base_model)
@@ -239,9 +208,10 @@ def run_internalize(
     if done and done[-1].get("last"):
         return {"phases": done, "model": str(out)}
     parent = Path(base_model) if not done else work / f"phase-{len(done)}"
+    schedule = {**config.model_dump(), "condition": condition, "seed": seed}  # what the lineage records
     records = [*done]
     for phase in range(len(done) + 1, total + 1):
-        kept = phase_rows(ids, phase, config, scores)
+        kept = phase_rows(ids, phase, config, scores, seed)
         texts = [tokenizer.decode(k).strip() if k else "" for k in kept]
         pairs = list(
             dict.fromkeys(
@@ -256,7 +226,7 @@ def run_internalize(
         lineage = {
             **(extra_lineage or {}),
             "stage": 2,
-            "internalize": {**asdict(config), "phase": phase, "phases": total},
+            "internalize": {**schedule, "phase": phase, "phases": total},
             "stages": [*parent_stages(base_model), {"stage": 2, "phase": phase, "parent": str(parent)}],
         }
         training = train_sft(

@@ -82,7 +82,7 @@ class PodOverrides:
 
 @dataclass
 class JobSpec:
-    """What a stage's training job needs; ``args`` follow ``python -m torch.distributed.run -m twt.app.cli``."""
+    """A stage's training job; ``args`` follow ``python -m torch.distributed.run -m twt.app.cli``."""
 
     name: str
     namespace: str

@@ -1,12 +1,15 @@
 """Where a stage's training runs: in this process, in N local processes (torchrun), or in a Kubeflow job.
 
-    job = StageJob(stage=1, rows="dcrs/distill.jsonl", base="tiny/student-base", out="stage1",
-                   sft=asdict(SFTConfig(batch_size=8)))
+    step = stage_settings(config, 1)            # twt.steps.settings.StageSettings
+    job = stage_job(step, "dcrs/distill.jsonl", "tiny/student-base", "stage1", lineage={})
+    launch_stage(step, job)                     # where step.launch says: here, torchrun or a job
     launch_local(job, processes=2)              # torchrun ... -m twt.app.cli train-worker --spec '<json>'
     run_worker(job)                             # what each of those processes runs
 
-A ``StageJob`` is everything a training process needs, as JSON, so the same spec runs through the same
-entry point (``twt train-worker``) in this process's children or in the pods of a TrainJob/PyTorchJob
+A ``StageJob`` is everything a training process needs, as JSON: the stage's settings sections as they are
+(``StageConfig``, ``TrainingConfig``) plus the few runtime values no section holds; each process builds the
+trainer's settings from them once (``StageJob.sft``). The same spec runs through the same entry point
+(``twt train-worker``) in this process's children or in the pods of a TrainJob/PyTorchJob
 (``twt.training.jobs``). In a job the pods cannot see the step pod's files, so ``rows`` and ``base`` may be
 URIs (``s3://``, fetched by each node's first process) and ``out_uri`` names where the first process
 publishes the trained model (``twt.core.store.put_dir``) for the step to fetch.
@@ -20,12 +23,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from twt.core.records import read_json
-from twt.core.schema import StageConfig, schema_default
+from twt.core.schema import StageConfig, TrainingConfig
 from twt.training.distributed import torchrun_command
+from twt.training.sft import SFTConfig
 
 RESULT_FILE = "twt.json"
 
@@ -38,11 +42,17 @@ class StageJob:
     rows: str
     base: str
     out: str  # "" in a training job: TMPDIR/twt-job/out
-    sft: dict = field(default_factory=dict)  # twt.training.sft.SFTConfig fields
-    mix_previous: float = schema_default(StageConfig, "mix_previous")
+    training: dict = field(default_factory=dict)  # twt.core.schema.StageConfig as JSON ({}: its defaults)
+    launch: dict = field(default_factory=dict)  # twt.core.schema.TrainingConfig as JSON ({}: its defaults)
+    runtime: dict = field(default_factory=dict)  # SFTConfig fields no section holds: checkpoint_uri, ...
     lineage: dict = field(default_factory=dict)
     out_uri: str | None = None  # publish the trained model here (training jobs)
     progress: bool = True
+
+    def sft(self) -> SFTConfig:
+        """The trainer's settings: the sections, then the runtime values (``SFTConfig.from_stage``)."""
+        launch = TrainingConfig.model_validate(self.launch)
+        return SFTConfig.from_stage(StageConfig.model_validate(self.training), launch, **self.runtime)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -76,11 +86,10 @@ def _local_copy(ref: str, scratch: Path, name: str) -> str:
 
 def run_worker(job: StageJob) -> dict:
     """Train the stage in this process (one of ``WORLD_SIZE`` under torchrun); the first one publishes."""
-    from twt.training.sft import SFTConfig
     from twt.training.stages import run_stage
 
     if not job.out:  # in a training job's pod: one directory per node, under TMPDIR
-        job = StageJob(**{**asdict(job), "out": os.path.join(tempfile.gettempdir(), "twt-job", "out")})
+        job = replace(job, out=os.path.join(tempfile.gettempdir(), "twt-job", "out"))
     scratch = Path(job.out).parent / f".{Path(job.out).name}.inputs"
     rows = _local_copy(job.rows, scratch, "rows.jsonl")
     base = _local_copy(job.base, scratch, "base")
@@ -89,8 +98,8 @@ def run_worker(job: StageJob) -> dict:
         rows,
         base,
         job.out,
-        SFTConfig(**job.sft),
-        mix_previous=job.mix_previous,
+        job.sft(),
+        mix_previous=StageConfig.model_validate(job.training).mix_previous,
         extra_lineage=job.lineage,
         progress=job.progress,
     )
@@ -148,25 +157,7 @@ def choose_engine(training, in_cluster: bool | None = None) -> str:
     return engine if big else ("torchrun" if processes > 1 else "inprocess")
 
 
-def stage_sft(step, run_id: str | None, **overrides):
-    """The ``SFTConfig`` of a stage from its settings (``twt.steps.settings.StageSettings``): the stage's training
-    settings plus where it trains (``launch``: checkpoints, layout); ``overrides`` win (device,
-    max_updates)."""
-    from twt.training.checkpoints import checkpoint_uri
-    from twt.training.sft import SFTConfig
-
-    launch = step.launch
-    values = {
-        "parallel": launch.parallel,
-        "attn_implementation": launch.attn_implementation,
-        "checkpoint_uri": checkpoint_uri(launch.checkpoints, run=step.run, run_id=run_id, stage=step.stage),
-        "keep_last_checkpoint": launch.keep_last_checkpoint,
-        "device": None if launch.device == "auto" else launch.device,
-    }
-    return SFTConfig.from_stage(step.training, **{**values, **overrides})
-
-
-def launch_stage(
+def stage_job(
     step,
     rows: str | os.PathLike,
     base: str,
@@ -176,23 +167,38 @@ def launch_stage(
     run_id: str | None = None,
     progress: bool = True,
     overrides: dict | None = None,
-    log=print,
-) -> dict:
-    """Train the stage of ``step`` (``twt.steps.settings.StageSettings``) where its ``launch`` settings say; returns
-    the stage record."""
+) -> StageJob:
+    """The ``StageJob`` of a stage from its settings (``twt.steps.settings.StageSettings``): its sections,
+    its checkpoint location (under ``launch.checkpoints``, per run and run id) and ``overrides`` that win
+    (device, max_updates)."""
+    from twt.training.checkpoints import checkpoint_uri
+
+    where = checkpoint_uri(step.launch.checkpoints, run=step.run, run_id=run_id, stage=step.stage)
+    return StageJob(
+        step.stage,
+        str(rows),
+        str(base),
+        str(model_out),
+        training=step.training.model_dump(mode="json"),
+        launch=step.launch.model_dump(mode="json"),
+        runtime={"checkpoint_uri": where, **(overrides or {})},
+        lineage=lineage,
+        progress=progress,
+    )
+
+
+def launch_stage(step, job: StageJob, *, log=print) -> dict:
+    """Train ``job`` (``stage_job``) where the ``launch`` settings of ``step``
+    (``twt.steps.settings.StageSettings``) say; returns the stage record."""
     from twt.training.distributed import check_layout
 
     training = step.launch
-    sft = stage_sft(step, run_id, **(overrides or {}))
+    sft = job.sft()
     engine = choose_engine(training)
     world = training.processes * training.nodes
     check_layout(
         sft.batch_size, sft.grad_accum, world, sft.parallel, "cuda" if engine.endswith("job") else sft.device
     )
-    job = StageJob(
-        step.stage, str(rows), str(base), str(model_out), asdict(sft), step.training.mix_previous, lineage
-    )
-    job.progress = progress
     if engine == "inprocess":
         return run_worker(job)
     if engine == "torchrun":
@@ -226,7 +232,7 @@ def launch_job(step, job: StageJob, engine: str, *, clients=None, log=print, pol
     from twt.training import jobs as trainjob
 
     training = step.launch
-    where = job.sft["checkpoint_uri"]
+    where = job.runtime["checkpoint_uri"]
     if not where.startswith("s3://"):
         raise LaunchError(
             f"a {engine} cannot see this pod's files: training.checkpoints must be s3://..., not {where}"
@@ -241,10 +247,7 @@ def launch_job(step, job: StageJob, engine: str, *, clients=None, log=print, pol
         base_uri = f"{where}/inputs/base"
         if not store.exists(base_uri):
             store.publish_dir(job.base, base_uri)
-    remote = StageJob(
-        job.stage, rows_uri, base_uri, "", job.sft, job.mix_previous, job.lineage,
-        out_uri=f"{where}/output", progress=False,
-    )  # fmt: skip
+    remote = replace(job, rows=rows_uri, base=base_uri, out="", out_uri=f"{where}/output", progress=False)
     gpus = training.processes if training.device != "cpu" else 0
     clients = clients or trainjob.kube_clients()
     spec = trainjob.JobSpec(

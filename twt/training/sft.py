@@ -23,8 +23,8 @@ What it does, in order:
   example when ``attn_implementation`` is a flash one, else the 4-D mask above (``twt.training.attention``);
 - a checkpoint (``accelerate`` state: weights or FSDP shards, optimiser, scheduler, random states) every
   ``save_every`` updates at ``checkpoint_uri`` (a local/PVC path or ``s3://``; default ``out/checkpoints``),
-  the manifest written last, the last two kept (``twt.training.checkpoints``); a rerun resumes from the newest complete
-  one and reaches the same final weights as an uninterrupted run;
+  the manifest written last, the last two kept (``twt.training.checkpoints``); a rerun resumes from the
+  newest complete one and reaches the same final weights as an uninterrupted run;
 - a progress bar with loss, learning rate and tokens/s, ``train_log.jsonl`` with one line per logged update.
 """
 
@@ -107,11 +107,23 @@ class SFTConfig:
     keep_last_checkpoint: bool = schema_default(TrainingConfig, "keep_last_checkpoint")
 
     @classmethod
-    def from_stage(cls, stage, **overrides) -> SFTConfig:
-        """From ``twt.core.schema.StageConfig`` (``mix_previous`` is the stages' business, not the trainer's)."""
+    def from_stage(
+        cls, stage: StageConfig, launch: TrainingConfig | None = None, **runtime: object
+    ) -> SFTConfig:
+        """The trainer's settings of a stage: its ``twt.core.schema.StageConfig`` (``mix_previous`` is the
+        stages' business, not the trainer's), where it trains (``launch``: sharding, attention, device,
+        checkpoint retention; None: the trainer's defaults) and ``runtime`` fields that no section holds
+        (``checkpoint_uri``, ``max_updates``, a ``device`` that wins over ``launch``'s)."""
         known = {name for name in cls.__dataclass_fields__}
         values = {k: v for k, v in stage.model_dump().items() if k in known}
-        return cls(**{**values, **overrides})
+        if launch is not None:
+            values.update(
+                parallel=launch.parallel,
+                attn_implementation=launch.attn_implementation,
+                keep_last_checkpoint=launch.keep_last_checkpoint,
+                device=None if launch.device == "auto" else launch.device,
+            )
+        return cls(**{**values, **runtime})
 
 
 # --- data: tokenise, plan, collate -------------------------------------------------------------------------

@@ -17,7 +17,6 @@ example, not several copies.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 from collections.abc import Sequence
@@ -25,27 +24,24 @@ from pathlib import Path
 
 from twt.core.prompts import PromptTemplates, completion
 from twt.core.records import DistillRow, read_json, read_rows
-from twt.core.schema import StageConfig, schema_default
+from twt.core.schema import StageConfig, check_stage, schema_default
+from twt.core.store import sha256_file
 from twt.training.sft import SFTConfig, train_sft
-
-STAGES = (1, 2, 3)
 
 
 class StageError(ValueError):
-    """Rows that cannot feed a stage (e.g. stage 2 without compressed reasoning), or an unknown stage."""
+    """Rows that cannot feed a stage (e.g. stage 2 without compressed reasoning, or no rows at all)."""
 
 
 def stage_target(row: DistillRow, stage: int) -> str:
     """The completion a stage trains on for one row."""
-    if stage == 1:
+    if check_stage(stage) == 1:
         return completion(row.reasoning, row.answer)
     if stage == 2:
         if row.compressed_reasoning is None:
             raise StageError(f"row {row.id!r} has no compressed_reasoning: run `twt compress` before stage 2")
         return completion(row.compressed_reasoning, row.answer)
-    if stage == 3:
-        return completion(None, row.answer)
-    raise StageError(f"no stage {stage}; stages are {STAGES}")
+    return completion(None, row.answer)
 
 
 def stage_pairs(
@@ -75,14 +71,6 @@ def mixed_pairs(
     return pairs + extra, n
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def parent_stages(model_dir: str | os.PathLike) -> list[dict]:
     """The stage records of the model a stage starts from (empty for a base model)."""
     record = Path(model_dir) / "twt.json"
@@ -108,9 +96,7 @@ def run_stage(
     ``out_dir/twt.json`` records the lineage: every earlier stage of the parent, then this one (data file and
     its sha256, rows, pairs, share mixed in), plus ``extra_lineage`` (teachers, DCRS report, compression).
     """
-    if stage not in STAGES:
-        raise StageError(f"no stage {stage}; stages are {STAGES}")
-    if stage == 1 and mix_previous:
+    if check_stage(stage) == 1 and mix_previous:
         raise StageError("stage 1 has no previous stage to mix in (mix_previous must be 0)")
     config = config or SFTConfig()
     rows_path = Path(rows_path)
@@ -123,7 +109,7 @@ def run_stage(
         "model": str(out_dir),
         "parent": str(base_model),
         "data": str(rows_path),
-        "data_sha256": _sha256(rows_path),
+        "data_sha256": sha256_file(rows_path),
         "rows": len(rows),
         "pairs": len(pairs),
         "mixed_previous": mixed,
