@@ -2,13 +2,14 @@
 
     python benchmarks/internalize.py --layers 4 --schedules left:6 cts   # one seed, the CPU scale's data
 
-Shared with ``benchmarks/quality.py`` (same work directory, same scale): the questions, the teachers'
-candidates and DCRS. Per student size (``--hidden`` × ``--layers``; the 2 × 64 size is the packaged student
-base, other sizes are built by ``twt.embedded.tiny.build_student``): stage 1 on the full reasoning with the
-scale's stage-1 updates, then each schedule of ``--schedules`` from that stage-1 student (``left:<tokens per
-phase>`` or ``cts``, the ratios 0.75/0.5/0.25/0), every phase evaluated on the held-out questions, and the
-control at the same total updates: stage 1 → stage 3 outright (``--control``). Every phase's accuracy and
-output tokens go to ``<workdir>/internalize-<size>-seed<seed>.json`` and the last line printed.
+Shared with ``benchmarks/quality.py`` (same work directory, same scale): a seed's questions, the teachers'
+candidates and DCRS (``<workdir>/<scale>/seed-<seed>``, made here when the quality benchmark has not). Per
+student size (``--hidden`` × ``--layers``; the 2 × 64 size is the packaged student base, other sizes are
+built by ``twt.embedded.tiny.build_student``): stage 1 on the full reasoning with the scale's stage-1
+updates, then each schedule of ``--schedules`` from that stage-1 student (``left:<tokens per phase>`` or
+``cts``, the ratios 0.75/0.5/0.25/0), every phase evaluated on the held-out questions, and the control at the
+same total updates: stage 1 → stage 3 outright (``--control``). Every phase's accuracy and output tokens go
+to ``<workdir>/internalize-<size>-seed<seed>.json`` and the last line printed.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.quality import SCALES, evaluate, make_config, shared_step  # noqa: E402
+from benchmarks.quality import SCALES, evaluate, make_config  # noqa: E402
 
 
 def parse_schedule(text: str, updates_per_phase: int, smoothing: float | None, reset: bool):
@@ -65,20 +66,22 @@ def main() -> None:
 
     started = time.perf_counter()
     work = args.workdir / args.scale
-    shared_step(args.scale, work)
     config = make_config(args.scale, args.seed)
-    run = workdir.RunDir(config, work / "shared")
+    run = workdir.RunDir(config, work / f"seed-{args.seed}")  # benchmarks/quality.py's seed directory
+    workdir.prepare_questions(run)
+    workdir.sample_teachers(run, progress=False)
+    workdir.select_candidates(run)
     size = f"{args.hidden}x{args.layers}"
     out = work / f"internalize-{size}-seed{args.seed}"
     base = config.student.model
     if (args.hidden, args.layers) != (64, 2):
         base = str(work / "students" / f"student-{size}")
         build_student(Path(base), args.hidden, args.layers)
-    dcrs = work / "shared" / "dcrs" / "distill.jsonl"
+    dcrs = run.distill_rows
     results: dict = {"size": size, "seed": args.seed, "scale": args.scale}
 
     def score(label: str, model: Path) -> dict:
-        return evaluate(run, f"{label} ({size}, seed {args.seed})", str(model), "solve", out)
+        return evaluate(run.eval_questions, f"{label} ({size}, seed {args.seed})", str(model), "solve", out)
 
     stage1 = out / "stage1"
     settings = config.stage(1)
