@@ -161,7 +161,6 @@ def seed_step(scale: str, seed: int, work: Path, main_only: bool = False) -> dic
     from twt.core.records import Candidate, DistillRow, read_rows, write_rows
     from twt.method.compress import run_compress
     from twt.method.dcrs import DCRSConfig, run_dcrs
-    from twt.method.teachers import TeacherSpec
     from twt.steps import steps, workdir
     from twt.training.sft import SFTConfig
     from twt.training.stages import run_stage
@@ -228,7 +227,7 @@ def seed_step(scale: str, seed: int, work: Path, main_only: bool = False) -> dic
             return target
         kwargs: dict = {"method": method, "progress": False}
         if method == "teacher":
-            teacher = TeacherSpec.from_mapping(config.compression_teacher())
+            teacher = config.compression_teacher()
             attempts = steps.student_attempts(
                 stage1, list(read_rows(dcrs, DistillRow)), teacher.max_new_tokens
             )

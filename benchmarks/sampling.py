@@ -30,7 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from twt.method.teachers import TeacherSpec
+from twt.core.schema import TeacherConfig
+from twt.method.teachers import BackendOptions
 from twt.method.teachers.transformers_backend import TransformersTeacher
 
 CPU_SHAPE = {
@@ -177,16 +178,15 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         build_model(Path(tmp), shape, torch.bfloat16 if args.gpu else torch.float32)
-        spec = TeacherSpec(
+        settings = TeacherConfig(
             name="bench",
             model=tmp,
             batch_size=batch_size,
             temperature=1.0,
             top_p=0.95,
             max_new_tokens=new_tokens,
-            device=str(device),
         )
-        teacher = TransformersTeacher(spec)
+        teacher = TransformersTeacher(settings, BackendOptions(device=str(device)))
         warm = prompts[: min(4, prompts_n)]
         backend_run(teacher, warm, 4)  # warm-up: allocator, kernels
         plain_loop(teacher.model, teacher.tokenizer, warm[:1], 4, device)

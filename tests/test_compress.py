@@ -11,9 +11,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from helpers import save_tiny_llama
 
 from twt.core.prompts import PromptTemplates
 from twt.core.records import Candidate, DistillRow, RecordError, read_rows, write_rows
+from twt.core.schema import TeacherConfig
 from twt.embedded.task import STYLES, make_questions, reasoning_of, solve_steps
 from twt.method.compress import (
     REJECT_REASONS,
@@ -36,12 +38,7 @@ from twt.method.teachers import Generation
 WORDS = ["Solve", "step", "by", ":", "Answer", "mod", "a", "b", "c", "d", "x", "+", "-", "*", "=", ";"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def build_tokenizer():
@@ -62,26 +59,9 @@ def build_tokenizer():
 @pytest.fixture(scope="module")
 def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random Llama (hidden 32, 2 layers) with the word-level tokenizer, saved as a directory."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    path = tmp_path_factory.mktemp("reference")
     tokenizer = build_tokenizer()
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None,
-    )
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_llama(tmp_path_factory.mktemp("reference"), tokenizer, max_positions=512)
 
 
 @pytest.fixture(scope="module")
@@ -515,7 +495,7 @@ def test_attempt_aware_rewrite_by_a_served_teacher() -> None:
     from fake_openai_server import FakeOpenAIServer
 
     from twt.core.load import load_config
-    from twt.method.teachers import TeacherSpec, load_teacher
+    from twt.method.teachers import load_teacher
 
     def follows_the_instruction(prompt: str, index: int) -> str:
         reasoning = prompt.split("Reasoning: ")[1].split("\n")[0]
@@ -527,12 +507,12 @@ def test_attempt_aware_rewrite_by_a_served_teacher() -> None:
     assert attempt_with_verdict("7+5=2;2*3=6\nAnswer: 6.0", "6").endswith("(the student's answer is right)")
     config = load_config(Path(__file__).parents[1] / "configs" / "example-cluster.yaml")
     assert config.compression.attempt_verdict
-    templates = TeacherSpec.from_mapping(config.compression_teacher()).templates
+    templates = config.compression_teacher().templates()
     rows = [row(0, "7+5*3-4", "7+5=2;2*3=6;6-4=2", "2")]
     compressed = []
     with FakeOpenAIServer(reply=follows_the_instruction) as server:
         backend = load_teacher(
-            TeacherSpec(name="served", model="m", backend="openai", base_url=server.base_url)
+            TeacherConfig(name="served", model="m", backend="openai", base_url=server.base_url)
         )
         for attempt in ("7+5=2;2*3=7;7-4=3\nAnswer: 3", "7+5=2;2*3=6;6-4=3\nAnswer: 3"):
             attempts = {"q0": attempt_with_verdict(attempt, "2")}

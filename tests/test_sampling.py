@@ -6,12 +6,11 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 from fake_openai_server import TOKEN_LOGPROB, FakeOpenAIServer
-from test_teachers import build_tiny_llama
+from helpers import build_tiny_llama
 
-from twt.core.prompts import PromptTemplates
 from twt.core.records import Candidate, Question, read_rows, write_rows
+from twt.core.schema import TeacherConfig
 from twt.embedded.task import make_questions
 from twt.method.sampling import (
     DONE_FILE,
@@ -22,7 +21,9 @@ from twt.method.sampling import (
     sample_teacher,
     shard_path,
 )
-from twt.method.teachers import Generation, TeacherSpec, load_teacher
+from twt.method.teachers import Generation, load_teacher
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Crash(RuntimeError):
@@ -42,25 +43,17 @@ class CountingBackend:
         return self.inner.generate(prompts, **kwargs)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def tiny_spec(tmp_path_factory: pytest.TempPathFactory) -> TeacherSpec:
+def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> TeacherConfig:
     model = build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-    return TeacherSpec(
+    return TeacherConfig(
         name="tiny", model=str(model), k=2, max_new_tokens=6, temperature=1.0, batch_size=4, seed=3
     )
 
 
 @pytest.fixture(scope="module")
-def tiny_teacher(tiny_spec: TeacherSpec):
-    return load_teacher(tiny_spec)
+def tiny_teacher(tiny_config: TeacherConfig):
+    return load_teacher(tiny_config)
 
 
 @pytest.fixture
@@ -75,15 +68,15 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 
 
 def test_resume_after_a_crash_gives_identical_candidates(
-    tiny_spec, tiny_teacher, questions_path, tmp_path
+    tiny_config, tiny_teacher, questions_path, tmp_path
 ) -> None:
     whole = sample_teacher(
-        tiny_spec, questions_path, tmp_path / "whole", shard_size=4, progress=False, backend=tiny_teacher
+        tiny_config, questions_path, tmp_path / "whole", shard_size=4, progress=False, backend=tiny_teacher
     )
     crashing = CountingBackend(tiny_teacher, crash_at=3)
     with pytest.raises(Crash):
         sample_teacher(
-            tiny_spec, questions_path, tmp_path / "resumed", shard_size=4, progress=False, backend=crashing
+            tiny_config, questions_path, tmp_path / "resumed", shard_size=4, progress=False, backend=crashing
         )
     resumed_dir = tmp_path / "resumed" / "tiny"
     assert shard_path(resumed_dir, 1).exists() and not shard_path(resumed_dir, 2).exists()
@@ -91,7 +84,7 @@ def test_resume_after_a_crash_gives_identical_candidates(
 
     rerun = CountingBackend(tiny_teacher)
     sample_teacher(
-        tiny_spec, questions_path, tmp_path / "resumed", shard_size=4, progress=False, backend=rerun
+        tiny_config, questions_path, tmp_path / "resumed", shard_size=4, progress=False, backend=rerun
     )
     assert rerun.calls == 1  # only the missing shard was sampled
     assert tree_bytes(resumed_dir) == tree_bytes(whole)
@@ -101,11 +94,11 @@ def test_resume_after_a_crash_gives_identical_candidates(
 
 
 def test_generations_without_answer_are_kept_with_their_error(
-    tiny_spec, tiny_teacher, questions_path, tmp_path
+    tiny_config, tiny_teacher, questions_path, tmp_path
 ) -> None:
     # the word-level tiny model writes "Answer : 2" at best, never an "Answer:" line
     teacher_dir = sample_teacher(
-        tiny_spec, questions_path, tmp_path, shard_size=8, progress=False, backend=tiny_teacher
+        tiny_config, questions_path, tmp_path, shard_size=8, progress=False, backend=tiny_teacher
     )
     merged = list(read_rows(merge_candidates(tmp_path, "tiny"), Candidate))
     assert len(merged) == 22 and all(
@@ -119,41 +112,43 @@ def test_generations_without_answer_are_kept_with_their_error(
     assert '"without_answer": 22' in done and '"candidates": 22' in done
 
 
-def test_finished_run_does_not_touch_the_backend(tiny_spec, tiny_teacher, questions_path, tmp_path) -> None:
-    sample_teacher(tiny_spec, questions_path, tmp_path, shard_size=6, progress=False, backend=tiny_teacher)
+def test_finished_run_does_not_touch_the_backend(tiny_config, tiny_teacher, questions_path, tmp_path) -> None:
+    sample_teacher(tiny_config, questions_path, tmp_path, shard_size=6, progress=False, backend=tiny_teacher)
     untouched = CountingBackend(tiny_teacher, crash_at=1)
-    sample_teacher(tiny_spec, questions_path, tmp_path, shard_size=6, progress=False, backend=untouched)
+    sample_teacher(tiny_config, questions_path, tmp_path, shard_size=6, progress=False, backend=untouched)
     assert untouched.calls == 0
 
 
-def test_a_corrupted_shard_is_sampled_again(tiny_spec, tiny_teacher, questions_path, tmp_path) -> None:
+def test_a_corrupted_shard_is_sampled_again(tiny_config, tiny_teacher, questions_path, tmp_path) -> None:
     teacher_dir = sample_teacher(
-        tiny_spec, questions_path, tmp_path / "a", shard_size=6, progress=False, backend=tiny_teacher
+        tiny_config, questions_path, tmp_path / "a", shard_size=6, progress=False, backend=tiny_teacher
     )
     expected = tree_bytes(teacher_dir)
     (teacher_dir / DONE_FILE).unlink()
     shard = shard_path(teacher_dir, 1)
     shard.write_bytes(shard.read_bytes()[:40])  # a truncated file
     counting = CountingBackend(tiny_teacher)
-    sample_teacher(tiny_spec, questions_path, tmp_path / "a", shard_size=6, progress=False, backend=counting)
+    sample_teacher(
+        tiny_config, questions_path, tmp_path / "a", shard_size=6, progress=False, backend=counting
+    )
     assert counting.calls == 1 and tree_bytes(teacher_dir) == expected
 
 
 def test_a_different_run_in_the_same_directory_is_refused(
-    tiny_spec, tiny_teacher, questions_path, tmp_path
+    tiny_config, tiny_teacher, questions_path, tmp_path
 ) -> None:
-    sample_teacher(tiny_spec, questions_path, tmp_path, shard_size=6, progress=False, backend=tiny_teacher)
+    sample_teacher(tiny_config, questions_path, tmp_path, shard_size=6, progress=False, backend=tiny_teacher)
     with pytest.raises(SamplingError, match=r"PLAN\.json.*changed: \['shard_size'\]"):
         sample_teacher(
-            tiny_spec, questions_path, tmp_path, shard_size=5, progress=False, backend=tiny_teacher
+            tiny_config, questions_path, tmp_path, shard_size=5, progress=False, backend=tiny_teacher
         )
 
 
-def test_duplicate_question_ids_are_an_error(tiny_spec, tmp_path) -> None:
+def test_duplicate_question_ids_are_an_error(tiny_config, tmp_path) -> None:
     path = tmp_path / "q.jsonl"
     write_rows(path, [Question(id="a", question="1+1"), Question(id="a", question="2+2")])
     with pytest.raises(SamplingError, match=r"q\.jsonl: question 2: duplicate id 'a'"):
-        sample_teacher(tiny_spec, path, tmp_path / "out", progress=False)
+        sample_teacher(tiny_config, path, tmp_path / "out", progress=False)
 
 
 def test_merge_before_done_is_an_error(tmp_path) -> None:
@@ -169,10 +164,10 @@ def reply(prompt: str, index: int) -> str:
 def test_confidence_self_reported_or_from_logprobs(questions_path, tmp_path) -> None:
     with FakeOpenAIServer(reply=reply) as server:
         base = {"model": "m", "backend": "openai", "base_url": server.base_url, "k": 2}
-        asks = TeacherSpec(name="asks", templates=PromptTemplates(solve="{question}\nConfidence?\n"), **base)
-        plain = TeacherSpec(name="plain", **base)
-        for spec in (asks, plain):
-            sample_teacher(spec, questions_path, tmp_path, shard_size=5, progress=False)
+        asks = TeacherConfig(name="asks", prompts={"solve": "{question}\nConfidence?\n"}, **base)
+        plain = TeacherConfig(name="plain", **base)
+        for teacher in (asks, plain):
+            sample_teacher(teacher, questions_path, tmp_path, shard_size=5, progress=False)
     asked = list(read_rows(merge_candidates(tmp_path, "asks"), Candidate))
     assert [(r.sample, r.answer, r.confidence) for r in asked[:2]] == [
         (0, "6", 0.8),

@@ -75,7 +75,6 @@ def _literal_defaults(path: Path) -> list[tuple[str, str, int]]:
 
 # library classes that mirror settings sections: their shared fields must take the schema's default
 MIRRORS = {
-    "TeacherSpec": (schema.TeacherConfig,),
     "SFTConfig": (schema.StageConfig, schema.TrainingConfig),
 }
 # library functions whose keywords mirror settings sections: (module, function) → sections
@@ -156,10 +155,9 @@ def test_the_keyword_check_catches_a_repeated_default(tmp_path: Path) -> None:
 
 
 def test_mirrored_defaults_equal_the_schema() -> None:
-    from twt.method.teachers import TeacherSpec
     from twt.training.sft import SFTConfig
 
-    mirrors = ((TeacherSpec, schema.TeacherConfig), (SFTConfig, schema.StageConfig))
+    mirrors = ((SFTConfig, schema.StageConfig),)
     for cls, section in mirrors:
         for name, field in cls.__dataclass_fields__.items():
             if name in section.model_fields and not section.model_fields[name].is_required():

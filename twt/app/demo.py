@@ -36,8 +36,7 @@ from pathlib import Path
 
 from twt.core.load import data_dir, default_config_path, load_config
 from twt.core.records import Question, read_json, read_rows
-from twt.core.schema import STAGES, RunConfig
-from twt.method.teachers import TeacherSpec
+from twt.core.schema import STAGES, RunConfig, TeacherConfig
 
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 THREADS_ENV = "TWT_THREADS"
@@ -91,23 +90,19 @@ def ensure_tiny_models(config: RunConfig, progress: bool = True) -> list[str]:
     return missing
 
 
-def score_teacher(spec: TeacherSpec, questions: list[Question], backend=None) -> dict:
+def score_teacher(teacher: TeacherConfig, questions: list[Question], backend=None) -> dict:
     """Greedy accuracy and mean output tokens of one teacher, with reasoning and answering directly."""
-    from twt.method.sampling import answer_questions
+    from twt.method.evaluate import greedy_score
     from twt.method.teachers import load_teacher
 
-    backend = backend or load_teacher(spec)
+    backend = backend or load_teacher(teacher)
     scores = {}
     for instruction in ("solve", "direct"):
-        started = time.perf_counter()
-        answers = answer_questions(
-            backend, questions, instruction=instruction, templates=spec.templates, chunk_size=256
-        )
-        correct = sum(a.answer == q.answer for a, q in zip(answers, questions, strict=True))
+        score = greedy_score(backend, questions, instruction, templates=teacher.templates())
         scores[instruction] = {
-            "accuracy": correct / len(questions),
-            "mean_output_tokens": sum(a.tokens for a in answers) / len(questions),
-            "seconds": round(time.perf_counter() - started, 2),
+            "accuracy": score.accuracy,
+            "mean_output_tokens": score.mean_output_tokens,
+            "seconds": round(score.seconds, 2),
         }
     return scores
 
@@ -268,7 +263,7 @@ def _print_promoted(promoted: dict) -> dict:
 
 def teacher_scores(run, evalq: list[Question]) -> dict:
     """Each teacher with and without reasoning on the held-out questions, printed as a table."""
-    scores = {spec.name: score_teacher(spec, evalq) for spec in run.teacher_specs()}
+    scores = {teacher.name: score_teacher(teacher, evalq) for teacher in run.config.teachers}
     rows = [
         [
             name,

@@ -417,46 +417,20 @@ def build_student(
 
 
 def greedy_accuracy(
-    model_dir: Path,
-    questions,
-    instruction: str,
-    batch_size: int = 100,
-    max_new_tokens: int = 128,
-    tokenizer_dir: Path | None = None,
+    model_dir: Path, questions, instruction: str, batch_size: int = 100, max_new_tokens: int = 128
 ) -> dict:
-    """Greedy accuracy and mean output tokens of a local model on ``questions`` for one instruction."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Greedy accuracy (``twt.method.evaluate.greedy_score``, on the CPU) and mean output tokens before the
+    EOS token of a local model on ``questions`` for one instruction (the numbers in each ``twt.json``)."""
+    from twt.core.schema import TeacherConfig
+    from twt.method.evaluate import greedy_score
+    from twt.method.teachers import BackendOptions, load_teacher
 
-    from twt.core.prompts import extract_answer
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir or model_dir)
-    tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    templates, correct, out_tokens = PromptTemplates(), 0, 0
-    for i in range(0, len(questions), batch_size):
-        chunk = questions[i : i + batch_size]
-        enc = tok(
-            [templates.render(instruction, question=q.question) for q in chunk],
-            return_tensors="pt",
-            padding=True,
-            add_special_tokens=False,
-        )
-        with torch.inference_mode():
-            out = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
-            )
-        new = out[:, enc["input_ids"].shape[1] :]
-        for q, row in zip(chunk, new, strict=True):
-            ids = [t for t in row.tolist() if t != tok.pad_token_id]
-            ids = ids[: ids.index(tok.eos_token_id)] if tok.eos_token_id in ids else ids
-            out_tokens += len(ids)
-            correct += extract_answer(tok.decode(ids))[1] == q.answer
-    return {"accuracy": correct / len(questions), "mean_output_tokens": out_tokens / len(questions)}
+    model = TeacherConfig(
+        name=model_dir.name, model=str(model_dir), max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
+    score = greedy_score(load_teacher(model, BackendOptions(device="cpu")), questions, instruction)
+    before_eos = [a.tokens - (a.finish_reason == "stop") for a in score.answers]
+    return {"accuracy": score.accuracy, "mean_output_tokens": sum(before_eos) / len(before_eos)}
 
 
 if __name__ == "__main__":

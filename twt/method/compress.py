@@ -63,7 +63,7 @@ import numpy as np
 
 from twt.core.prompts import PromptTemplates, completion, extract_answer, normalize_answer
 from twt.core.records import Candidate, DistillRow, read_nonempty, read_rows, write_json, write_rows
-from twt.core.schema import CompressionConfig, schema_default
+from twt.core.schema import CompressionConfig, TeacherConfig, schema_default
 from twt.method.cts import (
     CONDITIONS,
     _model_device,
@@ -366,7 +366,7 @@ def run_compress(
     """Compress the rows of ``distill_path`` into ``out_path`` (JSONL) and write the report (JSON).
 
     cts/unconditional need ``reference_model`` (a directory or a ``(model, tokenizer)`` pair); teacher needs
-    ``teacher``: a ``twt.method.teachers.TeacherSpec`` (loaded here, its templates used unless ``templates``
+    ``teacher``: a ``twt.core.schema.TeacherConfig`` (loaded here, its templates used unless ``templates``
     is given) or a loaded backend. ``attempts`` is a mapping id → text or a candidates JSONL
     (``load_attempts``). Returns the report, as written.
     """
@@ -374,15 +374,15 @@ def run_compress(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     rows = read_nonempty(distill_path, DistillRow, "distillation rows")
     if method == "teacher":
-        from twt.method.teachers import TeacherSpec, load_teacher
+        from twt.method.teachers import load_teacher
 
         if teacher is None or isinstance(teacher, str):
             raise ValueError(
-                "method 'teacher' needs teacher= a TeacherSpec or a loaded backend"
+                "method 'teacher' needs teacher= a TeacherConfig or a loaded backend"
                 + (f" (got the name {teacher!r}; resolve it from the run config)" if teacher else "")
             )
-        if isinstance(teacher, TeacherSpec):
-            templates = templates or teacher.templates
+        if isinstance(teacher, TeacherConfig):
+            templates = templates or teacher.templates()
             teacher = load_teacher(teacher)
         if attempts is not None and not isinstance(attempts, Mapping):
             attempts = load_attempts(attempts)

@@ -28,7 +28,9 @@ from pathlib import Path
 
 from twt.core.prompts import PromptTemplates
 from twt.core.records import Question, read_json, write_json, write_rows, write_text
-from twt.core.schema import EvaluationConfig, schema_default
+from twt.core.schema import EvaluationConfig, TeacherConfig, schema_default
+from twt.method.sampling import Answer, answer_questions
+from twt.method.teachers import TeacherBackend, load_teacher
 
 METRIC_DIR = Path(__file__).parent / "metrics" / "answer_accuracy"
 PLOT_NAME, REPORT_NAME, METRICS_NAME = "accuracy_vs_tokens.png", "report.md", "metrics.json"
@@ -64,6 +66,45 @@ def answer_accuracy(predictions: Sequence[str | None], references: Sequence[str]
     return metric.compute(predictions=[p or "" for p in predictions], references=list(references))
 
 
+@dataclass
+class GreedyScore:
+    """One model's greedy answers to questions with gold answers, and how many are right."""
+
+    answers: list[Answer]
+    correct: int
+    accuracy: float
+    seconds: float  # wall time of answering
+
+    @property
+    def mean_output_tokens(self) -> float:
+        return sum(a.tokens for a in self.answers) / len(self.answers) if self.answers else 0.0
+
+
+def greedy_score(
+    backend: TeacherBackend,
+    questions: Sequence[Question],
+    instruction: str,
+    *,
+    templates: PromptTemplates | None = None,
+    max_new_tokens: int | None = None,
+    chunk_size: int = 256,
+) -> GreedyScore:
+    """Greedy accuracy, the one way twt measures it: ``backend`` answers ``questions`` (which have gold
+    answers) with ``instruction`` ("solve" or "direct"), compared to gold by ``answer_accuracy``."""
+    started = time.perf_counter()
+    answers = answer_questions(
+        backend,
+        questions,
+        instruction=instruction,
+        templates=templates,
+        max_new_tokens=max_new_tokens,
+        chunk_size=chunk_size,
+    )
+    seconds = time.perf_counter() - started
+    scored = answer_accuracy([a.answer for a in answers], [q.answer for q in questions])
+    return GreedyScore(answers, scored["correct"], scored["accuracy"], seconds)
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     import numpy as np
 
@@ -80,40 +121,32 @@ def evaluate_model(
     answers_path: str | os.PathLike | None = None,
 ) -> dict:
     """Greedy answers of one model on ``questions`` (which need gold answers) and their metrics."""
-    from twt.method.sampling import answer_questions
-    from twt.method.teachers import TeacherSpec, load_teacher
-
     missing = [q.id for q in questions if q.answer is None]
     if missing:
         raise ValueError(
             f"evaluation questions need gold answers; {len(missing)} lack one (first: {missing[0]})"
         )
     if backend is None:
-        spec = TeacherSpec(
+        batched = target.backend in TeacherConfig.applies["batch_size"][1]  # openai has no batch size
+        teacher = TeacherConfig(
             name=target.name,
             model=target.model,
             backend=target.backend,
-            templates=target.templates,
-            temperature=0.0,
-            k=1,
             max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
+            **({"batch_size": batch_size} if batched else {}),
             **target.options,
         )
-        backend = load_teacher(spec)
-    started = time.perf_counter()
-    answers = answer_questions(
+        backend = load_teacher(teacher)
+    score = greedy_score(
         backend,
         questions,
-        instruction=target.instruction,
+        target.instruction,
         templates=target.templates,
         max_new_tokens=max_new_tokens,
         chunk_size=max(batch_size, 256),
     )
-    seconds = time.perf_counter() - started
-    scored = answer_accuracy([a.answer for a in answers], [q.answer for q in questions])
+    answers, correct, seconds = score.answers, score.correct, score.seconds
     tokens = [a.tokens for a in answers]
-    correct = scored["correct"]
     if answers_path is not None:
         from twt.core.prompts import normalize_answer
 
@@ -136,11 +169,11 @@ def evaluate_model(
         "role": target.role,
         "instruction": target.instruction,
         "questions": len(questions),
-        "accuracy": scored["accuracy"],
+        "accuracy": score.accuracy,
         "correct": correct,
         "no_answer": sum(a.answer is None for a in answers),
         "cut_by_budget": sum(a.finish_reason == "length" for a in answers),
-        "mean_output_tokens": sum(tokens) / len(tokens) if tokens else 0.0,
+        "mean_output_tokens": score.mean_output_tokens,
         "p50_output_tokens": percentile(tokens, 50),
         "p95_output_tokens": percentile(tokens, 95),
         "tokens_per_correct": sum(tokens) / correct if correct else None,

@@ -1,8 +1,8 @@
 """Sampling a teacher as a resumable job: questions in, ``k`` candidate reasoning paths per question out.
 
     twt sample ...   # or, from Python:
-    sample_teacher(spec, "questions.jsonl", "runs/x/candidates")    # -> runs/x/candidates/<teacher>/
-    merge_candidates("runs/x/candidates", spec.name)               # -> .../<teacher>/candidates.jsonl
+    sample_teacher(teacher, "questions.jsonl", "runs/x/candidates")    # -> runs/x/candidates/<teacher>/
+    merge_candidates("runs/x/candidates", teacher.name)               # -> .../<teacher>/candidates.jsonl
 
 Layout of ``<out_dir>/<teacher>/``:
   PLAN.json            what is being sampled (questions digest, shard size, sampling fields); a restart with a
@@ -11,7 +11,7 @@ Layout of ``<out_dir>/<teacher>/``:
   DONE.json            counts, written last; its presence means every shard is complete
 
 Resuming: a shard is finished when its file exists and holds exactly the expected (id, sample) rows; the job
-regenerates only the others. Shard ``s`` is sampled with seed ``stream_seed("twt-shard", spec.seed, s)``
+regenerates only the others. Shard ``s`` is sampled with seed ``stream_seed("twt-shard", teacher.seed, s)``
 and the backends key every (question, sample) by that seed and the question's index in the shard, so an
 interrupted and resumed run writes the same bytes as an uninterrupted one.
 
@@ -47,7 +47,8 @@ from twt.core.records import (
     write_json,
     write_rows,
 )
-from twt.method.teachers import Generation, TeacherBackend, TeacherSpec, load_teacher, stream_seed
+from twt.core.schema import TeacherConfig
+from twt.method.teachers import BackendOptions, Generation, TeacherBackend, load_teacher, stream_seed
 
 PLAN_FILE, DONE_FILE, MERGED_FILE = "PLAN.json", "DONE.json", "candidates.jsonl"
 NEUTRAL_CONFIDENCE = 0.5
@@ -63,59 +64,73 @@ def shard_path(teacher_dir: Path, index: int) -> Path:
 
 
 def shard_seed(seed: int, index: int) -> int:
-    """The seed of shard ``index``: a pure function of (spec seed, shard index)."""
+    """The seed of shard ``index``: a pure function of (the teacher's seed, shard index)."""
     return stream_seed("twt-shard", seed, index)
 
 
 def sample_teacher(
-    spec: TeacherSpec,
+    teacher: TeacherConfig,
     questions_path: str | Path,
     out_dir: str | Path,
     *,
     shard_size: int = 256,
     progress: bool = True,
     backend: TeacherBackend | None = None,
+    options: BackendOptions | None = None,
 ) -> Path:
-    """Sample ``spec.k`` candidates per question into shards under ``out_dir/<spec.name>/``; resumable.
+    """Sample ``teacher.k`` candidates per question into shards under ``out_dir/<teacher.name>/``; resumable.
 
-    ``backend`` defaults to ``load_teacher(spec)``, loaded only when some shard still has to be sampled.
-    Returns the teacher's directory.
+    ``backend`` defaults to ``load_teacher(teacher, options)``, loaded only when some shard still has to be
+    sampled. Returns the teacher's directory.
     """
     from tqdm.auto import tqdm
 
     if shard_size < 1:
         raise SamplingError(f"shard_size must be >= 1, got {shard_size}")
     questions = read_questions(questions_path)
-    teacher_dir = Path(out_dir) / spec.name
+    teacher_dir = Path(out_dir) / teacher.name
     plan = {
         "questions": len(questions),
         "questions_sha256": _digest(questions),
         "shard_size": shard_size,
-        "spec": spec.sampling_fingerprint(),
+        "spec": sampling_fingerprint(teacher, options or BackendOptions()),
     }
     _claim(teacher_dir, plan)
     if (teacher_dir / DONE_FILE).exists():
         return teacher_dir
     shards = [questions[start : start + shard_size] for start in range(0, len(questions), shard_size)]
     todo = [
-        s for s, shard in enumerate(shards) if not shard_is_complete(shard_path(teacher_dir, s), shard, spec)
+        s
+        for s, shard in enumerate(shards)
+        if not shard_is_complete(shard_path(teacher_dir, s), shard, teacher)
     ]
     bar = tqdm(
         total=len(questions),
         initial=len(questions) - sum(len(shards[s]) for s in todo),
-        desc=f"sample {spec.name}",
+        desc=f"sample {teacher.name}",
         unit="q",
         disable=not progress,
     )
     with bar:
         for index in todo:
-            backend = backend or load_teacher(spec)
-            candidates = sample_shard(backend, spec, shards[index], shard_seed(spec.seed, index))
+            backend = backend or load_teacher(teacher, options)
+            candidates = sample_shard(backend, teacher, shards[index], shard_seed(teacher.seed, index))
             write_rows(shard_path(teacher_dir, index), candidates)
             bar.update(len(shards[index]))
     summary = summarize(teacher_dir, len(shards), plan)
     write_json(teacher_dir / DONE_FILE, summary)
     return teacher_dir
+
+
+def sampling_fingerprint(teacher: TeacherConfig, options: BackendOptions) -> dict[str, Any]:
+    """The settings that decide what gets sampled (PLAN.json's "spec": a resume with others is refused)."""
+    out: dict[str, Any] = {
+        key: getattr(teacher, key)
+        for key in ("name", "model", "backend", "temperature", "top_p", "max_new_tokens", "k", "seed")
+    }
+    out |= {"stop": list(options.stop), "openai_api": options.openai_api}
+    out["solve_template"] = teacher.templates().solve
+    return out
 
 
 def read_questions(path: str | Path) -> list[Question]:
@@ -129,21 +144,26 @@ def read_questions(path: str | Path) -> list[Question]:
 
 
 def sample_shard(
-    backend: TeacherBackend, spec: TeacherSpec, questions: Sequence[Question], seed: int
+    backend: TeacherBackend, teacher: TeacherConfig, questions: Sequence[Question], seed: int
 ) -> list[Candidate]:
-    """``spec.k`` candidates for each question, question-major, sample index ascending."""
-    prompts = [spec.templates.render("solve", question=q.question) for q in questions]
+    """``teacher.k`` candidates for each question, question-major, sample index ascending."""
+    templates = teacher.templates()
+    prompts = [templates.render("solve", question=q.question) for q in questions]
     generations = backend.generate(
-        prompts, n=spec.k, temperature=spec.temperature, seed=seed, max_new_tokens=spec.max_new_tokens
+        prompts,
+        n=teacher.k,
+        temperature=teacher.temperature,
+        seed=seed,
+        max_new_tokens=teacher.max_new_tokens,
     )
-    if len(generations) != len(questions) or any(len(g) != spec.k for g in generations):
+    if len(generations) != len(questions) or any(len(g) != teacher.k for g in generations):
         raise SamplingError(
-            f"teacher {spec.name!r}: backend returned {[len(g) for g in generations]} "
-            f"completions for {len(questions)} prompts, expected {spec.k} each"
+            f"teacher {teacher.name!r}: backend returned {[len(g) for g in generations]} "
+            f"completions for {len(questions)} prompts, expected {teacher.k} each"
         )
-    asks = asks_for_confidence(spec.templates)
+    asks = asks_for_confidence(templates)
     return [
-        to_candidate(q, spec.name, j, gen, asks)
+        to_candidate(q, teacher.name, j, gen, asks)
         for q, gens in zip(questions, generations, strict=True)
         for j, gen in enumerate(gens)
     ]
@@ -198,15 +218,15 @@ def sequence_confidence(generation: Generation) -> float:
     return min(max(math.exp(generation.logprob / generation.tokens), 0.0), 1.0)
 
 
-def shard_is_complete(path: Path, questions: Sequence[Question], spec: TeacherSpec) -> bool:
-    """True when ``path`` holds exactly the (id, sample) rows of ``questions`` × ``spec.k``, this teacher."""
+def shard_is_complete(path: Path, questions: Sequence[Question], teacher: TeacherConfig) -> bool:
+    """True when ``path`` holds exactly this teacher's (id, sample) rows of ``questions`` × ``teacher.k``."""
     if not path.exists():
         return False
     try:
         rows = [(row.id, row.sample, row.teacher) for row in read_rows(path, Candidate)]
     except RecordError:
         return False
-    expected = [(q.id, j, spec.name) for q in questions for j in range(spec.k)]
+    expected = [(q.id, j, teacher.name) for q in questions for j in range(teacher.k)]
     return rows == expected
 
 

@@ -40,7 +40,7 @@ from twt.core.records import (
     write_rows,
     write_text,
 )
-from twt.core.schema import ReferenceConfig
+from twt.core.schema import ReferenceConfig, TeacherConfig
 from twt.steps import parameters
 from twt.steps.reports import compression_markdown, dcrs_markdown, evaluation_markdown, rejection_markdown
 from twt.steps.settings import (
@@ -235,13 +235,12 @@ def sample_teacher(
     """``k`` candidates per question from the slice's teacher into ``out_dir/<teacher>/`` (resumable shards,
     then the merged ``candidates.jsonl``); returns the merged file. ``s3_endpoint``: for s3:// models."""
     from twt.method import sampling
-    from twt.method.teachers import TeacherSpec
 
     _prepare_model_access(s3_endpoint)
-    spec = TeacherSpec.from_mapping(parse_slice(SampleSettings, settings).teacher)
+    teacher = parse_slice(SampleSettings, settings).teacher
     sizes = {} if shard_size is None else {"shard_size": shard_size}
-    teacher_dir = sampling.sample_teacher(spec, questions, out_dir, progress=progress, **sizes)
-    merged = sampling.merge_candidates(out_dir, spec.name)
+    teacher_dir = sampling.sample_teacher(teacher, questions, out_dir, progress=progress, **sizes)
+    merged = sampling.merge_candidates(out_dir, teacher.name)
     done = _read_json(teacher_dir / sampling.DONE_FILE)
     _log(log_metric, {k: done[k] for k in ("candidates", "with_answer", "mean_tokens", "mean_confidence")})
     return merged
@@ -428,13 +427,13 @@ def student_attempts(
 ) -> dict[str, str]:
     """The stage-1 student's own greedy solution of each question (what teacher-guided compression sees)."""
     from twt.method.sampling import answer_questions
-    from twt.method.teachers import TeacherSpec, load_teacher
+    from twt.method.teachers import load_teacher
 
     questions = list({r.id: Question(id=r.id, question=r.question) for r in rows}.values())
-    spec = TeacherSpec(
+    student = TeacherConfig(
         name="stage1-student", model=str(model_dir), max_new_tokens=max_new_tokens, batch_size=64
     )
-    answers = answer_questions(load_teacher(spec), questions, instruction="solve")
+    answers = answer_questions(load_teacher(student), questions, instruction="solve")
     return {a.id: a.text for a in answers}
 
 
@@ -457,7 +456,6 @@ def compress_reasoning(
     gets the report's summary (``twt.steps.reports``).
     """
     from twt.method.compress import run_compress
-    from twt.method.teachers import TeacherSpec
 
     _prepare_model_access(s3_endpoint)
     step = parse_slice(CompressSettings, settings)
@@ -465,7 +463,7 @@ def compress_reasoning(
     if settings.method == "teacher":
         if step.teacher is None:
             raise ValueError("compression method 'teacher' needs the rewriting teacher in its settings")
-        teacher = TeacherSpec.from_mapping(step.teacher)
+        teacher = step.teacher
         if attempts_path is not None and Path(attempts_path).is_file():
             attempts = _read_json(attempts_path)
         else:

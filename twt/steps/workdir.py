@@ -32,7 +32,6 @@ from pathlib import Path
 
 from twt.core.records import read_json
 from twt.core.schema import STAGES, RunConfig
-from twt.method.teachers import TeacherSpec
 from twt.steps import settings as slices
 from twt.steps import steps
 
@@ -77,9 +76,6 @@ class RunDir:
 
     def stage_dir(self, stage: int) -> Path:
         return self.path(f"stage{stage}")
-
-    def teacher_specs(self) -> list[TeacherSpec]:
-        return [TeacherSpec.from_mapping(t) for t in self.config.teachers]
 
 
 def _done(model_dir: Path) -> bool:

@@ -20,39 +20,39 @@ import json
 import os
 from typing import Any
 
-from twt.method.teachers import Generation, TeacherBackendError, TeacherRequestError, TeacherSpec, stream_seed
+from twt.core.schema import TeacherConfig
+from twt.method.teachers.interface import (
+    BackendOptions,
+    Generation,
+    TeacherBackend,
+    TeacherBackendError,
+    TeacherRequestError,
+    stream_seed,
+)
 
 
-class OpenAITeacher:
+class OpenAITeacher(TeacherBackend):
     """``TeacherBackend`` over an OpenAI-compatible HTTP endpoint."""
 
-    def __init__(self, spec: TeacherSpec):
-        self.spec = spec
-        route = "chat/completions" if spec.openai_api == "chat" else "completions"
-        self.endpoint = f"{spec.base_url.rstrip('/')}/{route}"
+    def __init__(self, teacher: TeacherConfig, options: BackendOptions):
+        super().__init__(teacher, options)
+        route = "chat/completions" if options.openai_api == "chat" else "completions"
+        self.endpoint = f"{teacher.base_url.rstrip('/')}/{route}"
         self.api_key = "EMPTY"
-        if spec.api_key_env:
-            key = os.environ.get(spec.api_key_env)
+        if teacher.api_key_env:
+            key = os.environ.get(teacher.api_key_env)
             if not key:
                 raise TeacherBackendError(
-                    f"teacher {spec.name!r}: environment variable {spec.api_key_env} (api_key_env) is not set"
+                    f"teacher {teacher.name!r}: environment variable {teacher.api_key_env} (api_key_env) "
+                    "is not set"
                 )
             self.api_key = key
         self.retries_seen = 0  # requests the SDK retried (visible to tests and logs)
 
-    def generate(
-        self,
-        prompts: list[str],
-        *,
-        n: int = 1,
-        temperature: float | None = None,
-        seed: int | None = None,
-        max_new_tokens: int | None = None,
+    def _generate(
+        self, prompts: list[str], n: int, temperature: float, seed: int, max_new_tokens: int
     ) -> list[list[Generation]]:
-        temperature = self.spec.temperature if temperature is None else temperature
-        seed = self.spec.seed if seed is None else seed
-        max_new_tokens = max_new_tokens or self.spec.max_new_tokens
-        work = self._generate_all(list(prompts), n, temperature, seed, max_new_tokens)
+        work = self._generate_all(prompts, n, temperature, seed, max_new_tokens)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -65,12 +65,12 @@ class OpenAITeacher:
     ) -> list[list[Generation]]:
         from openai import AsyncOpenAI
 
-        limit = asyncio.Semaphore(self.spec.max_concurrency)
+        limit = asyncio.Semaphore(self.teacher.max_concurrency)
         async with AsyncOpenAI(
-            base_url=self.spec.base_url,
+            base_url=self.teacher.base_url,
             api_key=self.api_key,
-            timeout=self.spec.timeout_s,
-            max_retries=self.spec.max_retries,
+            timeout=self.teacher.timeout_s,
+            max_retries=self.options.max_retries,
         ) as client:
 
             async def one(index: int, prompt: str) -> list[Generation]:
@@ -92,18 +92,18 @@ class OpenAITeacher:
         import openai
 
         common = {
-            "model": self.spec.model,
+            "model": self.teacher.model,
             "n": n,
             "temperature": temperature,
             "max_tokens": max_new_tokens,
             "seed": seed,
         }
-        if self.spec.stop:
-            common["stop"] = list(self.spec.stop)
+        if self.options.stop:
+            common["stop"] = list(self.options.stop)
         if temperature > 0:
-            common["top_p"] = self.spec.top_p
+            common["top_p"] = self.teacher.top_p
         try:
-            if self.spec.openai_api == "chat":
+            if self.options.openai_api == "chat":
                 raw = await client.chat.completions.with_raw_response.create(
                     messages=[{"role": "user", "content": prompt}], logprobs=True, **common
                 )
@@ -113,22 +113,22 @@ class OpenAITeacher:
             response = raw.parse()
         except openai.APIStatusError as err:
             raise TeacherRequestError(
-                f"teacher {self.spec.name!r}: {self.endpoint} failed after "
-                f"{self.spec.max_retries} retries: HTTP {err.status_code}: {self._masked(err.message)}"
+                f"teacher {self.teacher.name!r}: {self.endpoint} failed after "
+                f"{self.options.max_retries} retries: HTTP {err.status_code}: {self._masked(err.message)}"
             ) from None
         except openai.APITimeoutError:
             raise TeacherRequestError(
-                f"teacher {self.spec.name!r}: {self.endpoint} timed out after "
-                f"{self.spec.timeout_s} s ({self.spec.max_retries} retries)"
+                f"teacher {self.teacher.name!r}: {self.endpoint} timed out after "
+                f"{self.teacher.timeout_s} s ({self.options.max_retries} retries)"
             ) from None
         except openai.APIConnectionError as err:
             raise TeacherRequestError(
-                f"teacher {self.spec.name!r}: cannot reach {self.endpoint} after "
-                f"{self.spec.max_retries} retries: {err.__cause__ or err}"
+                f"teacher {self.teacher.name!r}: cannot reach {self.endpoint} after "
+                f"{self.options.max_retries} retries: {err.__cause__ or err}"
             ) from None
         except (openai.APIResponseValidationError, json.JSONDecodeError, ValueError) as err:
             raise TeacherRequestError(
-                f"teacher {self.spec.name!r}: {self.endpoint} sent a response that is "
+                f"teacher {self.teacher.name!r}: {self.endpoint} sent a response that is "
                 f"not valid JSON of the expected shape: {err}"
             ) from None
         return self._to_generations(response, n)
@@ -142,14 +142,14 @@ class OpenAITeacher:
         if not isinstance(choices, list) or len(choices) != n:
             got = len(choices) if isinstance(choices, list) else "no"
             raise TeacherRequestError(
-                f"teacher {self.spec.name!r}: {self.endpoint} returned {got} choices, "
+                f"teacher {self.teacher.name!r}: {self.endpoint} returned {got} choices, "
                 f"expected {n} (body: {str(response)[:200]!r})"
             )
         usage = getattr(response, "usage", None)
         fallback_tokens = round(usage.completion_tokens / n) if usage and usage.completion_tokens else 0
         out = []
         for choice in sorted(choices, key=lambda c: c.index or 0):
-            if self.spec.openai_api == "chat":
+            if self.options.openai_api == "chat":
                 text = choice.message.content or ""
                 token_logprobs = [t.logprob for t in choice.logprobs.content] if choice.logprobs else None
             else:

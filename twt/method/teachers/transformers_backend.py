@@ -2,7 +2,7 @@
 
 Prompts are sorted by token length (longest first) so a batch holds prompts of similar length and little
 padding; results come back in prompt order. On CUDA the model runs in bf16 and, with
-``TeacherSpec.static_cache``, with a static KV cache whose decode step transformers compiles (prompts are
+``BackendOptions.static_cache``, with a static KV cache whose decode step transformers compiles (prompts are
 then padded to a multiple of 64 tokens so few shapes get compiled).
 
 Sampling is keyed: the token drawn at step ``t`` for sample ``j`` of prompt ``i`` is
@@ -35,8 +35,16 @@ from transformers import (
 from transformers.generation.logits_process import TopPLogitsWarper
 
 from twt.core.model_cache import local_model
+from twt.core.schema import TeacherConfig
 from twt.core.store import StoreError
-from twt.method.teachers import Generation, TeacherBackendError, TeacherSpec, stream_seed, truncate_at_stop
+from twt.method.teachers.interface import (
+    BackendOptions,
+    Generation,
+    TeacherBackend,
+    TeacherBackendError,
+    stream_seed,
+    truncate_at_stop,
+)
 
 _MASK32 = 0xFFFFFFFF
 
@@ -93,25 +101,27 @@ class KeyedSampler(LogitsProcessor):
         return torch.full_like(scores, float("-inf")).scatter_(1, choice[:, None], 0.0)
 
 
-class TransformersTeacher:
+class TransformersTeacher(TeacherBackend):
     """``TeacherBackend`` over ``AutoModelForCausalLM`` (see the module docstring for the sampling scheme)."""
 
-    def __init__(self, spec: TeacherSpec):
-        self.spec = spec
-        self.device = torch.device(spec.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    def __init__(self, teacher: TeacherConfig, options: BackendOptions):
+        super().__init__(teacher, options)
+        self.device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         on_gpu = self.device.type == "cuda"
         dtype = {
             "auto": torch.bfloat16 if on_gpu else torch.float32,
             "bfloat16": torch.bfloat16,
             "float16": torch.float16,
             "float32": torch.float32,
-        }[spec.dtype]
+        }[teacher.dtype]
         try:
-            path = local_model(spec.model)  # s3:// and file:// through twt.core.store
+            path = local_model(teacher.model)  # s3:// and file:// through twt.core.store
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         except (OSError, ValueError, StoreError) as err:
-            raise TeacherBackendError(f"teacher {spec.name!r}: cannot load {spec.model!r}: {err}") from err
+            raise TeacherBackendError(
+                f"teacher {teacher.name!r}: cannot load {teacher.model!r}: {err}"
+            ) from err
         self.model = model.to(self.device).eval()
         self.tokenizer.padding_side = "left"
         eos = model.generation_config.eos_token_id
@@ -119,52 +129,43 @@ class TransformersTeacher:
         if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in eos_ids:
             eos_ids.append(self.tokenizer.eos_token_id)
         if not eos_ids:
-            raise TeacherBackendError(f"teacher {spec.name!r}: {spec.model} defines no EOS token")
+            raise TeacherBackendError(f"teacher {teacher.name!r}: {teacher.model} defines no EOS token")
         self.eos_ids = eos_ids
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token_id = eos_ids[0]
         self.pad_id = self.tokenizer.pad_token_id
-        # The spec decides how to sample: forget the sampling defaults of generation_config.json.
+        # The teacher's settings decide how to sample: forget the sampling defaults of generation_config.json.
         self.model.generation_config = GenerationConfig(
             eos_token_id=eos_ids, pad_token_id=self.pad_id, bos_token_id=model.generation_config.bos_token_id
         )
-        self.static_cache = spec.static_cache and on_gpu
+        self.static_cache = options.static_cache and on_gpu
         self.stop_criteria = self._stop_criteria()
 
     def _stop_criteria(self) -> StoppingCriteriaList | None:
         """transformers' stop-string matcher, to end rows early; some tokenizers (word-level) defeat it, and
         then rows run to EOS or the budget and ``_finish`` still cuts the text at the stop string."""
-        if not self.spec.stop:
+        if not self.options.stop:
             return None
         try:
-            return StoppingCriteriaList([StopStringCriteria(self.tokenizer, list(self.spec.stop))])
+            return StoppingCriteriaList([StopStringCriteria(self.tokenizer, list(self.options.stop))])
         except (ValueError, KeyError) as err:
             warnings.warn(
-                f"teacher {self.spec.name!r}: stop strings will not end generation early ({err})",
+                f"teacher {self.teacher.name!r}: stop strings will not end generation early ({err})",
                 stacklevel=2,
             )
             return None
 
     @torch.inference_mode()
-    def generate(
-        self,
-        prompts: list[str],
-        *,
-        n: int = 1,
-        temperature: float | None = None,
-        seed: int | None = None,
-        max_new_tokens: int | None = None,
+    def _generate(
+        self, prompts: list[str], n: int, temperature: float, seed: int, max_new_tokens: int
     ) -> list[list[Generation]]:
-        temperature = self.spec.temperature if temperature is None else temperature
-        seed = self.spec.seed if seed is None else seed
-        max_new_tokens = max_new_tokens or self.spec.max_new_tokens
         draws = 1 if temperature == 0 else n  # greedy: one decode, copied n times
         encoded = self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
         by_length = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         rows = [(i, j) for i in by_length for j in range(draws)]
         done: dict[tuple[int, int], Generation] = {}
-        for start in range(0, len(rows), self.spec.batch_size):
-            batch = rows[start : start + self.spec.batch_size]
+        for start in range(0, len(rows), self.teacher.batch_size):
+            batch = rows[start : start + self.teacher.batch_size]
             keys = [stream_seed("twt-sample", seed, i, j) for i, j in batch]
             outputs = self._generate_batch([encoded[i] for i, _ in batch], keys, temperature, max_new_tokens)
             done.update(zip(batch, outputs, strict=True))
@@ -181,7 +182,7 @@ class TransformersTeacher:
         )
         input_ids = padded["input_ids"].to(self.device)
         sampler = KeyedSampler(
-            torch.tensor(keys, dtype=torch.int64, device=self.device), temperature, self.spec.top_p
+            torch.tensor(keys, dtype=torch.int64, device=self.device), temperature, self.teacher.top_p
         )
         config = GenerationConfig(
             max_new_tokens=max_new_tokens,
@@ -209,8 +210,8 @@ class TransformersTeacher:
         body = ids if eos_at is None else ids[:eos_at]
         text = self.tokenizer.decode(body, skip_special_tokens=True)
         length, reason = (len(ids), "length") if eos_at is None else (eos_at + 1, "stop")
-        if self.spec.stop:
-            text, stopped = truncate_at_stop(text, self.spec.stop)
+        if self.options.stop:
+            text, stopped = truncate_at_stop(text, self.options.stop)
             if stopped:
                 length, reason = self._tokens_until_stop(body), "stop"
         return Generation(
@@ -223,7 +224,7 @@ class TransformersTeacher:
         while low < high:
             mid = (low + high) // 2
             _, found = truncate_at_stop(
-                self.tokenizer.decode(ids[:mid], skip_special_tokens=True), self.spec.stop
+                self.tokenizer.decode(ids[:mid], skip_special_tokens=True), self.options.stop
             )
             low, high = (low, mid) if found else (mid + 1, high)
         return low

@@ -1,6 +1,6 @@
 """The vllm backend: offline ``vllm.LLM`` on a GPU node (install with ``pip install 'twt[vllm]'``).
 
-One engine per teacher, spanning ``TeacherSpec.tensor_parallel_size`` GPUs; vLLM schedules all prompts of a
+One engine per teacher, spanning ``TeacherConfig.tensor_parallel_size`` GPUs; vLLM schedules all prompts of a
 ``generate`` call with continuous batching and paged attention, so ``batch_size`` does not apply. Every prompt
 gets its own ``SamplingParams.seed`` derived from (seed, prompt index), so its ``n`` samples do not depend on
 which other prompts share the call. ``logprobs=0`` asks vLLM for the log-prob of each sampled token;
@@ -13,27 +13,34 @@ from __future__ import annotations
 from typing import Any
 
 from twt.core.model_cache import local_model
-from twt.method.teachers import Generation, TeacherBackendError, TeacherSpec, stream_seed
+from twt.core.schema import TeacherConfig
+from twt.method.teachers.interface import (
+    BackendOptions,
+    Generation,
+    TeacherBackend,
+    TeacherBackendError,
+    stream_seed,
+)
 
 
-class VLLMTeacher:
+class VLLMTeacher(TeacherBackend):
     """``TeacherBackend`` over an offline ``vllm.LLM`` engine."""
 
-    def __init__(self, spec: TeacherSpec):
+    def __init__(self, teacher: TeacherConfig, options: BackendOptions):
         try:
             from vllm import LLM, SamplingParams
         except ImportError as err:
             raise TeacherBackendError(
-                f"teacher {spec.name!r}: backend 'vllm' needs the vllm package (pip install 'twt[vllm]', "
+                f"teacher {teacher.name!r}: backend 'vllm' needs the vllm package (pip install 'twt[vllm]', "
                 f"a CUDA build), which is not importable here ({err}); use 'transformers' or 'openai'"
             ) from err
-        self.spec = spec
+        super().__init__(teacher, options)
         self._sampling_params = SamplingParams
         self.llm = LLM(
-            model=local_model(spec.model),  # s3:// and file:// through twt.core.store
-            tensor_parallel_size=spec.tensor_parallel_size,
-            dtype="auto" if spec.dtype == "auto" else spec.dtype,
-            seed=spec.seed,
+            model=local_model(teacher.model),  # s3:// and file:// through twt.core.store
+            tensor_parallel_size=teacher.tensor_parallel_size,
+            dtype="auto" if teacher.dtype == "auto" else teacher.dtype,
+            seed=teacher.seed,
         )
 
     def sampling_params(
@@ -43,25 +50,16 @@ class VLLMTeacher:
         return self._sampling_params(
             n=n,
             temperature=temperature,
-            top_p=self.spec.top_p if temperature > 0 else 1.0,
+            top_p=self.teacher.top_p if temperature > 0 else 1.0,
             max_tokens=max_new_tokens,
             seed=stream_seed("twt-sample", seed, index),
             logprobs=0,
-            stop=list(self.spec.stop) or None,
+            stop=list(self.options.stop) or None,
         )
 
-    def generate(
-        self,
-        prompts: list[str],
-        *,
-        n: int = 1,
-        temperature: float | None = None,
-        seed: int | None = None,
-        max_new_tokens: int | None = None,
+    def _generate(
+        self, prompts: list[str], n: int, temperature: float, seed: int, max_new_tokens: int
     ) -> list[list[Generation]]:
-        temperature = self.spec.temperature if temperature is None else temperature
-        seed = self.spec.seed if seed is None else seed
-        max_new_tokens = max_new_tokens or self.spec.max_new_tokens
         params = [
             self.sampling_params(i, n=n, temperature=temperature, seed=seed, max_new_tokens=max_new_tokens)
             for i in range(len(prompts))
