@@ -120,3 +120,24 @@ def test_bad_input_is_one_line_without_traceback(tmp_path: Path, capsys) -> None
     assert code == 2 and err.startswith("twt: error: ") and f"{bad}:2" in err and "Traceback" not in err
     assert main(["demo", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_model_loading_draws_no_progress_bar_in_the_demo(capfd) -> None:
+    """transformers' "Loading weights" bars stay out of the demo's console (and its kfp.local tasks' output,
+    through the environment); warnings are not touched, and both switches are restored afterwards."""
+    import os
+    import warnings
+
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    from twt.app.demo import HUB_BARS_ENV, quiet_model_loading
+    from twt.core.load import data_dir
+
+    before = (hf_logging.is_progress_bar_enabled(), os.environ.get(HUB_BARS_ENV))
+    with quiet_model_loading(), pytest.warns(UserWarning, match="still shown"):
+        assert os.environ[HUB_BARS_ENV] == "1"
+        AutoModelForCausalLM.from_pretrained(data_dir() / "tiny" / "student-base")
+        warnings.warn("still shown", UserWarning, stacklevel=1)
+    assert "Loading weights" not in capfd.readouterr().err
+    assert (hf_logging.is_progress_bar_enabled(), os.environ.get(HUB_BARS_ENV)) == before

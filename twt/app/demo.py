@@ -28,10 +28,11 @@ evaluation report holds the table, the accuracy-versus-tokens picture and the ga
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from twt.core.load import data_dir, default_config_path, load_config
@@ -40,6 +41,7 @@ from twt.core.schema import STAGES, RunConfig, TeacherConfig
 
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 THREADS_ENV = "TWT_THREADS"
+HUB_BARS_ENV = "HF_HUB_DISABLE_PROGRESS_BARS"  # huggingface_hub's switch, read by transformers on import
 
 
 def demo_threads() -> int:
@@ -60,6 +62,28 @@ def run_seeds(config: RunConfig) -> dict:
         "teachers": {t.name: t.seed for t in config.teachers},
         "stages": {f"stage{n}": config.stage(n).seed for n in STAGES},
     }
+
+
+@contextlib.contextmanager
+def quiet_model_loading() -> Iterator[None]:
+    """No "Loading weights" progress bars while the demo runs: transformers 5 draws one (its own tqdm,
+    ``transformers.utils.logging``) for every model it loads, between the demo's lines. Off in this process,
+    and through ``HF_HUB_DISABLE_PROGRESS_BARS`` in the kfp.local tasks it starts; only the bars go (log
+    records and warnings still show, and so do the demo's own progress bars)."""
+    from transformers.utils import logging as hf_logging
+
+    was_on, before = hf_logging.is_progress_bar_enabled(), os.environ.get(HUB_BARS_ENV)
+    os.environ[HUB_BARS_ENV] = "1"
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(HUB_BARS_ENV, None)
+        else:
+            os.environ[HUB_BARS_ENV] = before
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 # (config path, work directory) -> run_dir, seconds, log, the paths of dcrs_report, compression_report,
@@ -147,15 +171,16 @@ def run_demo(
     summary: dict = {"config": str(config_path), "workdir": str(run.root), "runner": runner}
     summary |= {"threads": threads, "seeds": run_seeds(config)}
     print(f"torch threads: {threads} (${THREADS_ENV} to change); seeds: {json.dumps(summary['seeds'])}")
-    summary["trained_tiny_models"] = ensure_tiny_models(config, progress)
-    train_path, eval_path = local.prepare_questions(run, eval_questions)
-    evalq = list(read_rows(eval_path, Question))
-    print(f"questions: {train_path} (train), {eval_path} ({len(evalq)} held out)")
-    summary["teachers"] = teacher_scores(run, evalq)
-    if runner == "kfp":
-        summary |= _run_pipeline(pipeline_runner, config_path, run)
-    else:
-        summary |= _run_direct(run, progress)
+    with quiet_model_loading():
+        summary["trained_tiny_models"] = ensure_tiny_models(config, progress)
+        train_path, eval_path = local.prepare_questions(run, eval_questions)
+        evalq = list(read_rows(eval_path, Question))
+        print(f"questions: {train_path} (train), {eval_path} ({len(evalq)} held out)")
+        summary["teachers"] = teacher_scores(run, evalq)
+        if runner == "kfp":
+            summary |= _run_pipeline(pipeline_runner, config_path, run)
+        else:
+            summary |= _run_direct(run, progress)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     (run.root / "demo.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print(f"\ndemo finished in {summary['seconds']} s; summary in {run.root / 'demo.json'}")
