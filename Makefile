@@ -92,7 +92,7 @@ push:
 	done
 
 e2e-containers: install
-	images/e2e-containers.sh
+	PYTHON=$(PY) images/e2e-containers.sh
 
 # The pipeline spec for the images in $(REGISTRY) (dist/twt-distillation-<version>.yaml).
 compile: install
