@@ -179,6 +179,45 @@ def test_vllm_missing_is_a_clear_error() -> None:
         load_teacher(TeacherConfig(name="v", model="m", backend="vllm"))
 
 
+def test_vllm_backend_takes_the_teachers_settings_and_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine and each prompt's SamplingParams come from TeacherConfig, BackendOptions and the call's
+    arguments, the teacher's where the call gives none (a stand-in ``vllm`` module records them)."""
+    import sys
+    import types
+
+    made: dict = {"params": []}
+
+    class LLM:
+        def __init__(self, **kwargs):
+            made["engine"] = kwargs
+
+        def generate(self, prompts, params, use_tqdm):
+            choice = types.SimpleNamespace(
+                text="x", token_ids=[1, 2], finish_reason="stop", cumulative_logprob=-1.0
+            )
+            return [types.SimpleNamespace(outputs=[choice] * p.kwargs["n"]) for p in params]
+
+    class SamplingParams:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+            made["params"].append(kwargs)
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
+    teacher = TeacherConfig(
+        name="v", model="/m", backend="vllm", tensor_parallel_size=2, temperature=0.5, top_p=0.8, seed=4
+    )
+    backend = load_teacher(teacher, BackendOptions(stop=("##",)))
+    assert made["engine"] == {"model": "/m", "tensor_parallel_size": 2, "dtype": "auto", "seed": 4}
+    out = backend.generate(["a", "b"], n=2)
+    assert [len(s) for s in out] == [2, 2] and out[0][0] == Generation("x", 2, "stop", -1.0)
+    first = made["params"][0]
+    assert (first["n"], first["temperature"], first["top_p"], first["stop"]) == (2, 0.5, 0.8, ["##"])
+    assert first["max_tokens"] == teacher.max_new_tokens
+    backend.generate(["a"], temperature=0, max_new_tokens=5)
+    greedy = made["params"][-1]
+    assert (greedy["temperature"], greedy["top_p"], greedy["max_tokens"]) == (0, 1.0, 5)
+
+
 @pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed")
 @pytest.mark.slow
 def test_vllm_generates(tiny_dir: Path) -> None:
