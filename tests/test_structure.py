@@ -193,7 +193,8 @@ def test_the_readme_settings_section_is_generated_from_the_schema() -> None:
 
 
 def test_twt_distill_writes_the_lineage_the_pipeline_step_writes(tmp_path) -> None:
-    """``twt distill`` goes through ``twt.steps.steps.distill_stage``: the model records the run and teachers."""
+    """``twt distill`` goes through ``twt.steps.steps.distill_stage``: the model records the run and
+    teachers."""
     import json
 
     from twt.app.cli import main
