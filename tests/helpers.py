@@ -113,6 +113,16 @@ def build_tiny_llama(path: Path, hidden: int = 32, layers: int = 2, seed: int = 
     return save_tiny_llama(path, fast, hidden=hidden, layers=layers)
 
 
+def publish_with_records(model: Path, root: Path, **options: Any) -> Any:
+    """``model`` published as "student" in the registry ``root`` with MODEL_METRICS, MODEL_GATE and
+    MODEL_LINEAGE; ``options``: more keywords of ``twt.registry.models.publish``."""
+    from twt.registry import models
+
+    return models.publish(
+        model, root, "student", metrics=MODEL_METRICS, gate=MODEL_GATE, lineage=MODEL_LINEAGE, **options
+    )
+
+
 def kfp_client_double(
     existing_id: str | None = None,
     backend: str = "2.17.0",

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import MODEL_GATE, MODEL_LINEAGE, MODEL_METRICS, write_model_dir
+from helpers import MODEL_GATE, MODEL_METRICS, publish_with_records, write_model_dir
 from model_registry_server import ModelRegistryServer
 
 from twt.app.cli import main as twt_main
@@ -41,14 +41,7 @@ def server():
 @pytest.fixture
 def version(tmp_path: Path) -> registry.RegistryVersion:
     write_model_dir(tmp_path / "model")
-    return registry.publish(
-        tmp_path / "model",
-        tmp_path / "reg",
-        "student",
-        metrics=MODEL_METRICS,
-        gate=MODEL_GATE,
-        lineage=MODEL_LINEAGE,
-    )
+    return publish_with_records(tmp_path / "model", tmp_path / "reg")
 
 
 def env(server: ModelRegistryServer) -> dict[str, str]:

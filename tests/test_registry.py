@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import MODEL_GATE, MODEL_LINEAGE, MODEL_METRICS, write_model_dir
+from helpers import MODEL_GATE, MODEL_METRICS, publish_with_records, write_model_dir
 from s3_server import start_server
 
 from twt.core import store
@@ -351,14 +351,8 @@ def test_what_is_published_from_the_model_directory(tmp_path):
 
 def test_the_model_card_has_metrics_gate_lineage_pull_and_files(tmp_path):
     files = write_model_dir(tmp_path / "model")
-    version = registry.publish(
-        tmp_path / "model",
-        tmp_path / "reg",
-        "student",
-        metrics=MODEL_METRICS,
-        gate=MODEL_GATE,
-        lineage=MODEL_LINEAGE,
-        card_extra={"Intended use": "Arithmetic word problems only."},
+    version = publish_with_records(
+        tmp_path / "model", tmp_path / "reg", card_extra={"Intended use": "Arithmetic word problems only."}
     )
     card = (Path(version.uri) / "README.md").read_text()
     assert "# student 1" in card and f"- Created: {version.created}" in card
