@@ -124,4 +124,4 @@ registry-login:
 
 # Does the GPU image's dependency set (vllm + torch + twt) resolve for its Python? Metadata only, no GPU.
 gpu-deps-check: install
-	images/check-gpu-deps.sh
+	PYTHON=$(PY) images/check-gpu-deps.sh

@@ -26,12 +26,14 @@ sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
+    from twt.core.schema import STAGES
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--workdir", type=Path, required=True, help="a run directory with dcrs/ (and compress/)"
     )
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "demo.yaml")
-    parser.add_argument("--stage", type=int, choices=(1, 2, 3), default=1)
+    parser.add_argument("--stage", type=int, choices=STAGES, default=1)
     parser.add_argument("--parent", type=Path, help="stages 2 and 3: the model they start from")
     parser.add_argument("--lr", type=float, nargs="+", default=[1e-3, 3e-3])
     parser.add_argument("--updates", type=int, nargs="+", default=[300, 600])

@@ -90,6 +90,7 @@ def make_config(scale: str, seed: int):
     import yaml
 
     from twt.core.load import default_config_path, parse_config
+    from twt.core.schema import STAGES
 
     s = SCALES[scale]
     data = yaml.safe_load(default_config_path().read_text())
@@ -98,7 +99,7 @@ def make_config(scale: str, seed: int):
     for teacher in data["teachers"]:
         teacher.update(k=s["k"], seed=seed)  # the seed varies the teachers' sampling too
     data["stages"]["common"].update(seed=seed, save_every=0)
-    for n, updates in zip((1, 2, 3), s["updates"], strict=True):
+    for n, updates in zip(STAGES, s["updates"], strict=True):
         data["stages"][f"stage{n}"]["updates"] = updates
     return parse_config(yaml.safe_dump(data), "quality", base_dir=default_config_path().parent)
 

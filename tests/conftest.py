@@ -1,5 +1,6 @@
-"""Fixtures shared by several test modules: the S3 server (store, registries) and the small end-to-end
-configuration (tests/test_demo.py, tests/test_pipeline.py)."""
+"""Fixtures shared by several test modules: the S3 server (store, registries), the small end-to-end
+configuration (tests/test_demo.py, tests/test_pipeline.py), and a tiny base model with training pairs (the
+training tests)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from minio import Minio
 from s3_server import FAST, KEY, S3, Root, start_server
 
 from twt.core.load import default_config_path
+from twt.core.prompts import PromptTemplates, completion
 from twt.core.store import S3Settings
+from twt.embedded.task import make_questions, reasoning_of
+from twt.embedded.tiny import DEFAULT_DIR, TOKENIZER_DIR, TinyModelSpec, new_model
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +78,26 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random Llama (hidden 32, 1 layer) with the embedded task's tokenizer."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(DEFAULT_DIR / TOKENIZER_DIR)
+    path = tmp_path_factory.mktemp("base")
+    new_model(TinyModelSpec("base", hidden=32, layers=1, heads=2), tokenizer, seed=0).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sft_pairs() -> list[tuple[str, str]]:
+    """(prompt, completion) pairs of 96 training questions (seed 1): the solve template and the canonical
+    reasoning."""
+    templates = PromptTemplates()
+    return [
+        (templates.render("solve", question=q.question), completion(reasoning_of(q.question), q.answer))
+        for q in make_questions(96, seed=1, split="train")
+    ]

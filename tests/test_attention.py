@@ -8,7 +8,6 @@ from itertools import accumulate
 from pathlib import Path
 
 import pytest
-from test_train import base_model, pairs  # noqa: F401  (fixtures)
 
 from twt.training.attention import collate_flat, resolve_attn_implementation, uses_varlen
 from twt.training.sft import IGNORE, SFTConfig, _batches, tokenize_pairs
@@ -45,7 +44,7 @@ def test_auto_picks_flash_attention_only_on_a_gpu_with_flash_attn(monkeypatch) -
     assert resolve_attn_implementation("auto", cuda=True) == "sdpa"
 
 
-def test_a_flat_row_is_what_flash_varlen_reads(base_model: Path, pairs) -> None:  # noqa: F811
+def test_a_flat_row_is_what_flash_varlen_reads(base_model: Path, sft_pairs) -> None:
     from transformers import AutoTokenizer
     from transformers.modeling_flash_attention_utils import (
         _is_packed_sequence,
@@ -53,7 +52,7 @@ def test_a_flat_row_is_what_flash_varlen_reads(base_model: Path, pairs) -> None:
     )
 
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    ids, labels, _ = tokenize_pairs(tokenizer, pairs[:4], max_length=256)
+    ids, labels, _ = tokenize_pairs(tokenizer, sft_pairs[:4], max_length=256)
     batch = [[0, 1], [2, 3]]
     flat = collate_flat(batch, ids, labels)
     assert flat["input_ids"].shape == (1, sum(len(i) for i in ids)) and "attention_mask" not in flat
@@ -66,7 +65,7 @@ def test_a_flat_row_is_what_flash_varlen_reads(base_model: Path, pairs) -> None:
     # them), which is why only flash kernels get flat rows; the 4-D mask path is exact (tests/test_train.py)
 
 
-def test_the_trainer_sends_flat_rows_only_to_varlen_kernels(pairs) -> None:  # noqa: F811
+def test_the_trainer_sends_flat_rows_only_to_varlen_kernels(sft_pairs) -> None:
     ids = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
     labels = [[IGNORE, 2, 3], [IGNORE, 5], [IGNORE, 7, 8, 9]]
     micro = [[[0, 1], [2]]]

@@ -15,7 +15,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from test_train import base_model, pairs  # noqa: F401  (fixtures)
 
 from twt.core import store
 from twt.training.checkpoints import CheckpointStore, checkpoint_uri
@@ -78,8 +77,8 @@ def test_restore_takes_the_newest_good_checkpoint_and_leaves_bad_ones(
 
 
 def test_a_killed_run_resumes_from_s3_to_the_weights_of_an_uninterrupted_run(
-    base_model: Path,  # noqa: F811
-    pairs,  # noqa: F811
+    base_model: Path,
+    sft_pairs,
     tmp_path: Path,
     s3,
 ) -> None:
@@ -88,7 +87,7 @@ def test_a_killed_run_resumes_from_s3_to_the_weights_of_an_uninterrupted_run(
         updates=8, batch_size=8, grad_accum=2, max_length=64, save_every=2, seed=5, checkpoint_uri=durable
     )
     whole = train_sft(
-        pairs,
+        sft_pairs,
         base_model,
         tmp_path / "whole",
         SFTConfig(**{**asdict(config), "checkpoint_uri": None}),
@@ -96,7 +95,12 @@ def test_a_killed_run_resumes_from_s3_to_the_weights_of_an_uninterrupted_run(
     )
     assert whole["resumed_from"] == 0
 
-    spec = {"pairs": pairs, "base": str(base_model), "out": str(tmp_path / "pod-1"), "config": asdict(config)}
+    spec = {
+        "pairs": sft_pairs,
+        "base": str(base_model),
+        "out": str(tmp_path / "pod-1"),
+        "config": asdict(config),
+    }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     marker = tmp_path / "hanging"
     worker = subprocess.Popen(
@@ -115,15 +119,15 @@ def test_a_killed_run_resumes_from_s3_to_the_weights_of_an_uninterrupted_run(
     assert CheckpointStore(durable, "").published_steps() == [4, 2]
 
     # the retry runs in a new pod: nothing local survives, only the durable location
-    resumed = train_sft(pairs, base_model, tmp_path / "pod-2", config, progress=False)
+    resumed = train_sft(sft_pairs, base_model, tmp_path / "pod-2", config, progress=False)
     assert resumed["resumed_from"] == 4
     assert _sha(tmp_path / "pod-2") == _sha(tmp_path / "whole")
     assert store.list_uris(durable + "/") == []  # the finished stage removed its checkpoints
 
 
-def test_the_last_checkpoint_can_be_kept(base_model: Path, pairs, tmp_path: Path) -> None:  # noqa: F811
+def test_the_last_checkpoint_can_be_kept(base_model: Path, sft_pairs, tmp_path: Path) -> None:
     config = SFTConfig(updates=5, batch_size=8, max_length=64, save_every=2, keep_last_checkpoint=True)
-    train_sft(pairs, base_model, tmp_path / "out", config, progress=False)
+    train_sft(sft_pairs, base_model, tmp_path / "out", config, progress=False)
     assert CheckpointStore(str(tmp_path / "out" / "checkpoints"), "").published_steps() == [4]
 
 

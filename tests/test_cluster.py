@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from missing_tools import kubectl_or_skip
 
 from components.images import CPU_IMAGE, GPU_IMAGE, VERSION
 from pipelines import release
@@ -135,9 +136,7 @@ def test_one_default_namespace_for_manifests_and_the_cli() -> None:
 
 
 def test_the_profile_overlay_renders_in_the_profile_namespace() -> None:
-    from test_manifests import kubectl_or_skip  # fails in CI without kubectl
-
-    kubectl = kubectl_or_skip()
+    kubectl = kubectl_or_skip()  # fails in CI without kubectl
 
     def render(directory: str) -> list[dict]:
         rendered = subprocess.run(

@@ -33,7 +33,7 @@ from twt.method.cts import (
     token_scores,
     window_plan,
 )
-from twt.method.teachers import Generation
+from twt.method.teachers.interface import Generation
 
 WORDS = ["Solve", "step", "by", ":", "Answer", "mod", "a", "b", "c", "d", "x", "+", "-", "*", "=", ";"]
 

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import distill_rows
 from safetensors.torch import load_file
-from test_stages import _rows
-from test_train import base_model  # noqa: F401  (fixture)
 
 from twt.core.load import default_config_path
 from twt.core.records import write_rows
@@ -68,7 +67,7 @@ def test_torchrun_command_for_one_and_several_nodes(monkeypatch) -> None:
 def distill_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Stage-1 rows and a config that trains 6 updates of a global batch of 4 packed rows."""
     tmp = tmp_path_factory.mktemp("ddp")
-    write_rows(tmp / "rows.jsonl", _rows(48))
+    write_rows(tmp / "rows.jsonl", distill_rows(48))
     data = yaml.safe_load(default_config_path().read_text())
     data["stages"] = {
         "common": {"updates": 6, "batch_size": 4, "max_length": 48, "learning_rate": 3e-3, "warmup_ratio": 0},
@@ -86,7 +85,7 @@ def _distill(rows: Path, config: Path, base: Path, out: Path, *extra: str) -> su
 
 def test_two_ddp_processes_reach_the_weights_and_losses_of_one(
     distill_inputs,
-    base_model: Path,  # noqa: F811
+    base_model: Path,
     tmp_path: Path,
 ) -> None:
     rows, config = distill_inputs
@@ -109,7 +108,7 @@ def test_two_ddp_processes_reach_the_weights_and_losses_of_one(
 
 def test_a_process_count_that_does_not_divide_the_batch_fails_before_launching(
     distill_inputs,
-    base_model: Path,  # noqa: F811
+    base_model: Path,
     tmp_path: Path,
 ) -> None:
     rows, config = distill_inputs
@@ -125,7 +124,7 @@ def test_a_process_count_that_does_not_divide_the_batch_fails_before_launching(
 @pytest.mark.slow  # ~35 s idle, 75 s on a busy 2-core machine
 def test_two_processes_resume_from_their_checkpoint_to_the_same_weights(
     distill_inputs,
-    base_model: Path,  # noqa: F811
+    base_model: Path,
     tmp_path: Path,
 ) -> None:
     """Both processes save their part (random states per process), the first publishes; a rerun fetches it."""

@@ -11,7 +11,8 @@ from twt.core.records import Question
 from twt.embedded.task import in_slip_slice, make_questions
 from twt.embedded.tiny import DEFAULT_DIR
 from twt.method.evaluate import EvalTarget, answer_accuracy, evaluate_model, evaluate_models, render_report
-from twt.method.teachers import Generation, TeacherBackendError
+from twt.method.teachers import TeacherBackendError
+from twt.method.teachers.interface import Generation
 
 
 class ScriptedBackend:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import write_model_dir
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
-from test_registry import make_model
 
 from twt.app import cli
 from twt.core import names, store
@@ -238,7 +238,7 @@ def test_s3_pull_refuses_a_hostile_manifest(s3, tmp_path, entries):
 
 
 def test_publishing_a_file_name_with_a_backslash_is_refused(tmp_path):
-    make_model(tmp_path / "model")
+    write_model_dir(tmp_path / "model")
     (tmp_path / "model" / "a\\b").write_text("x")
     with pytest.raises(store.StoreError, match=r"cannot publish .*not a normalised relative path"):
         registry.publish(tmp_path / "model", tmp_path / "reg", "m", "1")
@@ -541,7 +541,7 @@ def test_sample_on_an_empty_question_file_keeps_the_candidates_it_had(tmp_path):
     ],
 )
 def test_publish_json_options_name_the_file_and_line(tmp_path, flag, text, where):
-    make_model(tmp_path / "model")
+    write_model_dir(tmp_path / "model")
     bad = tmp_path / "bad.json"
     bad.mkdir() if text is None else bad.write_text(text)
     result = run_cli(

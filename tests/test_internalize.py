@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 from pydantic import ValidationError
-from test_train import base_model  # noqa: F401  (fixture)
 
 from twt.core.records import DistillRow, write_rows
 from twt.core.schema import ConfigError, InternalizeConfig
@@ -131,7 +130,7 @@ def _rows(n: int) -> list[DistillRow]:
     ]
 
 
-def test_run_trains_every_phase_logs_it_and_resumes(tmp_path: Path, base_model: Path) -> None:  # noqa: F811
+def test_run_trains_every_phase_logs_it_and_resumes(tmp_path: Path, base_model: Path) -> None:
     rows = tmp_path / "rows.jsonl"
     write_rows(rows, _rows(24))  # two operations: "a+b=c;c*d=e", 11 tokens
     config = InternalizeConfig(
@@ -164,7 +163,7 @@ def test_run_trains_every_phase_logs_it_and_resumes(tmp_path: Path, base_model: 
     assert again["phases"] == result["phases"]
 
 
-def test_optimizer_state_hook_carries_adam_moments(tmp_path: Path, base_model: Path) -> None:  # noqa: F811
+def test_optimizer_state_hook_carries_adam_moments(tmp_path: Path, base_model: Path) -> None:
     from twt.training.sft import train_sft
 
     pairs = [("Solve step by step: 1+2\n", "1+2=3\nAnswer: 3")] * 8
@@ -179,7 +178,7 @@ def test_optimizer_state_hook_carries_adam_moments(tmp_path: Path, base_model: P
     assert all(int(s["step"]) == 4 for s in second.values())  # moments continued, not restarted
 
 
-def test_stage_2_runs_the_configured_schedule(tmp_path: Path, base_model: Path) -> None:  # noqa: F811
+def test_stage_2_runs_the_configured_schedule(tmp_path: Path, base_model: Path) -> None:
     import yaml
 
     from twt.core.load import default_config_path, parse_config

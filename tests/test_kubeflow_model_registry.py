@@ -11,8 +11,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import MODEL_GATE, MODEL_METRICS, publish_with_records, write_model_dir
 from model_registry_server import ModelRegistryServer
-from test_registry import GATE, LINEAGE, METRICS, make_model
 
 from twt.app.cli import main as twt_main
 from twt.registry import models as registry
@@ -40,10 +40,8 @@ def server():
 
 @pytest.fixture
 def version(tmp_path: Path) -> registry.RegistryVersion:
-    make_model(tmp_path / "model")
-    return registry.publish(
-        tmp_path / "model", tmp_path / "reg", "student", metrics=METRICS, gate=GATE, lineage=LINEAGE
-    )
+    write_model_dir(tmp_path / "model")
+    return publish_with_records(tmp_path / "model", tmp_path / "reg")
 
 
 def env(server: ModelRegistryServer) -> dict[str, str]:
@@ -79,8 +77,10 @@ def test_the_version_carries_run_pipeline_artifact_and_gate(server, version) -> 
 def test_promoting_the_same_run_twice_yields_one_version(server, version, tmp_path: Path) -> None:
     first = register(version, run_id="run-1", pipeline_version="0.1.0", environ=env(server))
     # the re-run published a second twt version of the same run; the registry keeps the first
-    make_model(tmp_path / "again", seed=1)
-    again = registry.publish(tmp_path / "again", tmp_path / "reg", "student", metrics=METRICS, gate=GATE)
+    write_model_dir(tmp_path / "again", seed=1)
+    again = registry.publish(
+        tmp_path / "again", tmp_path / "reg", "student", metrics=MODEL_METRICS, gate=MODEL_GATE
+    )
     second = register(again, run_id="run-1", pipeline_version="0.1.0", environ=env(server))
     assert second == {"action": "exists", "model": "student", "version": first["version"], "id": first["id"]}
     assert len(server.versions) == 1 and len(server.artifacts) == 1
@@ -208,8 +208,10 @@ def test_a_model_of_more_than_a_billion_bytes_registers(server, version) -> None
 def test_a_runs_version_is_found_on_a_later_page(server, tmp_path: Path) -> None:
     versions = []
     for n in range(5):
-        make_model(tmp_path / f"m{n}", seed=n)
-        versions.append(registry.publish(tmp_path / f"m{n}", tmp_path / "reg", "student", metrics=METRICS))
+        write_model_dir(tmp_path / f"m{n}", seed=n)
+        versions.append(
+            registry.publish(tmp_path / f"m{n}", tmp_path / "reg", "student", metrics=MODEL_METRICS)
+        )
         register_version(versions[-1], run_id=f"run-{n}", pipeline_version="0.1.0", environ=env(server))
     server.requests.clear()
     again = register_version(

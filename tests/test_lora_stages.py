@@ -6,17 +6,16 @@ import json
 from pathlib import Path
 
 import torch
+from helpers import distill_rows
 from safetensors.torch import load_file
-from test_stages import _rows
-from test_train import base_model  # noqa: F401  (fixture)
 
 from twt.core.records import write_rows
 from twt.training.sft import SFTConfig
 from twt.training.stages import run_stage
 
 
-def test_three_lora_stages_train_merge_and_hand_on(tmp_path: Path, base_model: Path) -> None:  # noqa: F811
-    write_rows(tmp_path / "rows.jsonl", _rows(32))
+def test_three_lora_stages_train_merge_and_hand_on(tmp_path: Path, base_model: Path) -> None:
+    write_rows(tmp_path / "rows.jsonl", distill_rows(32))
     config = SFTConfig(
         updates=4, batch_size=4, max_length=96, lora=True, lora_r=4, learning_rate=1e-2, save_every=2
     )

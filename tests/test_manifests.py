@@ -17,7 +17,6 @@ import inspect
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from missing_tools import missing_tool
+from missing_tools import kubectl_or_skip
 
 from pipelines.distillation import RUN_AS, twt_distillation
 from pipelines.layout import MODEL_CACHE_PVC
@@ -59,28 +58,6 @@ EXPECTED_CRD_DOCUMENTS = {
 }
 GPU_OVERLAYS = ("gpu", "profile", "standalone")
 PLACEHOLDER = "CHANGE_ME"
-MIN_KUSTOMIZE_MAJOR = 4  # `labels`, `components` and `patches` with targets
-
-
-def kubectl_or_skip() -> str:
-    """kubectl with a kustomize >= v4: skips without one, fails in CI (``missing_tool``)."""
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        missing_tool("kubectl not installed (run .ci/install-tools.sh)")
-    version = json.loads(
-        subprocess.run(
-            [kubectl, "version", "--client", "-o", "json"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        ).stdout
-    )
-    kustomize = version.get("kustomizeVersion", "unknown")
-    major = re.match(r"v?(\d+)", kustomize)
-    if major is None or int(major.group(1)) < MIN_KUSTOMIZE_MAJOR:
-        missing_tool(f"kubectl's kustomize {kustomize} is older than v{MIN_KUSTOMIZE_MAJOR}")
-    return kubectl
 
 
 @functools.cache

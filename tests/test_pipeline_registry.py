@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from helpers import kfp_client_double
 from s3_server import Root
-from test_release import kfp_client
 
 import pipelines.__main__ as pipelines_cli
 from components.images import VERSION
@@ -359,7 +359,7 @@ def test_a_pulled_template_is_uploaded_byte_for_byte(root, tmp_path, compiled, m
     # twt pipeline pull, then upload --package FILE (the upload command of a fresh compile)
     pulled = tmp_path / "pulled.yaml"
     preg.pull(f"{NAME}@stable", root.uri, pulled, settings=root.settings)
-    client = kfp_client(existing_id="pipeline-7")
+    client = kfp_client_double(existing_id="pipeline-7")
     monkeypatch.setattr(pipelines_cli, "_client", lambda args: client)
     argv = ["upload", "--host", "http://kfp.test:8888", "--package", str(pulled), "--sha", "4e1f0c2a9b3d"]
     assert pipelines_cli.main(argv) == 0
@@ -367,7 +367,7 @@ def test_a_pulled_template_is_uploaded_byte_for_byte(root, tmp_path, compiled, m
     assert list(client.versions) == [f"{VERSION}-4e1f0c2a9b3d"]
 
     # upload --from: pulled and verified on the fly, named by the recorded git sha
-    client = kfp_client(existing_id=None)
+    client = kfp_client_double(existing_id=None)
     argv = ["upload", "--host", "http://kfp.test:8888", "--from", f"{NAME}@stable", "--root", root.uri]
     capsys.readouterr()
     assert pipelines_cli.main(argv) == 0

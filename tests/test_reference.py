@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from test_train import base_model  # noqa: F401  (fixture)
-
 from twt.core.records import DistillRow, read_rows, write_rows
 from twt.core.schema import ReferenceConfig
 from twt.embedded.task import make_questions, reasoning_of
@@ -33,7 +31,7 @@ def test_pairs_condition_on_question_and_answer() -> None:
 
 def test_trained_once_cached_by_data_and_settings_then_used_by_cts(
     tmp_path: Path,
-    base_model: Path,  # noqa: F811
+    base_model: Path,
 ) -> None:
     rows = tmp_path / "distill.jsonl"
     write_rows(rows, _rows(16))
@@ -60,7 +58,7 @@ def test_trained_once_cached_by_data_and_settings_then_used_by_cts(
     assert all(r.compressed_reasoning for r in read_rows(tmp_path / "c.jsonl", DistillRow))
 
 
-def test_settings_reach_the_reference_trainer(tmp_path: Path, base_model: Path) -> None:  # noqa: F811
+def test_settings_reach_the_reference_trainer(tmp_path: Path, base_model: Path) -> None:
     import yaml
 
     from twt.core.load import default_config_path, parse_config

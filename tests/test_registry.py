@@ -9,11 +9,11 @@ import dataclasses
 import hashlib
 import io
 import json
-import random
 import threading
 from pathlib import Path
 
 import pytest
+from helpers import MODEL_GATE, MODEL_METRICS, publish_with_records, write_model_dir
 from s3_server import start_server
 
 from twt.core import store
@@ -22,44 +22,6 @@ from twt.registry import card as model_card
 from twt.registry import claims
 from twt.registry import models as registry
 from twt.registry.claims import RegistryError, RegistryNameError, VersionExistsError, VersionNotFoundError
-
-METRICS = {
-    "student-base": {"accuracy": 0.25, "mean_output_tokens": 4.0},
-    "stage1": {"accuracy": 0.90, "mean_output_tokens": 40.0},
-    "stage3": {"accuracy": 0.80, "mean_output_tokens": 8.0},
-}
-GATE = {
-    "passed": True,
-    "student": "stage3",
-    "reasons": ["stage3 accuracy 80.0% ≥ the minimum 50.0%", "stage3 writes 8.0 tokens: 80.0% fewer"],
-}
-LINEAGE = {
-    "teachers": [{"name": "teacher-verbose"}, "teacher-terse"],
-    "dcrs": {"candidates": {"in": 1200, "kept": 340, "rejected_quality": 700, "rejected_diversity": 160}},
-    "compression": {"method": "cts", "target_ratio": 0.5, "achieved_ratio": 0.52},
-    "stages": [
-        {"stage": 1, "parent": "Qwen/Qwen2.5-0.5B", "data": "distill.jsonl", "rows": 340},
-        {"stage": 3, "parent": "runs/r1/stage2", "data": "distill.jsonl", "rows": 340},
-    ],
-    "pipeline_run_id": "run-7f3a",
-}
-
-
-def make_model(path: Path, seed: int = 0) -> dict[str, bytes]:
-    """A tiny Hugging Face-like directory with random weights; returns relative path → bytes."""
-    rng = random.Random(seed)
-    files = {
-        "config.json": json.dumps({"model_type": "qwen2", "hidden_size": 8, "seed": seed}).encode(),
-        "model.safetensors": rng.randbytes(100_000),
-        "tokenizer.json": json.dumps({"vocab": {"a": seed}}).encode(),
-        "tokenizer_config.json": b"{}",
-        "twt.json": json.dumps({"kind": "sft", "base_model": "runs/r1/stage2", "seed": seed}).encode(),
-        "extra/merges.txt": rng.randbytes(100),
-    }
-    for rel, data in files.items():
-        (path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (path / rel).write_bytes(data)
-    return files
 
 
 def read_tree(path: Path) -> dict[str, bytes]:
@@ -75,9 +37,15 @@ def leftovers(path: Path) -> list[str]:
 
 
 def test_publish_then_pull_is_byte_identical(root, tmp_path):
-    files = make_model(tmp_path / "model")
+    files = write_model_dir(tmp_path / "model")
     published = registry.publish(
-        tmp_path / "model", root.uri, "student", "1", metrics=METRICS, gate=GATE, settings=root.settings
+        tmp_path / "model",
+        root.uri,
+        "student",
+        "1",
+        metrics=MODEL_METRICS,
+        gate=MODEL_GATE,
+        settings=root.settings,
     )
     assert (published.model, published.version, published.ref) == ("student", "1", "student@1")
     assert published.uri == store.parse_uri(root.uri).child("student/1").uri
@@ -95,7 +63,7 @@ def test_publish_then_pull_is_byte_identical(root, tmp_path):
 
     meta = registry.show(root.uri, "student@latest", settings=root.settings)
     assert meta["model"] == "student" and meta["version"] == "1" and meta["kind"] == registry.KIND
-    assert meta["metrics"] == METRICS and meta["gate"] == GATE
+    assert meta["metrics"] == MODEL_METRICS and meta["gate"] == MODEL_GATE
     assert meta["lineage"] == json.loads(files["twt.json"])  # lineage defaults to the model's twt.json
     assert registry.list_versions(root.uri, settings=root.settings) == ["student"]
     assert registry.list_models(root.uri, settings=root.settings) == ["student"]
@@ -105,7 +73,7 @@ def test_publish_then_pull_is_byte_identical(root, tmp_path):
 
 
 def test_auto_increments_and_latest_is_the_highest(root, tmp_path):
-    make_model(tmp_path / "model")
+    write_model_dir(tmp_path / "model")
 
     def publish(version: str) -> str:
         return registry.publish(
@@ -127,8 +95,8 @@ def test_auto_increments_and_latest_is_the_highest(root, tmp_path):
 
 
 def test_a_published_version_is_immutable(root, tmp_path):
-    first = make_model(tmp_path / "a", seed=1)
-    make_model(tmp_path / "b", seed=2)
+    first = write_model_dir(tmp_path / "a", seed=1)
+    write_model_dir(tmp_path / "b", seed=2)
     registry.publish(tmp_path / "a", root.uri, "student", "2.0", settings=root.settings)
     with pytest.raises(VersionExistsError, match=r"student@2\.0 already exists at .*immutable"):
         registry.publish(tmp_path / "b", root.uri, "student", "2.0", settings=root.settings)
@@ -138,7 +106,7 @@ def test_a_published_version_is_immutable(root, tmp_path):
 
 
 def test_pull_refuses_missing_versions_and_busy_destinations(root, tmp_path):
-    make_model(tmp_path / "model")
+    write_model_dir(tmp_path / "model")
     registry.publish(tmp_path / "model", root.uri, "student", settings=root.settings)
     with pytest.raises(VersionNotFoundError, match="student@7 does not exist"):
         registry.pull("student@7", root.uri, tmp_path / "out", settings=root.settings)
@@ -154,7 +122,7 @@ def test_pull_refuses_missing_versions_and_busy_destinations(root, tmp_path):
 
 
 def test_only_manifests_at_model_version_with_valid_names_count(root, tmp_path):
-    make_model(tmp_path / "model")
+    write_model_dir(tmp_path / "model")
     registry.publish(tmp_path / "model", root.uri, "student", settings=root.settings)
     base = store.parse_uri(root.uri)
     for stray in ["student/beta", "student/01", "student/1/nested", "Bad Name/1", "loose"]:
@@ -178,7 +146,7 @@ def test_only_manifests_at_model_version_with_valid_names_count(root, tmp_path):
 
 
 def test_a_tampered_object_is_refused_and_leaves_nothing(root, tmp_path):
-    make_model(tmp_path / "model")
+    write_model_dir(tmp_path / "model")
     version = registry.publish(tmp_path / "model", root.uri, "student", settings=root.settings)
     evil = b"evil weights"
     if root.s3:  # rewrite the bytes and keep the recorded sha256: only the manifest can tell
@@ -197,7 +165,7 @@ def test_a_tampered_object_is_refused_and_leaves_nothing(root, tmp_path):
 
 
 def test_an_interrupted_publish_leaves_no_version(root, tmp_path, monkeypatch):
-    make_model(tmp_path / "model")
+    write_model_dir(tmp_path / "model")
     copier = "_upload_file" if root.s3 else "_copy_verified"  # how publish_dir moves one file
     real, calls = getattr(store, copier), []
 
@@ -229,7 +197,7 @@ def test_an_interrupted_publish_leaves_no_version(root, tmp_path, monkeypatch):
 def test_server_gone_mid_publish_leaves_an_invisible_version_and_a_named_claim(s3, tmp_path, monkeypatch):
     server, endpoint = start_server()  # a server of its own, to stop halfway (moto's state is shared)
     settings = dataclasses.replace(s3.settings, endpoint=endpoint)
-    make_model(tmp_path / "model")
+    write_model_dir(tmp_path / "model")
     real, uploads = store._upload_file, []
 
     def upload_then_stop(*args):
@@ -291,7 +259,7 @@ def _race(tmp_path, monkeypatch, publish_args: list[tuple]) -> list[object]:
 
 
 def test_concurrent_publishes_of_one_version_exactly_one_wins(root, tmp_path, monkeypatch):
-    trees = [make_model(tmp_path / name, seed=i) for i, name in enumerate(["a", "b"])]
+    trees = [write_model_dir(tmp_path / name, seed=i) for i, name in enumerate(["a", "b"])]
     args = [(tmp_path / name, root.uri, "student", "4", root.settings) for name in ["a", "b"]]
     results = _race(tmp_path, monkeypatch, args)
     winners = [i for i, r in enumerate(results) if isinstance(r, registry.RegistryVersion)]
@@ -304,7 +272,7 @@ def test_concurrent_publishes_of_one_version_exactly_one_wins(root, tmp_path, mo
 
 
 def test_concurrent_auto_publishes_take_the_next_numbers(root, tmp_path, monkeypatch):
-    trees = [make_model(tmp_path / name, seed=i) for i, name in enumerate(["a", "b"])]
+    trees = [write_model_dir(tmp_path / name, seed=i) for i, name in enumerate(["a", "b"])]
     args = [(tmp_path / name, root.uri, "student", "auto", root.settings) for name in ["a", "b"]]
     results = _race(tmp_path, monkeypatch, args)
     assert all(isinstance(r, registry.RegistryVersion) for r in results), results
@@ -320,7 +288,7 @@ def test_concurrent_auto_publishes_take_the_next_numbers(root, tmp_path, monkeyp
 
 @pytest.mark.parametrize("name", ["../x", "A B", "x/y", "", "a" * 64, "a..b", "-x", ".x", "Student", "a@b"])
 def test_invalid_model_names_are_rejected(name, tmp_path):
-    make_model(tmp_path / "model")
+    write_model_dir(tmp_path / "model")
     with pytest.raises(RegistryNameError, match=f"invalid model name {name!r}"):
         registry.publish(tmp_path / "model", tmp_path / "reg", name, "1")
     assert not (tmp_path / "reg").exists() and not (tmp_path / "x").exists()
@@ -329,7 +297,7 @@ def test_invalid_model_names_are_rejected(name, tmp_path):
 
 @pytest.mark.parametrize("version", ["", "01", "1.2.3.4", "v1", "latest", "1.", "1..2", "x", "1/2", "-1"])
 def test_invalid_versions_are_rejected(version, tmp_path):
-    make_model(tmp_path / "model")
+    write_model_dir(tmp_path / "model")
     with pytest.raises(RegistryNameError, match=f"invalid version {version!r}"):
         registry.publish(tmp_path / "model", tmp_path / "reg", "student", version)
     assert not (tmp_path / "reg").exists()
@@ -359,7 +327,7 @@ def test_versions_and_refs():
 
 
 def test_what_is_published_from_the_model_directory(tmp_path):
-    files = make_model(tmp_path / "model")
+    files = write_model_dir(tmp_path / "model")
     (tmp_path / "model" / "checkpoints" / "step-10").mkdir(parents=True)
     (tmp_path / "model" / "checkpoints" / "step-10" / "optimizer.pt").write_bytes(b"state")
     (tmp_path / "model" / ".cache").mkdir()
@@ -382,15 +350,9 @@ def test_what_is_published_from_the_model_directory(tmp_path):
 
 
 def test_the_model_card_has_metrics_gate_lineage_pull_and_files(tmp_path):
-    files = make_model(tmp_path / "model")
-    version = registry.publish(
-        tmp_path / "model",
-        tmp_path / "reg",
-        "student",
-        metrics=METRICS,
-        gate=GATE,
-        lineage=LINEAGE,
-        card_extra={"Intended use": "Arithmetic word problems only."},
+    files = write_model_dir(tmp_path / "model")
+    version = publish_with_records(
+        tmp_path / "model", tmp_path / "reg", card_extra={"Intended use": "Arithmetic word problems only."}
     )
     card = (Path(version.uri) / "README.md").read_text()
     assert "# student 1" in card and f"- Created: {version.created}" in card
@@ -432,9 +394,11 @@ def test_the_model_card_says_not_recorded_for_missing_parts():
 def test_a_gate_verdict_object_is_recorded_as_its_dict(tmp_path):
     from twt.method.gate import decide
 
-    make_model(tmp_path / "model")
-    verdict = decide(METRICS)
-    version = registry.publish(tmp_path / "model", tmp_path / "reg", "student", metrics=METRICS, gate=verdict)
+    write_model_dir(tmp_path / "model")
+    verdict = decide(MODEL_METRICS)
+    version = registry.publish(
+        tmp_path / "model", tmp_path / "reg", "student", metrics=MODEL_METRICS, gate=verdict
+    )
     assert version.metadata["gate"] == verdict.to_dict()
     assert (
         f"Verdict: **{'passed' if verdict.passed else 'failed'}**"
@@ -451,7 +415,7 @@ def test_a_retried_run_gets_the_version_it_already_published(where, tmp_path, re
         root, settings = f"s3://{s3.bucket}/reg", s3.settings
     else:
         root, settings = tmp_path / "reg", None
-    make_model(tmp_path / "model")
+    write_model_dir(tmp_path / "model")
     first = registry.publish(tmp_path / "model", root, "student", run_id="run-1", settings=settings)
     again = registry.publish(tmp_path / "model", root, "student", run_id="run-1", settings=settings)
     explicit = registry.publish(tmp_path / "model", root, "student", "1", run_id="run-1", settings=settings)
@@ -464,7 +428,7 @@ def test_a_retried_run_gets_the_version_it_already_published(where, tmp_path, re
     assert (
         registry.publish(tmp_path / "model", root, "student", settings=settings).version == "3"
     )  # no run id
-    make_model(tmp_path / "other", seed=1)
+    write_model_dir(tmp_path / "other", seed=1)
     assert (
         registry.publish(tmp_path / "other", root, "student", run_id="run-1", settings=settings).version
         == "4"

@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_registry import make_model
+from helpers import write_model_dir
 
 from twt.core import store
 from twt.registry import claims
@@ -40,7 +40,7 @@ def _env(root) -> dict[str, str]:
 
 def _model(work: Path, role: str, index: int) -> Path:
     path = work / f"model-{role}-{index}"
-    make_model(path, seed=zlib.crc32(f"{role}-{index}".encode()))
+    write_model_dir(path, seed=zlib.crc32(f"{role}-{index}".encode()))
     lineage = json.loads((path / "twt.json").read_text())
     (path / "twt.json").write_text(json.dumps({**lineage, "worker": f"{role}-{index}"}))
     return path
@@ -231,7 +231,7 @@ def test_kill_9_then_gc_and_retry_ends_in_one_verified_version(backend, request,
 
 def test_a_live_claim_is_never_reclaimed_and_is_named(tmp_path):
     model = tmp_path / "model"
-    make_model(model)
+    write_model_dir(model)
     root = tmp_path / "reg"
     claim = claims._claim(root, "m", "1", None)  # held by this (live) process
     with pytest.raises(claims.VersionExistsError, match=r"claim .*\.publishing/1, held by process"):
@@ -245,7 +245,7 @@ def test_a_live_claim_is_never_reclaimed_and_is_named(tmp_path):
 
 def test_stale_staging_of_a_dead_process_is_swept_by_the_next_publish(tmp_path):
     model = tmp_path / "model"
-    make_model(model)
+    write_model_dir(model)
     root = tmp_path / "reg"
     registry.publish(model, root, "m", "1")
     dead = subprocess.run(
@@ -263,7 +263,7 @@ def test_stale_staging_of_a_dead_process_is_swept_by_the_next_publish(tmp_path):
 
 def test_one_reclaimer_at_a_time_and_an_interrupted_release_is_tidied(tmp_path):
     model, root = tmp_path / "model", tmp_path / "reg"
-    make_model(model)
+    write_model_dir(model)
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )

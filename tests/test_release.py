@@ -2,11 +2,11 @@
 
     python -m pytest tests/test_release.py -q
 
-The client double is ``create_autospec(kfp.Client, instance=True)``: a call that kfp 2.17's real method
-would refuse (an unknown keyword, a missing argument) fails here too; answers are kfp_server_api's own
-model classes. Authentication and the version check go through a real ``kfp.Client`` to a small HTTP
-server that answers ``/apis/v2beta1/healthz`` as the 2.17 API server does (``backend/src/apiserver/main.go``
-at 2.17.0: ``{"commit_sha", "tag_name", "multi_user", "pipeline_store"}``).
+The client double (``helpers.kfp_client_double``) is ``create_autospec(kfp.Client, instance=True)``: a
+call that kfp 2.17's real method would refuse (an unknown keyword, a missing argument) fails here too;
+answers are kfp_server_api's own model classes. Authentication and the version check go through a real
+``kfp.Client`` to a small HTTP server that answers ``/apis/v2beta1/healthz`` as the 2.17 API server does
+(``backend/src/apiserver/main.go`` at 2.17.0: ``{"commit_sha", "tag_name", "multi_user", "pipeline_store"}``).
 """
 
 from __future__ import annotations
@@ -16,14 +16,11 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from unittest.mock import create_autospec
 
-import kfp
-import kfp_server_api
 import pytest
 import yaml
+from helpers import kfp_client_double
 from json_http import send_json
-from urllib3 import HTTPResponse
 
 from components.images import VERSION
 from pipelines import kfp_server, release
@@ -39,72 +36,6 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return release.compile_pipeline(tmp_path_factory.mktemp("compiled") / f"{NAME}-{VERSION}.yaml")
 
 
-def kfp_client(existing_id: str | None = None, backend: str = "2.17.0", versions: dict | None = None):
-    """A ``kfp.Client`` double with kfp 2.17's signatures, holding the versions ``{name: id}`` of one
-    pipeline: ``upload_pipeline`` makes the pipeline and the version KFP names after it; uploads and
-    deletes change ``versions``; ``client.sent`` holds the bytes of every uploaded file. Uploads and
-    runs print their link on stdout, as kfp's do."""
-    client = create_autospec(kfp.Client, instance=True)
-    client._healthz_api = create_autospec(kfp_server_api.HealthzServiceApi, instance=True)
-    body = {"commit_sha": "0f1e2d", "tag_name": backend, "multi_user": True, "pipeline_store": "database"}
-    client._healthz_api.healthz_service_get_healthz.return_value = HTTPResponse(
-        body=json.dumps(body).encode(), status=200, preload_content=True
-    )
-    state = {"id": existing_id, "versions": dict(versions or {})}
-    client.versions, client.sent = state["versions"], []
-
-    def get_pipeline_id(name):
-        return state["id"] if name == NAME else None
-
-    def upload_pipeline(pipeline_package_path, pipeline_name=None, description=None, namespace=None):
-        client.sent.append(Path(pipeline_package_path).read_bytes())
-        state["id"] = "new-id"
-        state["versions"][pipeline_name] = "default-version-id"  # pipeline_upload_server.go, 2.17.0
-        print("Pipeline details: http://kfp/#/pipelines/details/new-id")
-        return kfp_server_api.V2beta1Pipeline(
-            pipeline_id="new-id", name=pipeline_name, display_name=pipeline_name
-        )
-
-    def upload_pipeline_version(pipeline_package_path, pipeline_version_name, pipeline_id=None, **_):
-        client.sent.append(Path(pipeline_package_path).read_bytes())
-        state["versions"][pipeline_version_name] = f"id-{pipeline_version_name}"
-        print(
-            f"Pipeline details: http://kfp/#/pipelines/details/{pipeline_id}/version/id-{pipeline_version_name}"
-        )
-        return kfp_server_api.V2beta1PipelineVersion(
-            pipeline_id=pipeline_id, pipeline_version_id=f"id-{pipeline_version_name}"
-        )
-
-    def list_pipeline_versions(pipeline_id, page_token="", page_size=10, sort_by="", filter=None):
-        (predicate,) = json.loads(filter)["predicates"]
-        assert predicate["key"] == "display_name" and predicate["operation"] == 1
-        wanted = predicate["stringValue"]
-        found = [
-            kfp_server_api.V2beta1PipelineVersion(
-                pipeline_id=pipeline_id, display_name=n, pipeline_version_id=i
-            )
-            for n, i in state["versions"].items()
-            if n == wanted
-        ]
-        return kfp_server_api.V2beta1ListPipelineVersionsResponse(pipeline_versions=found or None)
-
-    def delete_pipeline_version(pipeline_id, pipeline_version_id):
-        state["versions"] = {n: i for n, i in state["versions"].items() if i != pipeline_version_id}
-        client.versions = state["versions"]
-        return {}
-
-    client.get_pipeline_id.side_effect = get_pipeline_id
-    client.upload_pipeline.side_effect = upload_pipeline
-    client.upload_pipeline_version.side_effect = upload_pipeline_version
-    client.list_pipeline_versions.side_effect = list_pipeline_versions
-    client.delete_pipeline_version.side_effect = delete_pipeline_version
-    client.create_experiment.return_value = kfp_server_api.V2beta1Experiment(experiment_id="exp-1")
-    client.run_pipeline.side_effect = lambda *a, **k: (
-        print("Run details: http://kfp/#/runs/details/run-1") or (kfp_server_api.V2beta1Run(run_id="run-1"))
-    )
-    return client
-
-
 def called(client) -> list[str]:
     return [name for name, _, _ in client.mock_calls]
 
@@ -113,7 +44,7 @@ def called(client) -> list[str]:
 
 
 def test_the_double_refuses_what_kfp_2_17_refuses() -> None:
-    client = kfp_client()
+    client = kfp_client_double()
     with pytest.raises(TypeError):  # the version name the old release.upload thought it was sending
         client.upload_pipeline(pipeline_package_path="p.yaml", pipeline_version_name="0.1.0-abc")
     with pytest.raises(TypeError):
@@ -124,7 +55,7 @@ def test_the_double_refuses_what_kfp_2_17_refuses() -> None:
 
 
 def test_a_first_upload_is_the_version_named_version_and_sha(compiled: Path) -> None:
-    client = kfp_client(existing_id=None)
+    client = kfp_client_double(existing_id=None)
     result = release.upload(client, compiled, sha="abc1234")
     name = f"{VERSION}-abc1234"
     assert client.versions == {name: f"id-{name}"}  # the version KFP named after the pipeline is gone
@@ -142,7 +73,7 @@ def test_a_first_upload_is_the_version_named_version_and_sha(compiled: Path) -> 
 
 
 def test_a_later_upload_adds_a_version_and_a_repeat_changes_nothing(compiled: Path) -> None:
-    client = kfp_client(existing_id="pipeline-7", versions={f"{VERSION}-old": "id-old"})
+    client = kfp_client_double(existing_id="pipeline-7", versions={f"{VERSION}-old": "id-old"})
     result = release.upload(client, compiled, sha="abc1234")
     assert result["action"] == "version" and result["version_id"] == f"id-{VERSION}-abc1234"
     client.upload_pipeline_version.assert_called_once_with(
@@ -161,7 +92,7 @@ def test_a_later_upload_adds_a_version_and_a_repeat_changes_nothing(compiled: Pa
 
 
 def test_upload_refuses_a_mismatched_spec_before_calling(compiled: Path, tmp_path: Path) -> None:
-    client = kfp_client(existing_id="pipeline-7")
+    client = kfp_client_double(existing_id="pipeline-7")
     bad = tmp_path / "bad.yaml"
     bad.write_text(compiled.read_text().replace(f"twt-gpu:{VERSION}", "twt-gpu:9.9.9", 1))
     with pytest.raises(release.ReleaseError):
@@ -172,7 +103,7 @@ def test_upload_refuses_a_mismatched_spec_before_calling(compiled: Path, tmp_pat
 
 
 def test_upload_refuses_an_old_backend_before_uploading(compiled: Path) -> None:
-    client = kfp_client(existing_id=None, backend="2.5.0")
+    client = kfp_client_double(existing_id=None, backend="2.5.0")
     with pytest.raises(
         kfp_server.BackendError, match=r"^the KFP backend is 2\.5\.0, this pipeline needs 2\.16\.0"
     ):
@@ -186,7 +117,7 @@ def test_upload_refuses_an_old_backend_before_uploading(compiled: Path) -> None:
 
 def test_run_starts_the_uploaded_version() -> None:
     name = f"{VERSION}-abc1234"
-    client = kfp_client(existing_id="pipeline-7", versions={name: "id-v"})
+    client = kfp_client_double(existing_id="pipeline-7", versions={name: "id-v"})
     result = release.submit_run(client, CONFIG, pipeline_version=name, overrides={"gpu_cpu": "16"})
     assert result.run_id == "run-1"
     client.create_experiment.assert_called_once_with("demo")
@@ -204,7 +135,7 @@ def test_run_starts_the_uploaded_version() -> None:
 def test_cli_stdout_is_only_the_result(
     compiled: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    client = kfp_client(existing_id=None)
+    client = kfp_client_double(existing_id=None)
     monkeypatch.setattr("pipelines.__main__._client", lambda args: client)
     argv = ["upload", "--host", "http://kfp", "--package", str(compiled), "--sha", "abc1234"]
     assert pipelines_main(argv) == 0
@@ -217,14 +148,14 @@ def test_cli_stdout_is_only_the_result(
 
 
 def test_run_without_that_version_says_to_upload_it() -> None:
-    client = kfp_client(existing_id="pipeline-7", versions={f"{VERSION}-old": "id-old"})
+    client = kfp_client_double(existing_id="pipeline-7", versions={f"{VERSION}-old": "id-old"})
     with pytest.raises(release.ReleaseError, match=rf"no version {VERSION}-abc of {NAME}: upload it first"):
         release.submit_run(client, CONFIG, pipeline_version=f"{VERSION}-abc")
     assert "run_pipeline" not in called(client) and "create_experiment" not in called(client)
 
 
 def test_run_of_a_package_is_a_one_off(compiled: Path) -> None:
-    client = kfp_client()
+    client = kfp_client_double()
     release.submit_run(client, CONFIG, package=compiled, overrides={"gpu_cpu": "16"})
     client.create_run_from_pipeline_package.assert_called_once_with(
         str(compiled),

@@ -21,7 +21,8 @@ from twt.method.sampling import (
     sample_teacher,
     shard_path,
 )
-from twt.method.teachers import Generation, load_teacher
+from twt.method.teachers import load_teacher
+from twt.method.teachers.interface import Generation
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

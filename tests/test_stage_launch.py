@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import distill_rows
 from kube_api_double import KubeApiDouble
 from kubernetes import client
-from test_stages import _rows
-from test_train import base_model  # noqa: F401  (fixture)
 
 from twt.core.load import default_config_path, parse_config
 from twt.core.records import write_rows
@@ -64,7 +63,7 @@ def _job(step, rows: Path, base: Path, out: Path, run_id: str | None, **override
     return stage_job(step, rows, str(base), out, {}, run_id=run_id, overrides=overrides)
 
 
-def test_the_checkpoint_location_derives_from_run_and_stage(tmp_path: Path, base_model: Path) -> None:  # noqa: F811
+def test_the_checkpoint_location_derives_from_run_and_stage(tmp_path: Path, base_model: Path) -> None:
     run = _run(tmp_path, base_model, checkpoints="s3://ck/prefix", parallel="ddp")
     sft = _job(stage_settings(run, 2), tmp_path / "rows.jsonl", base_model, tmp_path / "m", "run-42").sft()
     assert sft.checkpoint_uri == f"s3://ck/prefix/{run.name}/run-42/stage2"
@@ -75,7 +74,7 @@ def test_the_checkpoint_location_derives_from_run_and_stage(tmp_path: Path, base
 
 def test_the_job_carries_the_sections_and_its_json_gives_the_same_trainer_settings(
     tmp_path: Path,
-    base_model: Path,  # noqa: F811
+    base_model: Path,
 ) -> None:
     run = _run(tmp_path, base_model, device="cpu", attn_implementation="eager")
     step = stage_settings(run, 2)
@@ -88,9 +87,9 @@ def test_the_job_carries_the_sections_and_its_json_gives_the_same_trainer_settin
     assert _job(step, tmp_path, base_model, tmp_path / "m", "r", device="cuda").sft().device == "cuda"
 
 
-def test_a_process_count_that_does_not_divide_the_batch_stops_the_stage(tmp_path: Path, base_model) -> None:  # noqa: F811
+def test_a_process_count_that_does_not_divide_the_batch_stops_the_stage(tmp_path: Path, base_model) -> None:
     run = _run(tmp_path, base_model, processes=3, device="cpu")
-    write_rows(tmp_path / "rows.jsonl", _rows(8))
+    write_rows(tmp_path / "rows.jsonl", distill_rows(8))
     with pytest.raises(ValueError, match=r"^3 processes do not divide the global batch of 4 rows"):
         step = stage_settings(run, 1)
         launch_stage(step, _job(step, tmp_path / "rows.jsonl", base_model, tmp_path / "out", None))
@@ -307,7 +306,7 @@ def _in_step_pod(monkeypatch, tmp: Path) -> None:
 
 
 def _stage_job(tmp: Path, base: Path, run, rows: int) -> StageJob:
-    write_rows(tmp / "rows.jsonl", _rows(rows))
+    write_rows(tmp / "rows.jsonl", distill_rows(rows))
     return _job(stage_settings(run, 1), tmp / "rows.jsonl", base, tmp / "model", "run-7")
 
 
@@ -315,7 +314,7 @@ def _stage_job(tmp: Path, base: Path, run, rows: int) -> StageJob:
 def test_a_stage_runs_as_a_trainjob_and_its_model_comes_back(
     engine: str,
     tmp_path: Path,
-    base_model: Path,  # noqa: F811
+    base_model: Path,
     s3,
     monkeypatch,
 ) -> None:
@@ -367,7 +366,7 @@ def test_a_stage_runs_as_a_trainjob_and_its_model_comes_back(
 
 def test_a_job_whose_step_has_no_object_store_secret_fails_to_start(
     tmp_path: Path,
-    base_model: Path,  # noqa: F811
+    base_model: Path,
     s3,
     monkeypatch,
 ) -> None:
@@ -391,8 +390,8 @@ def test_a_job_whose_step_has_no_object_store_secret_fails_to_start(
     )
 
 
-def test_a_failing_trainjob_fails_the_stage_with_its_error(tmp_path: Path, base_model: Path, s3) -> None:  # noqa: F811
-    write_rows(tmp_path / "rows.jsonl", _rows(8))
+def test_a_failing_trainjob_fails_the_stage_with_its_error(tmp_path: Path, base_model: Path, s3) -> None:
+    write_rows(tmp_path / "rows.jsonl", distill_rows(8))
     run = _run(tmp_path, base_model, processes=2, checkpoints=s3.uri("ck"), image="twt:test", namespace="twt")
     job = _job(stage_settings(run, 1), tmp_path / "rows.jsonl", base_model, tmp_path / "m", "r")
     lines: list[str] = []

@@ -6,30 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
-from test_train import base_model  # noqa: F401  (fixture)
+from helpers import distill_rows
 
-from twt.core.records import DistillRow, write_rows
-from twt.embedded.task import make_questions, reasoning_of, solve_steps
+from twt.core.records import write_rows
 from twt.training.sft import SFTConfig
 from twt.training.stages import StageError, mixed_pairs, run_stage, stage_pairs
 
 
-def _rows(n: int = 48) -> list[DistillRow]:
-    return [
-        DistillRow(
-            id=q.id,
-            question=q.question,
-            reasoning=reasoning_of(q.question),
-            answer=q.answer,
-            source="teacher-large#0",
-            compressed_reasoning=";".join(str(s.value) for s in solve_steps(q.question)),  # values only
-        )
-        for q in make_questions(n, seed=2, split="train")
-    ]
-
-
 def test_each_stage_keeps_the_prompt_and_shortens_the_target() -> None:
-    row = _rows(1)[0]
+    row = distill_rows(1)[0]
     (p1, t1), (p2, t2), (p3, t3) = (stage_pairs([row], s)[0] for s in (1, 2, 3))
     assert p1 == p2 == p3 == f"Solve step by step: {row.question}\n"
     assert t1 == f"{row.reasoning}\nAnswer: {row.answer}"
@@ -39,7 +24,7 @@ def test_each_stage_keeps_the_prompt_and_shortens_the_target() -> None:
 
 
 def test_duplicates_are_trained_once_and_mixing_adds_the_previous_format() -> None:
-    rows = _rows(20)
+    rows = distill_rows(20)
     twice = rows + [r.model_copy(update={"source": "teacher-verbose#1"}) for r in rows]
     assert len(stage_pairs(twice, 3)) == 20
     pairs, mixed = mixed_pairs(rows, 3, 0.25, seed=0)
@@ -49,8 +34,8 @@ def test_duplicates_are_trained_once_and_mixing_adds_the_previous_format() -> No
     assert mixed_pairs(rows, 1, 0.0) == (stage_pairs(rows, 1), 0)
 
 
-def test_stage_2_needs_compressed_reasoning(tmp_path: Path, base_model: Path) -> None:  # noqa: F811
-    rows = [r.model_copy(update={"compressed_reasoning": None}) for r in _rows(3)]
+def test_stage_2_needs_compressed_reasoning(tmp_path: Path, base_model: Path) -> None:
+    rows = [r.model_copy(update={"compressed_reasoning": None}) for r in distill_rows(3)]
     write_rows(tmp_path / "rows.jsonl", rows)
     with pytest.raises(StageError, match=r"no compressed_reasoning.*twt compress"):
         run_stage(2, tmp_path / "rows.jsonl", base_model, tmp_path / "s2", progress=False)
@@ -58,8 +43,8 @@ def test_stage_2_needs_compressed_reasoning(tmp_path: Path, base_model: Path) ->
         run_stage(4, tmp_path / "rows.jsonl", base_model, tmp_path / "s4", progress=False)
 
 
-def test_three_stages_chain_with_lineage(tmp_path: Path, base_model: Path) -> None:  # noqa: F811
-    write_rows(tmp_path / "rows.jsonl", _rows())
+def test_three_stages_chain_with_lineage(tmp_path: Path, base_model: Path) -> None:
+    write_rows(tmp_path / "rows.jsonl", distill_rows())
     config = SFTConfig(epochs=2, batch_size=4, max_length=64, learning_rate=3e-3)
     parent = base_model
     for stage in (1, 2, 3):

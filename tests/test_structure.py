@@ -1,5 +1,6 @@
 """Structure rules checked on the source: the library imports no KFP and no pipeline layer, each settings
-default is written once (in ``twt.core.schema``), and no two library classes share a name."""
+default is written once (in ``twt.core.schema``), no two library classes share a name, the library's floors
+import downwards only, and no test module imports another."""
 
 from __future__ import annotations
 
@@ -332,3 +333,29 @@ def test_the_floor_checks_catch_an_upward_import_and_a_circle(tmp_path: Path) ->
     graph = _import_graph(root)
     assert _upward_imports(graph) == ["twt.core.schema -> twt.steps", "twt.core.schema -> twt.steps.run"]
     assert _circles(graph) == [["twt.core.schema", "twt.steps.run"], ["twt.method.a", "twt.method.b"]]
+
+
+# --- tests: test modules share helpers through tests/conftest.py and tests/helpers.py, never each other ----
+
+TESTS = Path(__file__).resolve().parent
+
+
+def _test_module_imports(tests: Path) -> dict[str, list[str]]:
+    """Test module → the ``test_*`` modules it imports (lazy imports included)."""
+    found = {}
+    for path in sorted(tests.glob("test_*.py")):
+        imported = sorted(m for m in _imports(path) if m.split(".")[0].startswith("test_"))
+        if imported:
+            found[path.name] = imported
+    return found
+
+
+def test_no_test_module_imports_another() -> None:
+    assert _test_module_imports(TESTS) == {}
+
+
+def test_the_test_import_check_catches_one(tmp_path: Path) -> None:
+    (tmp_path / "test_a.py").write_text("from helpers import x\nfrom test_b import y\n")
+    (tmp_path / "test_c.py").write_text("def test():\n    import test_a\n")
+    (tmp_path / "helpers.py").write_text("from test_b import y\n")  # not a test module: not checked
+    assert _test_module_imports(tmp_path) == {"test_a.py": ["test_b"], "test_c.py": ["test_a"]}

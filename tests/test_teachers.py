@@ -16,12 +16,12 @@ from helpers import build_tiny_llama
 from twt.core.schema import TeacherConfig
 from twt.method.teachers import (
     BackendOptions,
-    Generation,
     TeacherBackend,
     TeacherBackendError,
     TeacherRequestError,
     load_teacher,
 )
+from twt.method.teachers.interface import Generation
 from twt.method.teachers.transformers_backend import keyed_gumbel
 
 PROMPTS = [

@@ -9,9 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from twt.core.prompts import PromptTemplates, completion
-from twt.embedded.task import make_questions, reasoning_of
-from twt.embedded.tiny import DEFAULT_DIR, TOKENIZER_DIR, TinyModelSpec, new_model
 from twt.training.sft import (
     IGNORE,
     SFTConfig,
@@ -22,27 +19,6 @@ from twt.training.sft import (
     tokenize_pairs,
     train_sft,
 )
-
-
-@pytest.fixture(scope="module")
-def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random Llama (hidden 32, 1 layer) with the embedded task's tokenizer."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(DEFAULT_DIR / TOKENIZER_DIR)
-    path = tmp_path_factory.mktemp("base")
-    new_model(TinyModelSpec("base", hidden=32, layers=1, heads=2), tokenizer, seed=0).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def pairs() -> list[tuple[str, str]]:
-    templates = PromptTemplates()
-    return [
-        (templates.render("solve", question=q.question), completion(reasoning_of(q.question), q.answer))
-        for q in make_questions(96, seed=1, split="train")
-    ]
 
 
 def _sha(path: Path) -> str:
@@ -75,12 +51,12 @@ def test_a_budget_in_updates_cycles_the_examples() -> None:
         plan_batches(lengths, SFTConfig(updates=0))
 
 
-def test_packed_loss_equals_the_loss_of_examples_run_alone(base_model: Path, pairs) -> None:
+def test_packed_loss_equals_the_loss_of_examples_run_alone(base_model: Path, sft_pairs) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     model = AutoModelForCausalLM.from_pretrained(base_model).eval()
-    ids, labels, _ = tokenize_pairs(tokenizer, pairs[:3], max_length=256)
+    ids, labels, _ = tokenize_pairs(tokenizer, sft_pairs[:3], max_length=256)
     assert all(lab[: len(lab) - len(set())].count(IGNORE) > 0 for lab in labels)  # the prompt is masked
     packed = collate([[0, 1, 2]], ids, labels, tokenizer.pad_token_id)
     with torch.no_grad():
@@ -97,11 +73,13 @@ def test_packed_loss_equals_the_loss_of_examples_run_alone(base_model: Path, pai
     assert torch.allclose(packed_loss, alone, rtol=1e-4)
 
 
-def test_training_lowers_the_loss_and_saves_a_loadable_model(base_model: Path, pairs, tmp_path: Path) -> None:
+def test_training_lowers_the_loss_and_saves_a_loadable_model(
+    base_model: Path, sft_pairs, tmp_path: Path
+) -> None:
     from transformers import AutoModelForCausalLM
 
     config = SFTConfig(epochs=3, batch_size=4, learning_rate=3e-3, max_length=64, log_every=2)
-    result = train_sft(pairs, base_model, tmp_path / "out", config, lineage={"stage": 1}, progress=False)
+    result = train_sft(sft_pairs, base_model, tmp_path / "out", config, lineage={"stage": 1}, progress=False)
     assert result["final_loss"] < 0.7 * result["first_loss"]
     assert result["padding_share"] < 0.25  # packed rows of ~64 tokens
     AutoModelForCausalLM.from_pretrained(tmp_path / "out")
@@ -112,33 +90,33 @@ def test_training_lowers_the_loss_and_saves_a_loadable_model(base_model: Path, p
     assert not (tmp_path / "out" / "checkpoints").exists()
 
 
-def test_padding_without_packing_is_measured(base_model: Path, pairs, tmp_path: Path) -> None:
+def test_padding_without_packing_is_measured(base_model: Path, sft_pairs, tmp_path: Path) -> None:
     config = SFTConfig(epochs=1, batch_size=8, pack=False, max_updates=3)
-    result = train_sft(pairs, base_model, tmp_path / "padded", config, progress=False)
+    result = train_sft(sft_pairs, base_model, tmp_path / "padded", config, progress=False)
     assert result["updates"] == 3 and 0 < result["padding_share"] < 0.6
 
 
-def test_resume_after_a_crash_reaches_the_same_weights(base_model: Path, pairs, tmp_path: Path) -> None:
+def test_resume_after_a_crash_reaches_the_same_weights(base_model: Path, sft_pairs, tmp_path: Path) -> None:
     config = SFTConfig(epochs=2, batch_size=8, max_length=64, save_every=2, grad_accum=2)
-    train_sft(pairs, base_model, tmp_path / "whole", config, progress=False)
+    train_sft(sft_pairs, base_model, tmp_path / "whole", config, progress=False)
 
     def crash(update: int) -> None:
         if update == 5:
             raise KeyboardInterrupt("killed")
 
     with pytest.raises(KeyboardInterrupt):
-        train_sft(pairs, base_model, tmp_path / "resumed", config, progress=False, on_update=crash)
+        train_sft(sft_pairs, base_model, tmp_path / "resumed", config, progress=False, on_update=crash)
     assert [p.name for p in sorted((tmp_path / "resumed" / "checkpoints").iterdir())] == ["step-2", "step-4"]
-    result = train_sft(pairs, base_model, tmp_path / "resumed", config, progress=False)
+    result = train_sft(sft_pairs, base_model, tmp_path / "resumed", config, progress=False)
     assert result["resumed_from"] == 4
     assert _sha(tmp_path / "resumed") == _sha(tmp_path / "whole")
 
 
-def test_lora_trains_adapters_and_saves_a_merged_model(base_model: Path, pairs, tmp_path: Path) -> None:
+def test_lora_trains_adapters_and_saves_a_merged_model(base_model: Path, sft_pairs, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     config = SFTConfig(epochs=1, batch_size=8, lora=True, lora_r=4, learning_rate=1e-2)
-    result = train_sft(pairs, base_model, tmp_path / "lora", config, progress=False)
+    result = train_sft(sft_pairs, base_model, tmp_path / "lora", config, progress=False)
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "lora")
     base = AutoModelForCausalLM.from_pretrained(base_model)
     assert not any("lora" in name for name in merged.state_dict())

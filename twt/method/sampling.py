@@ -48,7 +48,8 @@ from twt.core.records import (
     write_rows,
 )
 from twt.core.schema import TeacherConfig
-from twt.method.teachers import BackendOptions, Generation, TeacherBackend, load_teacher, stream_seed
+from twt.method.teachers import BackendOptions, TeacherBackend, load_teacher
+from twt.method.teachers.interface import Generation, stream_seed
 
 PLAN_FILE, DONE_FILE, MERGED_FILE = "PLAN.json", "DONE.json", "candidates.jsonl"
 NEUTRAL_CONFIDENCE = 0.5

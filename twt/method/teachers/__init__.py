@@ -14,8 +14,9 @@ only (no prompt), the number of generated tokens, why it stopped ("stop" on EOS 
 ``max_new_tokens``) and, where the backend gives it, the summed log-probability of the completion under the
 model's unmodified distribution (temperature 1, no top-p). ``temperature=0`` means greedy decoding.
 
-The shared types live in ``interface.py``, which the backends import; this module imports a backend only when
-``load_teacher`` needs it.
+The shared types live in ``interface.py``, which the backends import (``Generation``, the seed and stop
+helpers); this package exports ``load_teacher`` and what its callers pass and catch, and imports a backend
+only when ``load_teacher`` needs it.
 """
 
 from __future__ import annotations
@@ -23,24 +24,12 @@ from __future__ import annotations
 from twt.core.schema import TeacherConfig
 from twt.method.teachers.interface import (
     BackendOptions,
-    Generation,
     TeacherBackend,
     TeacherBackendError,
     TeacherRequestError,
-    stream_seed,
-    truncate_at_stop,
 )
 
-__all__ = [
-    "BackendOptions",
-    "Generation",
-    "TeacherBackend",
-    "TeacherBackendError",
-    "TeacherRequestError",
-    "load_teacher",
-    "stream_seed",
-    "truncate_at_stop",
-]
+__all__ = ["BackendOptions", "TeacherBackend", "TeacherBackendError", "TeacherRequestError", "load_teacher"]
 
 
 def load_teacher(teacher: TeacherConfig, options: BackendOptions | None = None) -> TeacherBackend:
