@@ -62,7 +62,7 @@ def test_a_flat_row_is_what_flash_varlen_reads(base_model: Path, sft_pairs) -> N
     assert int(max_q) == max(len(i) for i in ids)
 
     # sdpa/eager would NOT read the boundaries from position_ids (measured: transformers 5.23 attends across
-    # them), which is why only flash kernels get flat rows; the 4-D mask path is exact (tests/test_train.py)
+    # them), which is why only flash kernels get flat rows; the 4-D mask path is exact (tests/test_sft.py)
 
 
 def test_the_trainer_sends_flat_rows_only_to_varlen_kernels(sft_pairs) -> None:
