@@ -160,6 +160,7 @@ def seed_step(scale: str, seed: int, work: Path, main_only: bool = False) -> dic
     from transformers import AutoTokenizer
 
     from twt.core.records import Candidate, DistillRow, read_rows, write_rows
+    from twt.core.schema import CompressionConfig
     from twt.method.compress import run_compress
     from twt.method.dcrs import DCRSConfig, run_dcrs
     from twt.steps import steps, workdir
@@ -226,16 +227,18 @@ def seed_step(scale: str, seed: int, work: Path, main_only: bool = False) -> dic
         target = out / "compress" / f"{name}.jsonl"
         if target.is_file():
             return target
-        kwargs: dict = {"method": method, "progress": False}
+        kwargs: dict = {"progress": False}
         if method == "teacher":
+            compression = CompressionConfig(method="teacher")
             teacher = config.compression_teacher()
             attempts = steps.student_attempts(
                 stage1, list(read_rows(dcrs, DistillRow)), teacher.max_new_tokens
             )
             kwargs |= {"teacher": teacher, "attempts": attempts}
-        else:
-            kwargs |= {"reference_model": str(stage1), "ratio": ratio, "window": config.compression.window}
-        run_compress(dcrs, target, target.with_suffix(".report.json"), **kwargs)
+        else:  # demo.yaml's compression is the teacher's: the token methods take the section's defaults
+            compression = CompressionConfig(method=method, ratio=ratio)
+            kwargs |= {"reference_model": str(stage1)}
+        run_compress(dcrs, target, target.with_suffix(".report.json"), compression, **kwargs)
         return target
 
     results: dict[str, dict] = {}

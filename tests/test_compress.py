@@ -15,7 +15,7 @@ from helpers import save_tiny_llama
 
 from twt.core.prompts import PromptTemplates
 from twt.core.records import Candidate, DistillRow, RecordError, read_rows, write_rows
-from twt.core.schema import TeacherConfig
+from twt.core.schema import CompressionConfig, TeacherConfig
 from twt.embedded.task import STYLES, make_questions, reasoning_of, solve_steps
 from twt.method.compress import (
     REJECT_REASONS,
@@ -35,6 +35,7 @@ from twt.method.cts import (
 )
 from twt.method.teachers.interface import Generation
 
+WINDOW = CompressionConfig().window  # the scoring window compress_by_tokens uses by default
 WORDS = ["Solve", "step", "by", ":", "Answer", "mod", "a", "b", "c", "d", "x", "+", "-", "*", "=", ";"]
 
 
@@ -175,7 +176,7 @@ def test_cts_scores_by_hand_on_a_copy_model() -> None:
     example = row(0, "x", "a b c 7 d", "7")
     cond = condition_text(example, "question_answer")
     assert cond == "Solve step by step: x\nAnswer: 7\n"
-    [scores] = token_scores(model, tokenizer, [cond], [example.reasoning])
+    [scores] = token_scores(model, tokenizer, [cond], [example.reasoning], window=WINDOW)
     eos = tokenizer.eos_token_id
     r_ids = tokenizer(example.reasoning, add_special_tokens=False)["input_ids"]
     c_ids = tokenizer(cond, add_special_tokens=False)["input_ids"]
@@ -185,23 +186,22 @@ def test_cts_scores_by_hand_on_a_copy_model() -> None:
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
     assert scores[3] > 4 and (scores[[0, 1, 2, 4]] < 0).all()  # '7' ≈ B − log(11/4); the rest slightly < 0
 
-    out, report = compress_by_tokens([example], (model, tokenizer), method="cts", ratio=0.2, progress=False)
+    cts = CompressionConfig(method="cts", ratio=0.2)
+    out, report = compress_by_tokens([example], (model, tokenizer), cts, progress=False)
     assert out[0].compressed_reasoning == "7" and report.details == [{"id": "q0", "n_tokens": 5, "n_kept": 1}]
     # conditioned on the question alone, '7' is as unpredictable as the rest: the answer is no longer kept
     [question_only] = token_scores(
-        model, tokenizer, [condition_text(example, "question")], [example.reasoning]
+        model, tokenizer, [condition_text(example, "question")], [example.reasoning], window=WINDOW
     )
     assert question_only[3] < 0
-    out, _ = compress_by_tokens(
-        [example], (model, tokenizer), ratio=0.2, condition="question", progress=False
-    )
+    question = CompressionConfig(method="cts", ratio=0.2, condition="question")
+    out, _ = compress_by_tokens([example], (model, tokenizer), question, progress=False)
     assert out[0].compressed_reasoning != "7"
     # unconditional: surprisal grows with every new distinct token, so the last token is the most surprising
-    [plain] = token_scores(model, tokenizer, None, [example.reasoning])
+    [plain] = token_scores(model, tokenizer, None, [example.reasoning], window=WINDOW)
     np.testing.assert_allclose(plain, copy_nll([eos, *r_ids], vocab, boost), rtol=1e-5)
-    out, report = compress_by_tokens(
-        [example], (model, tokenizer), method="unconditional", ratio=0.2, progress=False
-    )
+    unconditional = CompressionConfig(method="unconditional", ratio=0.2)
+    out, report = compress_by_tokens([example], (model, tokenizer), unconditional, progress=False)
     assert out[0].compressed_reasoning == "d" and report.method == "unconditional"
 
 
@@ -211,7 +211,8 @@ def test_cts_scores_by_hand_on_a_copy_model() -> None:
 @pytest.mark.parametrize("ratio", [0.5, 0.7, 0.9])
 def test_achieved_ratio_within_two_percent(tiny_path: Path, ratio: float) -> None:
     rows = task_rows(60, seed=int(ratio * 10))
-    out, report = compress_by_tokens(rows, tiny_path, ratio=ratio, window=64, device="cpu", progress=False)
+    cts = CompressionConfig(method="cts", ratio=ratio, window=64)
+    out, report = compress_by_tokens(rows, tiny_path, cts, device="cpu", progress=False)
     tokenizer = build_tokenizer()
     lengths = [len(tokenizer(r.reasoning, add_special_tokens=False)["input_ids"]) for r in rows]
     assert min(lengths) <= 3 and max(lengths) >= 25  # varied, and short rows make rounding matter
@@ -231,7 +232,8 @@ def test_achieved_ratio_within_two_percent(tiny_path: Path, ratio: float) -> Non
 
 def test_truncation_keeps_the_first_tokens_at_the_ratio(tiny_path: Path) -> None:
     rows = task_rows(40, seed=3)
-    out, report = compress_by_tokens(rows, tiny_path, method="truncate", ratio=0.4, progress=False)
+    truncate = CompressionConfig(method="truncate", ratio=0.4)
+    out, report = compress_by_tokens(rows, tiny_path, truncate, progress=False)
     tokenizer = build_tokenizer()
     assert report.method == "truncate" and abs(report.achieved_ratio - 0.4) <= 0.02
     for original, compressed, detail in zip(rows, out, report.details, strict=True):
@@ -253,10 +255,10 @@ def test_windowed_selection_keeps_the_ratio_in_every_segment(tiny_path: Path) ->
     with pytest.raises(ValueError, match="segment"):
         select_windowed(scores, 0.5, 0)
     rows = task_rows(30, seed=3)
-    exact, _ = compress_by_tokens(rows, tiny_path, ratio=0.5, window=64, device="cpu", progress=False)
-    windowed, report = compress_by_tokens(
-        rows, tiny_path, ratio=0.5, window=64, device="cpu", progress=False, selection="windowed", segment=4
-    )
+    cts = CompressionConfig(method="cts", ratio=0.5, window=64)
+    exact, _ = compress_by_tokens(rows, tiny_path, cts, device="cpu", progress=False)
+    by_segment = CompressionConfig(method="cts", ratio=0.5, window=64, selection="windowed", segment=4)
+    windowed, report = compress_by_tokens(rows, tiny_path, by_segment, device="cpu", progress=False)
     assert report.settings["selection"] == "windowed" and report.settings["segment"] == 4
     assert [r.compressed_reasoning for r in exact] != [r.compressed_reasoning for r in windowed]
     for detail in report.details:  # each segment of 4 keeps 2, a last partial one round(α · rest)
@@ -265,10 +267,14 @@ def test_windowed_selection_keeps_the_ratio_in_every_segment(tiny_path: Path) ->
 
 
 def test_a_window_longer_than_the_reference_context_is_refused(tiny_path: Path) -> None:
+    too_long = CompressionConfig(method="cts", ratio=0.5, window=1024)
     with pytest.raises(ValueError, match=r"window 1024 is longer than the reference model's context \(512"):
-        compress_by_tokens(task_rows(2), tiny_path, ratio=0.5, window=1024, device="cpu", progress=False)
-    with pytest.raises(ValueError, match="selection must be one of"):
-        compress_by_tokens(task_rows(2), tiny_path, selection="lingua", device="cpu", progress=False)
+        compress_by_tokens(task_rows(2), tiny_path, too_long, device="cpu", progress=False)
+
+
+def test_token_selection_refuses_the_teacher_method(tiny_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"compression.method must be one of \('cts', 'unconditional'"):
+        compress_by_tokens(task_rows(2), tiny_path, CompressionConfig(method="teacher"), progress=False)
 
 
 def test_windowing_scores_every_token_with_the_documented_context(tiny) -> None:
@@ -422,9 +428,7 @@ def test_run_compress_files(tmp_path: Path, tiny_path: Path) -> None:
         distill,
         tmp_path / "out" / "cts.jsonl",
         tmp_path / "out" / "cts_report.json",
-        method="cts",
-        ratio=0.6,
-        window=32,
+        CompressionConfig(method="cts", ratio=0.6, window=32),
         reference_model=tiny_path,
         device="cpu",
         progress=False,
@@ -461,7 +465,7 @@ def test_run_compress_files(tmp_path: Path, tiny_path: Path) -> None:
         distill,
         tmp_path / "t.jsonl",
         tmp_path / "t.json",
-        method="teacher",
+        CompressionConfig(method="teacher"),
         teacher=teacher,
         attempts=candidates,
         templates=PromptTemplates(),
@@ -473,10 +477,10 @@ def test_run_compress_files(tmp_path: Path, tiny_path: Path) -> None:
     assert report["rows_out"] == 1 and report["rejected"]["answer_changed"] == 1
     with pytest.raises(ValueError, match="teacher"):
         run_compress(
-            distill, tmp_path / "x.jsonl", tmp_path / "x.json", method="teacher", teacher="teacher-large"
+            distill, tmp_path / "x.jsonl", tmp_path / "x.json", CompressionConfig(), teacher="teacher-large"
         )
     with pytest.raises(ValueError, match="reference_model"):
-        run_compress(distill, tmp_path / "x.jsonl", tmp_path / "x.json", method="cts")
+        run_compress(distill, tmp_path / "x.jsonl", tmp_path / "x.json", CompressionConfig(method="cts"))
 
 
 def test_run_compress_names_the_bad_line(tmp_path: Path) -> None:
@@ -484,7 +488,13 @@ def test_run_compress_names_the_bad_line(tmp_path: Path) -> None:
     good = TEACHER_ROWS[0].model_dump_json()
     distill.write_text(good + "\n" + '{"id": "q1", "question": "1+2"}\n', encoding="utf-8")
     with pytest.raises(RecordError, match=rf"{distill}:2: field 'reasoning'"):
-        run_compress(distill, tmp_path / "o.jsonl", tmp_path / "r.json", teacher=FakeTeacher(REPLIES))
+        run_compress(
+            distill,
+            tmp_path / "o.jsonl",
+            tmp_path / "r.json",
+            CompressionConfig(),
+            teacher=FakeTeacher(REPLIES),
+        )
     assert not (tmp_path / "o.jsonl").exists()
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from twt.core.records import DistillRow, read_rows, write_rows
-from twt.core.schema import ReferenceConfig
+from twt.core.schema import CompressionConfig, ReferenceConfig
 from twt.embedded.task import make_questions, reasoning_of
 from twt.method.compress import run_compress
 from twt.training.reference import reference_pairs, train_reference
@@ -49,9 +49,8 @@ def test_trained_once_cached_by_data_and_settings_then_used_by_cts(
         rows,
         tmp_path / "c.jsonl",
         tmp_path / "r.json",
-        method="cts",
+        CompressionConfig(method="cts", window=64),
         reference_model=out,
-        window=64,
         progress=False,
     )
     assert report["inputs"]["reference_model"] == str(out) and report["rows_out"] == 16

@@ -1,7 +1,7 @@
 """Stage 2's input: compress each distillation row's reasoning, by token selection or a teacher's rewrite.
 
     report = run_compress("distill.jsonl", "compressed.jsonl", "compress_report.json",
-                          method="cts", ratio=0.5, reference_model="runs/stage1")
+                          CompressionConfig(method="cts", ratio=0.5), reference_model="runs/stage1")
 
 Every output row is an input row with ``compressed_reasoning`` set. Three methods (``METHODS``):
 
@@ -57,15 +57,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
 from twt.core.prompts import PromptTemplates, completion, extract_answer, normalize_answer
 from twt.core.records import Candidate, DistillRow, read_nonempty, read_rows, write_json, write_rows
-from twt.core.schema import CompressionConfig, TeacherConfig, schema_default
+from twt.core.schema import CompressionConfig, TeacherConfig
 from twt.method.cts import (
-    CONDITIONS,
     _model_device,
     condition_text,
     context_length,
@@ -75,10 +74,9 @@ from twt.method.cts import (
     token_scores,
 )
 
-METHODS = ("teacher", "cts", "unconditional", "truncate")
+METHODS = get_args(CompressionConfig.model_fields["method"].annotation)  # teacher, cts, unconditional, ...
 TOKEN_METHODS = METHODS[1:]  # the methods that keep a share of the reasoning's tokens
 ON_REJECT = ("keep_original", "drop")
-SELECTIONS = ("exact", "windowed")
 REJECT_REASONS = ("no_answer", "answer_changed", "empty", "not_shorter")
 
 
@@ -132,35 +130,26 @@ class CompressionReport:
 def compress_by_tokens(
     rows: Sequence[DistillRow],
     reference_model: str | os.PathLike | tuple[Any, Any],
+    compression: CompressionConfig,
     *,
-    method: str = "cts",
-    ratio: float = schema_default(CompressionConfig, "ratio"),
-    condition: str = schema_default(CompressionConfig, "condition"),
-    window: int = schema_default(CompressionConfig, "window"),
     batch_size: int = 32,
     device=None,
     dtype: str = "auto",
     templates: PromptTemplates | None = None,
     progress: bool = True,
-    selection: str = schema_default(CompressionConfig, "selection"),
-    segment: int = schema_default(CompressionConfig, "segment"),
 ) -> tuple[list[DistillRow], CompressionReport]:
-    """CTS, the unconditional baseline or fixed-length truncation over ``rows``; ``reference_model`` is a
-    model directory or a ``(model, tokenizer)`` pair (truncation uses only its tokenizer: the first
-    ``kept_count`` tokens of each reasoning, TwT's fixed-length baseline). Every row comes back, with
-    ``compressed_reasoning`` set. ``selection``:
-    "exact" keeps the top α of each row (``select_top_ratio``), "windowed" the top α of each ``segment``
-    tokens (``select_windowed``). A scoring ``window`` longer than the reference model's context is
-    refused."""
+    """CTS, the unconditional baseline or fixed-length truncation (``compression.method``, one of
+    ``TOKEN_METHODS``; 'teacher' is refused) over ``rows``; ``reference_model`` is a model directory or a
+    ``(model, tokenizer)`` pair (truncation uses only its tokenizer: the first ``kept_count`` tokens of each
+    reasoning, TwT's fixed-length baseline). Every row comes back, with ``compressed_reasoning`` set.
+    ``compression.selection``: "exact" keeps the top α of each row (``select_top_ratio``), "windowed" the
+    top α of each ``segment`` tokens (``select_windowed``). A scoring ``window`` longer than the reference
+    model's context is refused."""
+    method, ratio, condition = compression.method, compression.ratio, compression.condition
+    window, selection, segment = compression.window, compression.selection, compression.segment
     if method not in TOKEN_METHODS:
-        raise ValueError(f"method must be one of {TOKEN_METHODS} here, got {method!r}")
-    if not 0 < ratio <= 1:
-        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
-    if condition not in CONDITIONS:
-        raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
+        raise ValueError(f"compression.method must be one of {TOKEN_METHODS} here, got {method!r}")
     started = time.perf_counter()
-    if selection not in SELECTIONS:
-        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
     if isinstance(reference_model, tuple):
         model, tokenizer = reference_model
     else:
@@ -346,11 +335,8 @@ def run_compress(
     distill_path: str | os.PathLike,
     out_path: str | os.PathLike,
     report_path: str | os.PathLike,
+    compression: CompressionConfig,
     *,
-    method: str = schema_default(CompressionConfig, "method"),
-    ratio: float = schema_default(CompressionConfig, "ratio"),
-    condition: str = schema_default(CompressionConfig, "condition"),
-    window: int = schema_default(CompressionConfig, "window"),
     reference_model: str | os.PathLike | tuple[Any, Any] | None = None,
     teacher=None,
     attempts: Mapping[str, str] | str | os.PathLike | None = None,
@@ -360,18 +346,19 @@ def run_compress(
     max_new_tokens: int | None = None,
     device=None,
     progress: bool = True,
-    selection: str = schema_default(CompressionConfig, "selection"),
-    segment: int = schema_default(CompressionConfig, "segment"),
 ) -> dict[str, Any]:
-    """Compress the rows of ``distill_path`` into ``out_path`` (JSONL) and write the report (JSON).
+    """Compress the rows of ``distill_path`` into ``out_path`` (JSONL) by ``compression.method`` and write the
+    report (JSON).
 
-    cts/unconditional need ``reference_model`` (a directory or a ``(model, tokenizer)`` pair); teacher needs
-    ``teacher``: a ``twt.core.schema.TeacherConfig`` (loaded here, its templates used unless ``templates``
-    is given) or a loaded backend. ``attempts`` is a mapping id → text or a candidates JSONL
+    cts/unconditional/truncate need ``reference_model`` (a directory or a ``(model, tokenizer)`` pair;
+    default: ``compression.reference_model``); teacher needs ``teacher``: a ``twt.core.schema.TeacherConfig``
+    (loaded here, its templates used unless ``templates`` is given) or a loaded backend (the section names
+    the teacher; the caller resolves the name). ``attempts`` is a mapping id → text or a candidates JSONL
     (``load_attempts``). Returns the report, as written.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    method = compression.method
+    if reference_model is None:
+        reference_model = compression.reference_model
     rows = read_nonempty(distill_path, DistillRow, "distillation rows")
     if method == "teacher":
         from twt.method.teachers import load_teacher
@@ -403,16 +390,11 @@ def run_compress(
         out, report = compress_by_tokens(
             rows,
             reference_model,
-            method=method,
-            ratio=ratio,
-            condition=condition,
-            window=window,
+            compression,
             batch_size=batch_size,
             device=device,
             templates=templates,
             progress=progress,
-            selection=selection,
-            segment=segment,
         )
     write_rows(out_path, out)
     result = report.to_dict()

@@ -11,7 +11,6 @@ import numpy as np
 
 from twt.core.prompts import ANSWER_PREFIX, PromptTemplates
 from twt.core.records import DistillRow
-from twt.core.schema import CompressionConfig, schema_default
 
 CONDITIONS = ("question_answer", "question")  # what the conditioned pass sees besides the reasoning
 
@@ -115,12 +114,12 @@ def score_token_ids(
     condition_ids: Sequence[list[int]] | None,
     reasoning_ids: Sequence[list[int]],
     *,
-    window: int = schema_default(CompressionConfig, "window"),
+    window: int,
     batch_size: int = 32,
     device=None,
     progress: bool = False,
 ) -> list[np.ndarray]:
-    """``token_scores`` on token ids (see there)."""
+    """``token_scores`` on token ids (see there); ``window`` is ``compression.window``."""
     import torch
     import torch.nn.functional as F
     from tqdm.auto import tqdm
@@ -188,7 +187,7 @@ def token_scores(
     conditions: Sequence[str] | None,
     reasonings: Sequence[str],
     *,
-    window: int = schema_default(CompressionConfig, "window"),
+    window: int,
     batch_size: int = 32,
     device=None,
     progress: bool = False,
@@ -197,7 +196,8 @@ def token_scores(
 
     With ``conditions`` the CTS score ``NLL(x_i | s, x_<i) − NLL(x_i | s, condition, x_<i)``; with None the
     unconditional ``NLL(x_i | s, x_<i)``. ``model(input_ids=, attention_mask=).logits`` is all that is used
-    of the model; inputs go to ``device`` (default: the model's device).
+    of the model; inputs go to ``device`` (default: the model's device). ``window`` (``compression.window``)
+    caps the tokens of one scored sequence (``window_plan``).
     """
     reasoning_ids = tokenizer(list(reasonings), add_special_tokens=False)["input_ids"] if reasonings else []
     condition_ids = None

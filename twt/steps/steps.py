@@ -477,13 +477,7 @@ def compress_reasoning(
             if attempts_path is not None:
                 write_json(attempts_path, attempts)
         report = run_compress(
-            rows,
-            rows_out,
-            report_out,
-            method="teacher",
-            teacher=teacher,
-            attempts=attempts,
-            progress=progress,
+            rows, rows_out, report_out, settings, teacher=teacher, attempts=attempts, progress=progress
         )
     else:
         reference = settings.reference_model or str(stage1_model)
@@ -491,17 +485,7 @@ def compress_reasoning(
             out_dir = Path(rows_out).parent / "reference"
             reference = str(train_reference_model(step.reference, rows, out_dir, progress))
         report = run_compress(
-            rows,
-            rows_out,
-            report_out,
-            method=settings.method,
-            reference_model=reference,
-            ratio=settings.ratio,
-            condition=settings.condition,
-            window=settings.window,
-            selection=settings.selection,
-            segment=settings.segment,
-            progress=progress,
+            rows, rows_out, report_out, settings, reference_model=reference, progress=progress
         )
     if markdown_out is not None:
         write_text(markdown_out, compression_markdown(report))

@@ -154,6 +154,7 @@ def cts_scores(
         tokenizer,
         [condition_text(r, condition, templates) for r in rows],
         [r.reasoning for r in rows],
+        window=schema_default(CompressionConfig, "window"),  # the section's default; not compression.window
     )
 
 
