@@ -42,6 +42,7 @@ def main() -> None:
 
     from twt.core.load import load_config
     from twt.core.records import Question, read_rows
+    from twt.core.schema import EvaluationConfig
     from twt.method.evaluate import EvalTarget, evaluate_model
     from twt.training.sft import SFTConfig
     from twt.training.stages import run_stage
@@ -62,7 +63,8 @@ def main() -> None:
                     args.stage, rows, parent, out, sft, mix_previous=settings.mix_previous, progress=False
                 )
             minutes = (time.perf_counter() - started) / 60
-            metrics = evaluate_model(EvalTarget(out.name, str(out), "solve"), questions, max_new_tokens=128)
+            target = EvalTarget(out.name, str(out), "solve")
+            metrics = evaluate_model(target, questions, EvaluationConfig(max_new_tokens=128))
             result = {
                 "stage": args.stage,
                 "learning_rate": lr,

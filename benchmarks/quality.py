@@ -111,6 +111,7 @@ def evaluate(eval_path: Path, name: str, model: str, instruction: str, out: Path
     """Greedy evaluation on the held-out questions: metrics, accuracy by chain length (``accuracy_by_ops``)
     and every question's right/wrong in the file's order (``correct``, for the paired tests)."""
     from twt.core.records import Question, read_rows
+    from twt.core.schema import EvaluationConfig
     from twt.embedded.task import parse_question
     from twt.method.evaluate import EvalTarget, evaluate_model
 
@@ -121,7 +122,8 @@ def evaluate(eval_path: Path, name: str, model: str, instruction: str, out: Path
     questions = list(read_rows(eval_path, Question))
     answers = done.with_suffix(".answers.jsonl")
     target = EvalTarget(name, model, instruction)
-    result = evaluate_model(target, questions, max_new_tokens=128, batch_size=64, answers_path=answers)
+    budget = EvaluationConfig(max_new_tokens=128, batch_size=64)
+    result = evaluate_model(target, questions, budget, answers_path=answers)
     right = {row["id"]: bool(row["correct"]) for row in map(json.loads, answers.open())}
     result["correct"] = [int(right[q.id]) for q in questions]
     result["ops"] = [len(parse_question(q.question)[1]) for q in questions]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from twt.core.records import Question
+from twt.core.schema import EvaluationConfig
 from twt.embedded.task import in_slip_slice, make_questions
 from twt.embedded.tiny import DEFAULT_DIR
 from twt.method.evaluate import EvalTarget, answer_accuracy, evaluate_model, evaluate_models, render_report
@@ -87,7 +88,8 @@ def test_a_real_teacher_with_and_without_reasoning_and_resume(tmp_path: Path) ->
         EvalTarget("verbose-solve", model, "solve", role="teacher"),
         EvalTarget("verbose-direct", model, "direct", role="baseline"),
     ]
-    metrics = evaluate_models(targets, questions, tmp_path, max_new_tokens=128, batch_size=16, progress=False)
+    budget = EvaluationConfig(max_new_tokens=128, batch_size=16)
+    metrics = evaluate_models(targets, questions, tmp_path, budget, progress=False)
     solve, direct = metrics["models"]["verbose-solve"], metrics["models"]["verbose-direct"]
     assert solve["accuracy"] >= 0.9 and solve["accuracy"] > direct["accuracy"] + 0.3
     assert solve["mean_output_tokens"] > 4 * direct["mean_output_tokens"]
@@ -97,13 +99,13 @@ def test_a_real_teacher_with_and_without_reasoning_and_resume(tmp_path: Path) ->
 
     # a second call with the same models and settings reuses every finished model
     answers = (tmp_path / "answers" / "verbose-solve.jsonl").stat().st_mtime_ns
-    again = evaluate_models(targets, questions, tmp_path, max_new_tokens=128, batch_size=16, progress=False)
+    again = evaluate_models(targets, questions, tmp_path, budget, progress=False)
     assert again["models"] == metrics["models"]
     assert (tmp_path / "answers" / "verbose-solve.jsonl").stat().st_mtime_ns == answers
     # a model whose path changed is not the model that was evaluated: it is evaluated again (and fails here)
     broken = [EvalTarget(t.name, str(tmp_path / "nowhere"), t.instruction, role=t.role) for t in targets]
     with pytest.raises(TeacherBackendError, match=r"cannot load .*nowhere"):
-        evaluate_models(broken, questions, tmp_path, max_new_tokens=128, batch_size=16, progress=False)
+        evaluate_models(broken, questions, tmp_path, budget, progress=False)
     with pytest.raises(ValueError, match="distinct names"):
         evaluate_models([targets[0], targets[0]], questions, tmp_path / "x", progress=False)
 
@@ -119,12 +121,13 @@ def test_a_stage_retrained_in_the_same_directory_is_evaluated_afresh(tmp_path: P
     stage = tmp_path / "stage1"
     shutil.copytree(DEFAULT_DIR / "teacher-verbose", stage)
     target = [EvalTarget("stage1", str(stage), "solve", role="student")]
-    first = evaluate_models(target, questions, tmp_path / "eval", max_new_tokens=64, progress=False)
+    budget = EvaluationConfig(max_new_tokens=64)
+    first = evaluate_models(target, questions, tmp_path / "eval", budget, progress=False)
     shutil.rmtree(stage)
     shutil.copytree(DEFAULT_DIR / "teacher-large", stage)
-    second = evaluate_models(target, questions, tmp_path / "eval", max_new_tokens=64, progress=False)
+    second = evaluate_models(target, questions, tmp_path / "eval", budget, progress=False)
     direct = [EvalTarget("stage1", str(DEFAULT_DIR / "teacher-large"), "solve", role="student")]
-    fresh = evaluate_models(direct, questions, tmp_path / "direct", max_new_tokens=64, progress=False)
+    fresh = evaluate_models(direct, questions, tmp_path / "direct", budget, progress=False)
 
     def numbers(result: dict) -> dict:  # what the gate reads; not the path or the wall time
         return {k: v for k, v in result.items() if k not in ("model", "seconds", "seconds_per_question")}
@@ -140,10 +143,10 @@ class CountingEvaluation:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    def __call__(self, target, questions, *, max_new_tokens, batch_size, answers_path) -> dict:
+    def __call__(self, target, questions, evaluation: EvaluationConfig, *, answers_path) -> dict:
         self.calls.append(target.name)
         return {"name": target.name, "model": target.model, "role": target.role, "accuracy": 0.5,
-                "mean_output_tokens": float(max_new_tokens)}  # fmt: skip
+                "mean_output_tokens": float(evaluation.max_new_tokens)}  # fmt: skip
 
 
 def test_reuse_needs_the_same_content_and_settings(tmp_path: Path, monkeypatch) -> None:
@@ -160,7 +163,7 @@ def test_reuse_needs_the_same_content_and_settings(tmp_path: Path, monkeypatch) 
     def run(target: EvalTarget | None = None, questions=QUESTIONS, **settings) -> list[str]:
         counting.calls.clear()
         target = target or EvalTarget("s", str(model))
-        evaluate_models([target], questions, tmp_path / "eval", progress=False, **settings)
+        evaluate_models([target], questions, tmp_path / "eval", EvaluationConfig(**settings), progress=False)
         return counting.calls
 
     assert run() == ["s"]

@@ -1,7 +1,7 @@
 """Evaluation: the student and its baselines answer the same held-out questions, greedily, within a budget.
 
     targets = [EvalTarget("stage3", "runs/demo/stage3"), EvalTarget("student-base", base, "direct")]
-    metrics = evaluate_models(targets, questions, "runs/demo/eval", max_new_tokens=96)
+    metrics = evaluate_models(targets, questions, "runs/demo/eval", EvaluationConfig(max_new_tokens=96))
 
 For each model: accuracy (through ``evaluate`` with the local metric module ``twt/metrics/answer_accuracy``),
 answers missing an ``Answer:`` line, generations cut by the budget, mean / p50 / p95 output tokens, tokens per
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from twt.core.prompts import PromptTemplates
 from twt.core.records import Question, read_json, write_json, write_rows, write_text
-from twt.core.schema import EvaluationConfig, TeacherConfig, schema_default
+from twt.core.schema import EvaluationConfig, TeacherConfig
 from twt.method.sampling import Answer, answer_questions
 from twt.method.teachers import TeacherBackend, load_teacher
 
@@ -114,13 +114,15 @@ def percentile(values: Sequence[float], q: float) -> float:
 def evaluate_model(
     target: EvalTarget,
     questions: Sequence[Question],
+    evaluation: EvaluationConfig | None = None,
     *,
-    max_new_tokens: int = schema_default(EvaluationConfig, "max_new_tokens"),
-    batch_size: int = schema_default(EvaluationConfig, "batch_size"),
     backend=None,
     answers_path: str | os.PathLike | None = None,
 ) -> dict:
-    """Greedy answers of one model on ``questions`` (which need gold answers) and their metrics."""
+    """Greedy answers of one model on ``questions`` (which need gold answers) and their metrics, within
+    ``evaluation``'s budget and batch size (default: the section's defaults)."""
+    evaluation = evaluation or EvaluationConfig()
+    max_new_tokens, batch_size = evaluation.max_new_tokens, evaluation.batch_size
     missing = [q.id for q in questions if q.answer is None]
     if missing:
         raise ValueError(
@@ -231,12 +233,14 @@ def evaluate_models(
     targets: Sequence[EvalTarget],
     questions: Sequence[Question],
     out_dir: str | os.PathLike,
+    evaluation: EvaluationConfig | None = None,
     *,
-    max_new_tokens: int = schema_default(EvaluationConfig, "max_new_tokens"),
-    batch_size: int = schema_default(EvaluationConfig, "batch_size"),
     progress: bool = True,
 ) -> dict:
-    """Evaluate every target (resumable per model) and write metrics.json, the answers, plot and report."""
+    """Evaluate every target (resumable per model) within ``evaluation``'s budget and batch size (default:
+    the section's defaults) and write metrics.json, the answers, plot and report."""
+    evaluation = evaluation or EvaluationConfig()
+    max_new_tokens, batch_size = evaluation.max_new_tokens, evaluation.batch_size
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
@@ -255,8 +259,7 @@ def evaluate_models(
         result = evaluate_model(
             target,
             questions,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
+            evaluation,
             answers_path=out / "answers" / f"{target.name}.jsonl",
         )
         write_json(done, {"key": key, "result": result})

@@ -545,13 +545,11 @@ def evaluate_students(
 
     _prepare_model_access(s3_endpoint)
     step = parse_slice(EvaluateSettings, settings)
-    settings = step.evaluation
     metrics = evaluate_models(
         eval_targets(step, stage_models),
         read_nonempty(eval_questions, Question, "questions"),
         out_dir,
-        max_new_tokens=settings.max_new_tokens,
-        batch_size=settings.batch_size,
+        step.evaluation,
         progress=progress,
     )
     if markdown_out is not None:
