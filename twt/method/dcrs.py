@@ -51,7 +51,7 @@ import numpy as np
 
 from twt.core.prompts import normalize_answer
 from twt.core.records import Candidate, DistillRow, Question, read_nonempty, read_rows, write_json, write_rows
-from twt.core.schema import DCRSConfig, schema_default
+from twt.core.schema import DCRSConfig
 
 QUALITY_REASONS = ("passed", "no_answer", "empty_reasoning", "disagrees", "low_score")
 DIVERSITY_REASONS = ("kept", "exact_duplicate", "near_duplicate", "over_cap", "not_eligible")
@@ -352,19 +352,20 @@ def _load_encoder(model: str, device: str | None):
 
 def embed_texts(
     texts: Sequence[str],
-    model: str | None = None,
-    batch_size: int = schema_default(DCRSConfig, "batch_size"),
+    config: DCRSConfig | None = None,
     device: str | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> np.ndarray:
-    """Unit-norm float32 sentence embeddings, one row per text.
+    """Unit-norm float32 sentence embeddings, one row per text, by ``config.embedding_model`` (null: the
+    bundled ``default_embedding_model``) in batches of ``config.batch_size`` (no config: the defaults).
 
     Texts are encoded in chunks of ``EMBED_CHUNK``; with ``cache_dir`` each finished chunk is saved under a
     key of (model, texts), so a rerun on the same inputs resumes after the last saved chunk.
     """
     from tqdm.auto import tqdm
 
-    model = model or default_embedding_model()
+    config = config or DCRSConfig()
+    model, batch_size = config.embedding_model or default_embedding_model(), config.batch_size
     folder = None
     if cache_dir is not None:
         digest = hashlib.sha256(model.encode())
@@ -546,11 +547,7 @@ def run_dcrs(
     tick = time.perf_counter()
     needed = np.unique(table.text[checked.passed])
     vectors = embed_texts(
-        [table.texts[i] for i in needed],
-        model,
-        config.batch_size,
-        device,
-        str(cache_dir) if cache_dir else None,
+        [table.texts[i] for i in needed], config, device, str(cache_dir) if cache_dir else None
     )
     embedding_s = time.perf_counter() - tick
     row_of_text = np.full(len(table.texts), -1, dtype=np.int64)
