@@ -80,12 +80,6 @@ MIRRORS = {
 }
 # library functions whose keywords mirror settings sections: (module, function) → sections
 FUNCTION_MIRRORS = {
-    ("method/compress.py", "run_compress"): (schema.CompressionConfig,),
-    ("method/compress.py", "compress_by_tokens"): (schema.CompressionConfig,),
-    ("method/compress.py", "compress_by_teacher"): (schema.CompressionConfig,),
-    ("method/dcrs.py", "embed_texts"): (schema.DCRSConfig,),
-    ("method/evaluate.py", "evaluate_model"): (schema.EvaluationConfig,),
-    ("method/evaluate.py", "evaluate_models"): (schema.EvaluationConfig,),
     ("training/distributed.py", "make_accelerator"): (schema.TrainingConfig,),
     ("training/distributed.py", "torchrun_command"): (schema.TrainingConfig,),
     ("training/jobs.py", "submit_and_wait"): (schema.TrainingConfig,),
@@ -95,10 +89,6 @@ FUNCTION_MIRRORS = {
 }
 # a keyword that shares a field's name but not its meaning, and why
 NOT_MIRRORED = {
-    (
-        "compress_by_tokens",
-        "method",
-    ): "token methods only ('cts', 'unconditional'); the section's is 'teacher'",
     ("SFTConfig", "device"): "None lets accelerate pick; the launcher turns the section's 'auto' into None",
 }
 
