@@ -103,6 +103,8 @@ def main() -> None:
             target,
             schedule,
             sft,
+            condition=config.compression.condition,
+            window=config.compression.window,
             seed=args.seed,
             evaluate=lambda m, label=label: score(f"stepwise {label} {m.name}", m),
             progress=False,

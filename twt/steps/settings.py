@@ -94,6 +94,9 @@ class StageSettings(_Slice):
     condition: str | None = Field(
         None, description="With an internalize schedule: what CTS scoring is conditioned on (compression)."
     )
+    window: int | None = Field(
+        None, description="With an internalize schedule: CTS scoring's window in tokens (compression)."
+    )
 
 
 class CompressSettings(_Slice):
@@ -185,6 +188,7 @@ def stage_settings(config: RunConfig, stage: int) -> StageSettings:
         internalize=config.internalize if stepwise else None,
         reference_model=config.compression.reference_model if stepwise else None,
         condition=config.compression.condition if stepwise else None,
+        window=config.compression.window if stepwise else None,
     )
 
 

@@ -395,6 +395,7 @@ def _internalize_stage(
         step.internalize,
         SFTConfig.from_stage(settings),
         condition=step.condition,
+        window=step.window,
         seed=settings.seed,
         reference_model=step.reference_model,
         extra_lineage=lineage,

@@ -49,7 +49,7 @@ import numpy as np
 
 from twt.core.prompts import PromptTemplates, completion
 from twt.core.records import DistillRow, read_rows
-from twt.core.schema import CompressionConfig, InternalizeConfig, schema_default
+from twt.core.schema import InternalizeConfig
 from twt.method.cts import kept_count
 
 SCHEDULES = ("left", "cts")
@@ -144,9 +144,15 @@ class PhaseRecord:
 
 
 def cts_scores(
-    rows: Sequence[DistillRow], reference, tokenizer, condition: str, templates: PromptTemplates | None = None
+    rows: Sequence[DistillRow],
+    reference,
+    tokenizer,
+    condition: str,
+    window: int,
+    templates: PromptTemplates | None = None,
 ) -> list[np.ndarray]:
-    """CTS scores of every row's reasoning tokens under the reference ``(model, tokenizer)``."""
+    """CTS scores of every row's reasoning tokens under the reference ``(model, tokenizer)``, conditioned on
+    ``condition``, in windows of ``window`` tokens (``compression.condition``, ``compression.window``)."""
     from twt.method.cts import condition_text, token_scores
 
     return token_scores(
@@ -154,7 +160,7 @@ def cts_scores(
         tokenizer,
         [condition_text(r, condition, templates) for r in rows],
         [r.reasoning for r in rows],
-        window=schema_default(CompressionConfig, "window"),  # the section's default; not compression.window
+        window=window,
     )
 
 
@@ -165,7 +171,8 @@ def run_internalize(
     config: InternalizeConfig,
     sft,
     *,
-    condition: str = schema_default(CompressionConfig, "condition"),
+    condition: str | None = None,
+    window: int | None = None,
     seed: int = 0,
     reference_model: str | os.PathLike | None = None,
     templates: PromptTemplates | None = None,
@@ -178,7 +185,8 @@ def run_internalize(
     rows of ``rows_path``; the last phase's model goes to ``out_dir``. ``config``'s schedule is 'left' or
     'cts'; ``sft`` is a ``twt.training.sft.SFTConfig`` (its budget is replaced by ``updates_per_phase``);
     ``reference_model`` scores tokens for ``cts`` (default: ``base_model``), conditioned on ``condition``
-    (``compression.condition``); ``seed`` seeds the smoothing draws; ``evaluate(model_dir)`` returns
+    in windows of ``window`` tokens (``compression.condition`` and ``compression.window``: required for
+    ``cts``); ``seed`` seeds the smoothing draws; ``evaluate(model_dir)`` returns
     ``{"accuracy", "mean_output_tokens", ...}``. Returns ``{"phases": [...], "model": out_dir}``.
     """
     from transformers import AutoTokenizer
@@ -195,11 +203,13 @@ def run_internalize(
     out = Path(out_dir)
     work = out / ".phases"
     scores = None
+    if config.schedule == "cts" and (condition is None or window is None):
+        raise InternalizeError("schedule 'cts' scores tokens: give its condition and window (compression's)")
     if config.schedule == "cts":
         from twt.method.cts import load_reference
 
         reference, tokenizer = load_reference(reference_model or base_model, device="cpu")
-        scores = cts_scores(rows, reference, tokenizer, condition, templates)
+        scores = cts_scores(rows, reference, tokenizer, condition, window, templates)
         del reference
     else:
         tokenizer = AutoTokenizer.from_pretrained(base_model)
@@ -209,7 +219,12 @@ def run_internalize(
     if done and done[-1].get("last"):
         return {"phases": done, "model": str(out)}
     parent = Path(base_model) if not done else work / f"phase-{len(done)}"
-    schedule = {**config.model_dump(), "condition": condition, "seed": seed}  # what the lineage records
+    schedule = {
+        **config.model_dump(),
+        "condition": condition,
+        "window": window,
+        "seed": seed,
+    }  # for the lineage
     records = [*done]
     for phase in range(len(done) + 1, total + 1):
         kept = phase_rows(ids, phase, config, scores, seed)
