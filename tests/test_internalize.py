@@ -208,3 +208,21 @@ def test_stage_2_runs_the_configured_schedule(tmp_path: Path, base_model: Path) 
     data["internalize"] = {"schedule": "cts", "ratios": [0.5, 0.25]}
     with pytest.raises(ConfigError, match="internalize"):
         parse_config(yaml.safe_dump(data), "test", base_dir=default_config_path().parent)
+
+
+def test_the_cts_schedule_runs_with_its_condition_and_window_and_refuses_without(
+    tmp_path: Path, base_model: Path
+) -> None:
+    rows = tmp_path / "rows.jsonl"
+    write_rows(rows, _rows(8))
+    config = InternalizeConfig(schedule="cts", ratios=[0.5, 0.0], updates_per_phase=1)
+    sft = SFTConfig(batch_size=4, learning_rate=1e-3, device="cpu")
+    with pytest.raises(InternalizeError, match="condition and window"):
+        run_internalize(rows, base_model, tmp_path / "none", config, sft, progress=False)
+    out = tmp_path / "stage2"
+    result = run_internalize(
+        rows, base_model, out, config, sft, condition="question", window=8, progress=False
+    )
+    assert [p["phase"] for p in result["phases"]] == [1, 2] and result["phases"][-1]["kept_tokens_mean"] == 0
+    recorded = json.loads((out / "twt.json").read_text())["internalize"]
+    assert (recorded["condition"], recorded["window"]) == ("question", 8)
