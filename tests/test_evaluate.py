@@ -110,6 +110,15 @@ def test_a_real_teacher_with_and_without_reasoning_and_resume(tmp_path: Path) ->
         evaluate_models([targets[0], targets[0]], questions, tmp_path / "x", progress=False)
 
 
+def test_a_target_named_by_a_free_form_label_is_evaluated() -> None:
+    """Benchmarks label their rows in words ("stage 1 (full reasoning) (seed 0)"); such a label is not a
+    teacher name, and must not stop the evaluation."""
+    questions = make_questions(4, seed=0, split="eval")
+    target = EvalTarget("TwT stage 1 (full reasoning) (seed 0)", str(DEFAULT_DIR / "teacher-verbose"), "direct")
+    result = evaluate_model(target, questions, EvaluationConfig(max_new_tokens=8, batch_size=4))
+    assert 0 <= result["accuracy"] <= 1 and result["mean_output_tokens"] > 0
+
+
 def test_a_stage_retrained_in_the_same_directory_is_evaluated_afresh(tmp_path: Path) -> None:
     """Reuse is keyed by the model's content, not its path: a retrained stage (here: another model's
     files copied over the first's) gets fresh numbers in metrics.json, which the gate reads."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -130,8 +131,8 @@ def evaluate_model(
         )
     if backend is None:
         batched = target.backend in TeacherConfig.applies["batch_size"][1]  # openai has no batch size
-        teacher = TeacherConfig(
-            name=target.name,
+        teacher = TeacherConfig(  # the target's name is a label ("stage 1 (seed 0)"); a teacher's is a slug
+            name=re.sub(r"[^A-Za-z0-9._-]+", "-", target.name).strip("-._")[:63] or "model",
             model=target.model,
             backend=target.backend,
             max_new_tokens=max_new_tokens,
