@@ -114,7 +114,9 @@ def test_a_target_named_by_a_free_form_label_is_evaluated() -> None:
     """Benchmarks label their rows in words ("stage 1 (full reasoning) (seed 0)"); such a label is not a
     teacher name, and must not stop the evaluation."""
     questions = make_questions(4, seed=0, split="eval")
-    target = EvalTarget("TwT stage 1 (full reasoning) (seed 0)", str(DEFAULT_DIR / "teacher-verbose"), "direct")
+    target = EvalTarget(
+        "TwT stage 1 (full reasoning) (seed 0)", str(DEFAULT_DIR / "teacher-verbose"), "direct"
+    )
     result = evaluate_model(target, questions, EvaluationConfig(max_new_tokens=8, batch_size=4))
     assert 0 <= result["accuracy"] <= 1 and result["mean_output_tokens"] > 0
 
