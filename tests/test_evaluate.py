@@ -11,7 +11,8 @@ from twt.core.records import Question
 from twt.core.schema import EvaluationConfig
 from twt.embedded.task import in_slip_slice, make_questions
 from twt.embedded.tiny import DEFAULT_DIR
-from twt.method.evaluate import EvalTarget, answer_accuracy, evaluate_model, evaluate_models, render_report
+from twt.method.evaluate import EvalTarget, answer_accuracy, evaluate_model, evaluate_models
+from twt.method.metrics_markdown import render_report
 from twt.method.teachers import TeacherBackendError
 from twt.method.teachers.interface import Generation
 
@@ -223,7 +224,7 @@ def test_one_metrics_table_for_runs_and_cards():
     """The run report's table and the model card's are one renderer: columns follow the numbers given,
     the chosen model comes first and is marked, a missing number reads as told, tokens per correct is
     derived where it was not recorded."""
-    from twt.method.evaluate import metrics_table
+    from twt.method.metrics_markdown import metrics_table
 
     full = {
         "t": {"name": "teacher-large", "role": "teacher", "accuracy": 1.0, "mean_output_tokens": 20.0,

@@ -228,7 +228,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from twt.method.evaluate import metrics_table
+    from twt.method.metrics_markdown import metrics_table
     from twt.steps import workdir
 
     metrics = workdir.evaluate_students(_run_dir(args), not args.quiet)

@@ -249,8 +249,8 @@ def _print_dcrs(report: dict) -> dict:
 
 
 def _print_evaluation(metrics: dict, verdict: dict) -> None:
-    from twt.method.evaluate import metrics_table
     from twt.method.gate import describe
+    from twt.method.metrics_markdown import metrics_table
 
     print(f"\nheld-out evaluation ({metrics['questions']} questions, greedy):")
     print(metrics_table(metrics["models"]))

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from twt.core import store
-from twt.method.evaluate import markdown_cell, metrics_table
+from twt.method.metrics_markdown import markdown_cell, metrics_table
 
 NOT_RECORDED = "not recorded"
 METRIC_KEYS = ("accuracy", "mean_output_tokens", "tokens_per_correct")

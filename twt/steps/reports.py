@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from twt.method.evaluate import markdown_cell, metrics_table
+from twt.method.metrics_markdown import markdown_cell, metrics_table
 from twt.steps.settings import ExplainSettings
 
 COUNT_COLUMNS = ("in", "rejected_quality", "rejected_diversity", "kept")
@@ -80,7 +80,8 @@ def plot_data_uri(png: str | os.PathLike) -> str:
 def evaluation_markdown(metrics: Mapping, eval_dir: Path, verdict: Mapping | None, embed_plot: bool) -> str:
     """The evaluation report: the metrics table, the gate's verdict and the accuracy-vs-tokens picture
     (embedded as a data URI, or linked beside the report)."""
-    from twt.method.evaluate import PLOT_NAME, render_report
+    from twt.method.evaluate import PLOT_NAME
+    from twt.method.metrics_markdown import render_report
 
     plot = eval_dir / PLOT_NAME
     link = (plot_data_uri(plot) if embed_plot else PLOT_NAME) if plot.is_file() else None
