@@ -3,11 +3,11 @@
     targets = [EvalTarget("stage3", "runs/demo/stage3"), EvalTarget("student-base", base, "direct")]
     metrics = evaluate_models(targets, questions, "runs/demo/eval", EvaluationConfig(max_new_tokens=96))
 
-For each model: accuracy (through ``evaluate`` with the local metric module ``twt/method/metrics/answer_accuracy``),
-answers missing an ``Answer:`` line, generations cut by the budget, mean / p50 / p95 output tokens, tokens per
-correct answer (all output tokens ÷ correct answers: what one right answer costs) and latency (wall seconds
-for the whole set and per question, batched). Output tokens are what the backends report: every generated
-token, the EOS token included when the model stopped on one.
+For each model: accuracy (through ``evaluate`` with the local metric module
+``twt/method/metrics/answer_accuracy``), answers missing an ``Answer:`` line, generations cut by the budget,
+mean / p50 / p95 output tokens, tokens per correct answer (all output tokens ÷ correct answers: what one
+right answer costs) and latency (wall seconds for the whole set and per question, batched). Output tokens are
+what the backends report: every generated token, the EOS token included when the model stopped on one.
 
 Writes into ``out_dir``: ``metrics.json`` (every model), ``answers/<name>.jsonl`` (one line per question),
 ``accuracy_vs_tokens.png`` and ``report.md`` (a table and the picture). ``models/<name>.json`` keeps each

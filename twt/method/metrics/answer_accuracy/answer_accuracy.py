@@ -1,6 +1,6 @@
 """Answer accuracy as an ``evaluate`` metric module, loaded from this directory (the hub is not reachable).
 
-    metric = evaluate.load("twt/metrics/answer_accuracy")
+    metric = evaluate.load("twt/method/metrics/answer_accuracy")
     metric.compute(predictions=["7", None], references=["7", "3"])   # {"accuracy": 0.5, "correct": 1, ...}
 
 Predictions and references are compared after ``twt.core.prompts.normalize_answer``; a missing prediction (no
