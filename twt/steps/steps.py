@@ -40,7 +40,7 @@ from twt.core.records import (
     write_rows,
     write_text,
 )
-from twt.core.schema import ReferenceConfig, TeacherConfig
+from twt.core.schema import STAGES, ReferenceConfig, TeacherConfig
 from twt.steps import parameters
 from twt.steps.reports import compression_markdown, dcrs_markdown, evaluation_markdown, rejection_markdown
 from twt.steps.settings import (
@@ -59,7 +59,7 @@ from twt.steps.settings import (
 )
 
 LogMetric = Callable[[str, float], None] | None
-STAGE_NAMES = ("stage1", "stage2", "stage3")
+STAGE_NAMES = tuple(f"stage{n}" for n in STAGES)
 MERGED_CANDIDATES = "candidates.jsonl"  # twt.method.sampling.MERGED_FILE, named here without importing torch
 METRICS_FILE = "metrics.json"  # twt.method.evaluate.METRICS_NAME
 
@@ -410,17 +410,16 @@ def _internalize_stage(
 
 
 def train_reference_model(
-    config: ReferenceConfig, rows: str | os.PathLike, out_dir: str | os.PathLike, progress=True
+    reference: ReferenceConfig, rows: str | os.PathLike, out_dir: str | os.PathLike, progress=True
 ):
     """CTS's reference model trained on the DCRS ``rows`` into ``out_dir`` (reused when its data and
     settings are unchanged): ``twt.training.reference.train_reference`` with the ``reference`` section,
     ``base_model`` set (as the compress step's slice has it)."""
     from twt.training.reference import train_reference
 
-    settings, base = config, config.base_model
-    if not base:
+    if not reference.base_model:
         raise ValueError("the reference model needs a base model (reference.base_model)")
-    return train_reference(rows, base, out_dir, settings, progress=progress)
+    return train_reference(rows, reference.base_model, out_dir, reference, progress=progress)
 
 
 def student_attempts(
@@ -460,8 +459,8 @@ def compress_reasoning(
 
     _prepare_model_access(s3_endpoint)
     step = parse_slice(CompressSettings, settings)
-    settings = step.compression
-    if settings.method == "teacher":
+    compression = step.compression
+    if compression.method == "teacher":
         if step.teacher is None:
             raise ValueError("compression method 'teacher' needs the rewriting teacher in its settings")
         teacher = step.teacher
@@ -470,7 +469,7 @@ def compress_reasoning(
         else:
             rows_in = list(read_rows(rows, DistillRow))
             attempts = student_attempts(stage1_model, rows_in, teacher.max_new_tokens)
-            if settings.attempt_verdict:
+            if compression.attempt_verdict:
                 from twt.method.compress import attempt_with_verdict
 
                 answers = {r.id: r.answer for r in rows_in}
@@ -478,15 +477,15 @@ def compress_reasoning(
             if attempts_path is not None:
                 write_json(attempts_path, attempts)
         report = run_compress(
-            rows, rows_out, report_out, settings, teacher=teacher, attempts=attempts, progress=progress
+            rows, rows_out, report_out, compression, teacher=teacher, attempts=attempts, progress=progress
         )
     else:
-        reference = settings.reference_model or str(stage1_model)
-        if step.reference is not None and not settings.reference_model:
+        reference = compression.reference_model or str(stage1_model)
+        if step.reference is not None and not compression.reference_model:
             out_dir = Path(rows_out).parent / "reference"
             reference = str(train_reference_model(step.reference, rows, out_dir, progress))
         report = run_compress(
-            rows, rows_out, report_out, settings, reference_model=reference, progress=progress
+            rows, rows_out, report_out, compression, reference_model=reference, progress=progress
         )
     if markdown_out is not None:
         write_text(markdown_out, compression_markdown(report))
